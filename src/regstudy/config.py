@@ -1,0 +1,300 @@
+"""Structured-config schemas and their validation.
+
+Types are checked by OmegaConf when Hydra composes the config (the schemas are
+registered in Hydra's ConfigStore and sit first in ``conf/train.yaml``'s defaults).
+Ranges and cross-field rules are checked by :func:`validate`, which runs before any
+data is read, any file is written or any MLflow run is opened.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+# --- regularizers: one schema per family, one file per family in conf/regularizer/ ---
+
+
+@dataclass
+class PenaltyTarget:
+    """Which parameters a penalty touches: kernels and/or biases, with a per-layer scale.
+
+    The coefficient of layer ``l`` is ``lam * layer_scale[l]`` (``null`` = 1 for every
+    layer). Layers count the hidden linear layers first, the output layer last.
+    """
+
+    lam: float = 1e-4
+    kernel: bool = True
+    bias: bool = False
+    layer_scale: Optional[list[float]] = None
+
+
+@dataclass
+class L1Config(PenaltyTarget):
+    proximal: bool = False  # soft-threshold after each step instead of the subgradient
+
+
+@dataclass
+class L2Config(PenaltyTarget):
+    pass
+
+
+@dataclass
+class ElasticNetConfig(PenaltyTarget):
+    rho: float = 0.5
+
+
+@dataclass
+class WeightDecayConfig(PenaltyTarget):
+    pass
+
+
+@dataclass
+class GroupLassoConfig(PenaltyTarget):
+    proximal: bool = False
+
+
+@dataclass
+class DropoutConfig:
+    p: float = 0.2
+    mc_samples: int = 30
+
+
+@dataclass
+class NoiseConfig:
+    sigma: float = 0.1
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass
+class RegularizerSet:
+    """The regularizers of a model: any subset, selected as a list in Hydra."""
+
+    l1: Optional[L1Config] = None
+    l2: Optional[L2Config] = None
+    elastic_net: Optional[ElasticNetConfig] = None
+    weight_decay: Optional[WeightDecayConfig] = None
+    group_lasso: Optional[GroupLassoConfig] = None
+    dropout: Optional[DropoutConfig] = None
+    noise: Optional[NoiseConfig] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
+
+
+#: The key each regularizer's strength lives under, i.e. what a sweep varies.
+STRENGTH_KEY = {
+    "l1": "lam",
+    "l2": "lam",
+    "elastic_net": "lam",
+    "weight_decay": "lam",
+    "group_lasso": "lam",
+    "dropout": "p",
+    "noise": "sigma",
+    "early_stopping": "patience",
+}
+
+# --- the rest of a train job ---
+
+
+@dataclass
+class DataConfig:
+    name: str = "signal"
+    task: str = "regression"
+    path: str = "data/signal.npz"
+    batch_size: int = 32
+
+
+@dataclass
+class InitConfig:
+    scheme: str = "uniform"  # uniform | normal | xavier_uniform | kaiming_uniform
+    scale: float = 0.1  # bound of uniform(-scale, scale), std of normal
+    bias: str = "same"  # same (as kernels) | zeros
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [64, 64, 64])
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.01
+    output_activation: str = "identity"
+    norm: str = "none"  # none | batch | layer
+    init: InitConfig = field(default_factory=InitConfig)
+
+
+@dataclass
+class MembersConfig:
+    """The grid of members one job trains as one stacked model: strengths × seeds."""
+
+    sweep: str = "none"  # the regularizer whose strength varies, or none
+    strengths: list[float] = field(default_factory=lambda: [0.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class MetricsConfig:
+    zero_threshold: float = 1e-3  # |w| below this counts as zero
+    alive_threshold: float = 1e-6  # a hidden unit is alive if its output std exceeds this
+    grid_size: int = 200  # points of the 1-D plotting grid (signal)
+    grid_size_2d: int = 60  # points per axis of the 2-D plotting grid (moons)
+
+
+@dataclass
+class LoggerConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: sqlite store mlflow.db at the project root
+    experiment_name: str = "regstudy"
+    log_figures: bool = True
+    flush_every: int = 25  # epochs of buffered metrics per MLflow write
+
+
+@dataclass
+class PathsConfig:
+    root: Optional[str] = None  # None: the current working directory
+    results: Optional[str] = None  # None: Hydra's output dir of the job
+
+
+@dataclass
+class TrainConfig:
+    family: str = "custom"
+    threads: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    regularizer: RegularizerSet = field(default_factory=RegularizerSet)
+    members: MembersConfig = field(default_factory=MembersConfig)
+    optim: Any = None  # instantiated with hydra.utils.instantiate (partial)
+    trainer: Any = None  # kwargs of pytorch_lightning.Trainer (instantiated)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+# --- validation of ranges and cross-field rules ---
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
+OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")
+TASKS = {"signal": "regression", "sparse": "regression", "moons": "classification",
+         "digits": "classification"}
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_strength(name: str, key: str, value: Any) -> None:
+    """Range of one regularizer's strength (its ``STRENGTH_KEY``)."""
+    if name == "dropout":
+        _check(_finite(value) and 0.0 <= value <= 1.0, key, value, "a number in [0, 1]")
+    elif name == "early_stopping":
+        _check(_finite(value) and value >= 0 and float(value).is_integer(), key, value,
+               "a whole number of epochs >= 0")
+    else:
+        _check(_finite(value) and value >= 0.0, key, value, "a finite number >= 0")
+
+
+def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
+    for name, sub in reg.items():
+        if sub is None:
+            continue
+        base = f"regularizer.{name}"
+        check_strength(name, f"{base}.{STRENGTH_KEY[name]}", sub[STRENGTH_KEY[name]])
+        if "layer_scale" in sub and sub.layer_scale is not None:
+            scales = list(sub.layer_scale)
+            _check(len(scales) == n_layers and all(_finite(s) and s >= 0 for s in scales),
+                   f"{base}.layer_scale", scales,
+                   f"null or a list of {n_layers} finite numbers >= 0 (one per layer, output last)")
+        if name == "elastic_net":
+            _check(_finite(sub.rho) and 0.0 <= sub.rho <= 1.0, f"{base}.rho", sub.rho,
+                   "a number in [0, 1]")
+        if name == "dropout":
+            _check(sub.mc_samples >= 1, f"{base}.mc_samples", sub.mc_samples, "an integer >= 1")
+        if name == "early_stopping":
+            _check(_finite(sub.min_delta) and sub.min_delta >= 0, f"{base}.min_delta",
+                   sub.min_delta, "a finite number >= 0")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value out of range. Touches no file."""
+    _check(cfg.data.name in TASKS, "data.name", cfg.data.name, f"one of {sorted(TASKS)}")
+    _check(cfg.data.task == TASKS[cfg.data.name], "data.task", cfg.data.task,
+           f"{TASKS[cfg.data.name]!r} for data.name={cfg.data.name}")
+    _check(cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "an integer >= 1")
+    _check(cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
+
+    m = cfg.model
+    _check(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), "model.hidden", list(m.hidden),
+           "a non-empty list of positive widths")
+    _check(m.activation in ACTIVATIONS, "model.activation", m.activation, f"one of {ACTIVATIONS}")
+    _check(m.output_activation in ACTIVATIONS, "model.output_activation", m.output_activation,
+           f"one of {ACTIVATIONS}")
+    if cfg.data.task == "classification":
+        _check(m.output_activation == "identity", "model.output_activation",
+               m.output_activation, "'identity' for classification (the loss takes logits)")
+    _check(m.norm in ("none", "batch", "layer"), "model.norm", m.norm, "none, batch or layer")
+    _check(m.init.scheme in ("uniform", "normal", "xavier_uniform", "kaiming_uniform"),
+           "model.init.scheme", m.init.scheme, "uniform, normal, xavier_uniform or kaiming_uniform")
+    _check(_finite(m.init.scale) and m.init.scale > 0, "model.init.scale", m.init.scale,
+           "a finite number > 0")
+    _check(m.init.bias in ("same", "zeros"), "model.init.bias", m.init.bias, "same or zeros")
+
+    _validate_regularizers(cfg.regularizer, n_layers=len(m.hidden) + 1)
+
+    mem = cfg.members
+    chosen = [k for k, v in cfg.regularizer.items() if v is not None]
+    _check(mem.sweep == "none" or mem.sweep in chosen, "members.sweep", mem.sweep,
+           f"none or one of the selected regularizers {chosen}")
+    strengths, seeds = list(mem.strengths), list(mem.seeds)
+    _check(len(strengths) >= 1, "members.strengths", strengths, "a non-empty list")
+    _check(len(seeds) >= 1, "members.seeds", seeds, "a non-empty list")
+    _check(len(set(seeds)) == len(seeds), "members.seeds", seeds, "distinct seeds")
+    _check(len(set(strengths)) == len(strengths), "members.strengths", strengths,
+           "distinct strengths")
+    _check(all(isinstance(s, int) and s >= 0 for s in seeds), "members.seeds", seeds,
+           "integers >= 0")
+    if mem.sweep == "none":
+        _check(strengths == [0.0], "members.strengths", strengths,
+               "[0.0] when members.sweep=none (nothing is swept)")
+    else:
+        for i, s in enumerate(strengths):
+            check_strength(mem.sweep, f"members.strengths[{i}]", s)
+
+    opt = cfg.optim
+    _check(opt is not None and opt.get("_target_") in OPTIMIZERS, "optim._target_",
+           None if opt is None else opt.get("_target_"), f"one of {OPTIMIZERS}")
+    _check(_finite(opt.lr) and opt.lr > 0, "optim.lr", opt.lr, "a finite number > 0")
+    _check(cfg.trainer is not None and cfg.trainer.max_epochs >= 1, "trainer.max_epochs",
+           None if cfg.trainer is None else cfg.trainer.max_epochs, "an integer >= 1")
+    _check(cfg.metrics.zero_threshold > 0, "metrics.zero_threshold", cfg.metrics.zero_threshold,
+           "a number > 0")
+    for key in ("grid_size", "grid_size_2d"):
+        _check(cfg.metrics[key] >= 2, f"metrics.{key}", cfg.metrics[key], "an integer >= 2")
+    _check(cfg.logger.flush_every >= 1, "logger.flush_every", cfg.logger.flush_every,
+           "an integer >= 1")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,189 @@
+"""One train job: a grid of members trained as one stacked model, tracked and tabulated.
+
+``run_job`` is what both the Hydra entry point (``regstudy.train``) and the DVC train
+stage call. It validates everything before it reads data, opens an MLflow run or
+writes a file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .config import STRENGTH_KEY, validate
+from .data import load_npz
+from .member_figures import member_figure
+from .module import MemberStackModule
+from .randomness import Stream, member_generator
+from .regularizers import Regularization
+from .results import (ResultsWriter, curves_table, layers_table, members_table,
+                      params_table, predictions_table, sample_indices)
+from .stacked import StackedMLP
+from .tracking import JobTracker, MLflowEpochLogger, git_commit, project_root, tracking_uri
+
+
+def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Members in order: strengths outer, seeds inner."""
+    sweep = cfg.members.sweep
+    key = STRENGTH_KEY.get(sweep, "none")
+    return [{"member": i, "strength": float(s), "seed": int(seed), "strength_name": key,
+             "name": f"{cfg.family}-{cfg.data.name}-{key}={s:g}-seed={seed}"}
+            for i, (s, seed) in enumerate(itertools.product(cfg.members.strengths, cfg.members.seeds))]
+
+
+def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
+    """Absolute data file and results folder; the results folder defaults to Hydra's."""
+    root = project_root(cfg)
+    data = Path(cfg.data.path)
+    data = data if data.is_absolute() else root / data
+    if cfg.paths.results is not None:
+        results = Path(cfg.paths.results)
+        results = results if results.is_absolute() else root / results
+    else:
+        from hydra.core.hydra_config import HydraConfig
+        results = Path(HydraConfig.get().runtime.output_dir) / "results"
+    return data, results
+
+
+def load_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in arrays.items() if k[:2] in ("x_", "y_")}
+
+
+def plotting_grid(x_train: np.ndarray, cfg: DictConfig) -> np.ndarray | None:
+    """A grid over the training inputs' range (1-D or 2-D inputs only)."""
+    lo, hi = x_train.min(0), x_train.max(0)
+    if x_train.shape[1] == 1:
+        return np.linspace(lo[0], hi[0], cfg.metrics.grid_size, dtype=np.float32)[:, None]
+    if x_train.shape[1] == 2:
+        pad = 0.25 * (hi - lo)
+        axes = [np.linspace(lo[i] - pad[i], hi[i] + pad[i], cfg.metrics.grid_size_2d,
+                            dtype=np.float32) for i in range(2)]
+        g0, g1 = np.meshgrid(*axes, indexing="ij")
+        return np.stack([g0.ravel(), g1.ravel()], 1)
+    return None
+
+
+def build_module(cfg: DictConfig, data: dict[str, torch.Tensor],
+                 members: list[dict[str, Any]]) -> MemberStackModule:
+    """The stacked network of the members, initialized from each member's own seed."""
+    seeds = [m["seed"] for m in members]
+    d_in = data["x_train"].shape[1]
+    task = cfg.data.task
+    d_out = 1 if task == "regression" else int(max(int(data[f"y_{s}"].max()) for s in
+                                                   ("train", "val", "test")) + 1)
+    mc = cfg.model
+    net = StackedMLP(len(members), d_in, list(mc.hidden), d_out, mc.activation, mc.negative_slope,
+                     mc.output_activation, mc.norm)
+    net.reset_parameters([member_generator(s, Stream.INIT) for s in seeds], mc.init.scheme,
+                         mc.init.scale, mc.init.bias)
+    strengths = torch.tensor([m["strength"] for m in members], dtype=torch.float32)
+    reg = Regularization.build(cfg.regularizer, cfg.members.sweep, strengths, net.n_layers)
+    return MemberStackModule(net, reg, data, task, instantiate(cfg.optim), cfg.data.batch_size,
+                             seeds, cfg.metrics.zero_threshold, cfg.metrics.alive_threshold)
+
+
+def snapshot(net: StackedMLP) -> dict[str, torch.Tensor]:
+    return {**{f"kernel_{i}": w.detach().clone() for i, w in enumerate(net.kernels)},
+            **{f"bias_{i}": b.detach().clone() for i, b in enumerate(net.biases)}}
+
+
+def run_job(cfg: DictConfig) -> pd.DataFrame:
+    """Train the job's members; write ``results``; log to MLflow. Returns members' table."""
+    validate(cfg)
+    data_path, results_dir = resolve_paths(cfg)
+    arrays = load_npz(data_path)  # a missing file fails here, before any run or output
+    members = member_grid(cfg)
+    torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
+
+    data = load_tensors(arrays)
+    module = build_module(cfg, data, members)
+    init = snapshot(module.net)
+    root = project_root(cfg)
+    tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": git_commit(root),
+            "sweep": cfg.members.sweep}
+    writer = ResultsWriter(results_dir)
+    try:
+        if cfg.logger.enabled:
+            with JobTracker(cfg, members, tags) as tracker:
+                table = _train_and_write(cfg, module, members, init, arrays, writer, tracker)
+        else:
+            table = _train_and_write(cfg, module, members, init, arrays, writer, None)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return table
+
+
+def _train_and_write(cfg, module, members, init, arrays, writer, tracker) -> pd.DataFrame:
+    callbacks = [MLflowEpochLogger(tracker, cfg.logger.flush_every)] if tracker else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks)
+    trainer.fit(module)
+    module.restore_best()
+
+    net, history = module.net, module.history
+    info = {"dataset": cfg.data.name, "family": cfg.family, "sweep": cfg.members.sweep,
+            "strength_name": members[0]["strength_name"], "task": cfg.data.task,
+            "zero_threshold": cfg.metrics.zero_threshold, "total_neurons": sum(net.hidden),
+            "best_epoch": module.best_epoch, "diverged_epoch": module.diverged_epoch,
+            "stopped_epoch": module.stopped_epoch}
+    table = members_table(history, members, info)
+    curves, layers = curves_table(history, members), layers_table(history, members)
+    final = snapshot(net)
+    gen = member_generator(0, Stream.SAMPLE)
+    indices = {name: sample_indices(t.shape[1:], gen) for name, t in init.items()}
+    params = params_table(init, final, members, indices)
+    writer.table("members.csv", table)
+    writer.table("curves.csv", curves)
+    writer.table("layers.csv", layers)
+    writer.table("params.parquet", params)
+    grid = plotting_grid(arrays["x_train"], cfg)
+    if grid is not None and cfg.data.name in ("signal", "moons"):
+        mc = cfg.regularizer.dropout.mc_samples if cfg.regularizer.get("dropout") else 1
+        preds = module.predict_grid(torch.from_numpy(grid), mc)
+        writer.table("predictions.parquet", predictions_table(grid, preds, members, cfg.data.task))
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    writer.text("config.yaml", resolved)
+
+    run_info = {"git_commit": tracker.tags["git_commit"] if tracker else None,
+                "tracking_uri": tracking_uri(cfg) if tracker else None,
+                "experiment_id": tracker.experiment_id if tracker else None,
+                "parent_run_id": tracker.parent_id if tracker else None,
+                "member_run_ids": tracker.child_ids if tracker else []}
+    writer.json("run.json", run_info)
+    if tracker:
+        _log_members(cfg, tracker, table, curves, params, final, resolved)
+    return table
+
+
+def _log_members(cfg, tracker: JobTracker, table: pd.DataFrame, curves: pd.DataFrame,
+                 params: pd.DataFrame, final: dict[str, torch.Tensor], resolved: str) -> None:
+    """Artifacts (config, final weights, figure) and final numbers of each member."""
+    summary_keys = ["train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
+                    "test_metric", "gap", "weight_norm", "near_zero_fraction", "alive_neurons",
+                    "epochs_trained", "best_epoch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        parent_dir = Path(tmp) / "parent"
+        parent_dir.mkdir()
+        (parent_dir / "config.yaml").write_text(resolved)
+        tracker.log_artifacts(tracker.parent_id, parent_dir)
+        for k, row in table.iterrows():
+            d = Path(tmp) / f"member_{k}"
+            d.mkdir()
+            (d / "config.yaml").write_text(resolved)
+            torch.save({n: t[k].clone() for n, t in final.items()}, d / "weights.pt")
+            if cfg.logger.log_figures:
+                member_figure(curves[curves.member == k], params[params.member == k],
+                              f"{row.family} {row.dataset} {row.strength_name}={row.strength:g} "
+                              f"seed={row.seed} ({row.status})", d / "member.png")
+            tracker.log_artifacts(tracker.child_ids[k], d)
+            tracker.finish_member(k, {key: row[key] for key in summary_keys},
+                                  diverged=row.status == "diverged")

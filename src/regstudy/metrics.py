@@ -1,0 +1,59 @@
+"""Losses, metrics and weight statistics, per member (every result has shape ``(K, ...)``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .stacked import StackedMLP
+
+
+def data_loss(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """Mean data loss ``L0`` per member: MSE (units of y^2) or cross-entropy (nats).
+
+    ``out``: ``(K, B, d_out)``; ``y``: ``(K, B)`` or ``(B,)`` shared by all members.
+    """
+    y = y.expand(out.shape[:2])
+    if task == "regression":
+        return (out.squeeze(-1) - y).square().mean(1)
+    k, b, c = out.shape
+    return F.cross_entropy(out.reshape(k * b, c), y.reshape(k * b), reduction="none").view(k, b).mean(1)
+
+
+def metric(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """R^2 ``= 1 - sum (y - f)^2 / sum (y - mean y)^2`` for regression, accuracy otherwise."""
+    y = y.expand(out.shape[:2])
+    if task == "regression":
+        sse = (out.squeeze(-1) - y).square().sum(1)
+        sst = (y - y.mean(1, keepdim=True)).square().sum(1)
+        return 1 - sse / sst
+    return (out.argmax(-1) == y).float().mean(1)
+
+
+METRIC_NAME = {"regression": "r2", "classification": "accuracy"}
+
+
+@torch.no_grad()
+def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str, Tensor]:
+    """Kernel statistics per member and layer.
+
+    ``layer_norm`` ``(K, L)``: Frobenius norm ``||W_l||``; ``weight_norm`` ``(K,)``:
+    ``sqrt(sum_l ||W_l||^2)``; ``layer_near_zero`` / ``near_zero_fraction``: fraction
+    of kernel entries with ``|w| < zero_threshold``; ``effective_lr`` ``(K, L)``:
+    ``lr / ||W_l||^2`` for layers followed by normalization, NaN elsewhere.
+    """
+    norms = torch.stack([torch.linalg.vector_norm(w.flatten(1), dim=1) for w in net.kernels], 1)
+    small = [(w.abs() < zero_threshold).flatten(1) for w in net.kernels]
+    sizes = torch.tensor([s.shape[1] for s in small], dtype=torch.float32)
+    counts = torch.stack([s.sum(1) for s in small], 1).float()
+    normalized = torch.tensor(net.normalized_layers())
+    eff = torch.where(normalized, lr / norms.square(), torch.full_like(norms, float("nan")))
+    return {"layer_norm": norms, "weight_norm": norms.square().sum(1).sqrt(),
+            "layer_near_zero": counts / sizes, "near_zero_fraction": counts.sum(1) / sizes.sum(),
+            "effective_lr": eff}
+
+
+def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:
+    """Hidden units per layer whose output varies over the inputs: std > threshold, ``(K, L-1)``."""
+    return torch.stack([(h.std(1) > threshold).sum(-1) for h in hidden], 1)

@@ -1,0 +1,166 @@
+"""The LightningModule that trains a stack of members (see :mod:`regstudy.stacked`).
+
+Optimization is manual so that each step can apply decoupled weight decay to the
+pre-step weights and proximal steps after the update, as the formulas require.
+Every epoch ends with a full evaluation of every member on every split; early
+stopping and divergence are decided per member from it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from .metrics import alive_units, data_loss, metric, weight_stats
+from .randomness import MemberBatches, Stream, member_generator
+from .regularizers import Regularization
+from .stacked import StackedMLP
+
+SPLITS = ("train", "val", "test")
+
+
+class MemberStackModule(pl.LightningModule):
+    """Trains K members at once; ``history`` holds one dict of ``(K, ...)`` tensors per epoch."""
+
+    def __init__(self, net: StackedMLP, reg: Regularization, data: dict[str, Tensor], task: str,
+                 optimizer: Callable, batch_size: int, seeds: list[int],
+                 zero_threshold: float = 1e-3, alive_threshold: float = 1e-6):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.reg, self.splits, self.task = net, reg, data, task
+        self.optimizer_factory, self.batch_size, self.seeds = optimizer, batch_size, seeds
+        self.zero_threshold, self.alive_threshold = zero_threshold, alive_threshold
+        k = net.n_members
+        self.history: list[dict[str, Tensor]] = []
+        self.nonfinite = torch.zeros(k, dtype=torch.bool)
+        self.diverged_epoch = torch.zeros(k, dtype=torch.long)  # 0: never
+        self.stopped_epoch = torch.zeros(k, dtype=torch.long)  # 0: never
+        self.best_epoch = torch.zeros(k, dtype=torch.long)
+        self.best_val = torch.full((k,), float("inf"))
+        self.wait = torch.zeros(k, dtype=torch.long)
+        self.best_state: dict[str, Tensor] | None = None
+
+    # --- training ---
+
+    def configure_optimizers(self):
+        """Optimizer over all members; its own weight_decay (if any) touches kernels only."""
+        kernels = list(self.net.kernels)
+        ids = {id(p) for p in kernels}
+        rest = [p for p in self.net.parameters() if id(p) not in ids]
+        return self.optimizer_factory([{"params": kernels}, {"params": rest, "weight_decay": 0.0}])
+
+    def train_dataloader(self):
+        gens = [member_generator(s, Stream.TRAIN) for s in self.seeds]
+        units = self.net.n_dropout_units if self.reg.dropout_p is not None else 0
+        return MemberBatches(self.splits["x_train"], self.splits["y_train"], self.batch_size, gens,
+                             n_dropout_units=units, noise=self.reg.noise_sigma is not None)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x = batch["x"]
+        if self.reg.noise_sigma is not None:
+            x = x + self.reg.noise_sigma.view(-1, 1, 1) * batch["eps"]
+        out = self.net(x, batch.get("u"), self.reg.dropout_p)
+        loss = data_loss(out, batch["y"], self.task) + self.reg.penalty(self.net)
+        finite = torch.isfinite(loss)
+        self.nonfinite |= ~finite
+        # A diverged member contributes no gradient; members never share one anyway.
+        total = torch.where(finite, loss, torch.zeros_like(loss)).sum()
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(total)
+        lr = opt.param_groups[0]["lr"]
+        self.reg.decay_(self.net, lr)
+        opt.step()
+        self.reg.proximal_(self.net, lr)
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        self.history.append(self.evaluate_epoch(self.current_epoch + 1))
+        done = (self.stopped_epoch > 0) | (self.diverged_epoch > 0)
+        if bool(done.all()):
+            self.trainer.should_stop = True
+
+    # --- evaluation ---
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Tensor]:
+        """Loss and metric of every member on every split, in evaluation mode."""
+        was_training = self.net.training
+        self.net.eval()
+        k, row = self.net.n_members, {}
+        for split in SPLITS:
+            x, y = self.splits[f"x_{split}"], self.splits[f"y_{split}"]
+            out, hidden = self.net(x.expand(k, *x.shape), return_hidden=True)
+            row[f"{split}_loss"] = data_loss(out, y, self.task)
+            row[f"{split}_metric"] = metric(out, y, self.task)
+            if split == "train":
+                row["layer_alive"] = alive_units(hidden, self.alive_threshold)
+        self.net.train(was_training)
+        row["alive_neurons"] = row["layer_alive"].sum(1)
+        row["penalty"] = self.reg.penalty(self.net)
+        lr = self.optimizer_factory.keywords["lr"]
+        row.update(weight_stats(self.net, self.zero_threshold, lr))
+        return row
+
+    def evaluate_epoch(self, epoch: int) -> dict[str, Tensor]:
+        row = self.evaluate()
+        bad = self.nonfinite | ~torch.isfinite(row["train_loss"]) | ~torch.isfinite(row["val_loss"])
+        self.diverged_epoch = torch.where(bad & (self.diverged_epoch == 0), epoch, self.diverged_epoch)
+        active = (self.stopped_epoch == 0) & (self.diverged_epoch == 0)
+        if self.reg.patience is None:
+            self.best_epoch = torch.where(active, epoch, self.best_epoch)
+        else:
+            self._early_stopping(row["val_loss"], active, epoch)
+        # True on the epochs after the member stopped (its curve has ended).
+        row["stopped"] = (self.stopped_epoch > 0) & (self.stopped_epoch < epoch)
+        row["epoch"] = torch.full((self.net.n_members,), epoch)
+        return row
+
+    def _early_stopping(self, val_loss: Tensor, active: Tensor, epoch: int) -> None:
+        """Per member: keep the best weights; stop after ``patience`` epochs without gain."""
+        improved = active & (val_loss < self.best_val - self.reg.min_delta)
+        self.best_val = torch.where(improved, val_loss, self.best_val)
+        self.best_epoch = torch.where(improved, epoch, self.best_epoch)
+        self.wait = torch.where(improved, 0, torch.where(active, self.wait + 1, self.wait))
+        stop = active & ~improved & (self.wait >= self.reg.patience)
+        self.stopped_epoch = torch.where(stop, epoch, self.stopped_epoch)
+        state = self.net.state_dict()
+        if self.best_state is None:
+            self.best_state = {n: t.clone() for n, t in state.items()}
+        for name, t in state.items():
+            mask = improved.view(-1, *([1] * (t.dim() - 1)))
+            self.best_state[name] = torch.where(mask, t, self.best_state[name])
+
+    def restore_best(self) -> None:
+        """Load each member's best weights (early stopping only)."""
+        if self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
+
+    @torch.no_grad()
+    def predict_grid(self, grid: Tensor, mc_samples: int) -> dict[str, Tensor]:
+        """Predictions on a plotting grid ``(G, d)``: deterministic and Monte Carlo dropout.
+
+        Regression: the output; classification: the probability of class 1. MC dropout
+        keeps dropout on in evaluation mode for ``mc_samples`` passes and returns their
+        mean and std (std is 0 without dropout).
+        """
+        k = self.net.n_members
+        self.net.eval()
+        x = grid.expand(k, *grid.shape)
+
+        def value(out: Tensor) -> Tensor:
+            return out.squeeze(-1) if self.task == "regression" else out.softmax(-1)[..., 1]
+
+        pred = value(self.net(x))
+        if self.reg.dropout_p is None:
+            return {"pred": pred, "mc_mean": pred, "mc_std": torch.zeros_like(pred)}
+        gens = [member_generator(s, Stream.MC) for s in self.seeds]
+        draws = []
+        for _ in range(mc_samples):
+            u = torch.stack([torch.rand(len(grid), self.net.n_dropout_units, generator=g) for g in gens])
+            draws.append(value(self.net(x, u, self.reg.dropout_p)))
+        draws = torch.stack(draws)
+        return {"pred": pred, "mc_mean": draws.mean(0), "mc_std": draws.std(0, unbiased=False)}

@@ -1,0 +1,71 @@
+"""Per-member random streams, and minibatches drawn from them.
+
+Each member owns one generator per purpose, seeded from its seed alone, so its
+initialization, batch order, dropout masks and input noise are the same whether it
+trains alone or inside a stack of any size. Nothing here touches torch's global RNG,
+so nothing leaks between jobs that share a worker process.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Stream(IntEnum):
+    INIT = 0  # parameter initialization
+    TRAIN = 1  # batch order, dropout masks, input noise
+    MC = 2  # Monte Carlo dropout at evaluation
+    SAMPLE = 3  # which parameters the results table samples
+
+
+def member_generator(seed: int, stream: Stream) -> torch.Generator:
+    """A torch generator for (seed, stream), independent across streams."""
+    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state % (2**63 - 1)))
+
+
+class MemberBatches:
+    """One epoch of minibatches for K members, each in its own random order.
+
+    Yields dicts with ``x`` ``(K, B, d)``, ``y`` ``(K, B)``, and when asked for,
+    ``u`` ``(K, B, n_dropout_units)`` uniforms for dropout masks and ``eps``
+    ``(K, B, d)`` standard normals for input noise. A member's draws per epoch are,
+    in order: a permutation, the uniforms, the normals. The last batch may be smaller.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, generators: list[torch.Generator],
+                 n_dropout_units: int = 0, noise: bool = False):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.generators, self.n_dropout_units, self.noise = generators, n_dropout_units, noise
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def _draw_epoch(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        n, d = self.x.shape
+        perms, us, eps = [], [], []
+        for g in self.generators:
+            perms.append(torch.randperm(n, generator=g))
+            if self.n_dropout_units:
+                us.append(torch.rand(n, self.n_dropout_units, generator=g))
+            if self.noise:
+                eps.append(torch.randn(n, d, generator=g))
+        stack = lambda ts: torch.stack(ts) if ts else None  # noqa: E731
+        return torch.stack(perms), stack(us), stack(eps)
+
+    def __iter__(self):
+        order, u, eps = self._draw_epoch()
+        for start in range(0, len(self.x), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            idx = order[:, sl]
+            batch = {"x": self.x[idx], "y": self.y[idx]}
+            if u is not None:
+                batch["u"] = u[:, sl]
+            if eps is not None:
+                batch["eps"] = eps[:, sl]
+            yield batch

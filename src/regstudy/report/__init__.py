@@ -1,0 +1,155 @@
+"""The report stage: every job's result tables to `index.html` (figures, summary, provenance)
+and `metrics.json` (headline numbers for `dvc metrics show`).
+
+Both files are byte-reproducible from the same inputs: no timestamps, PNGs without
+metadata, floats in metrics.json rounded to 6 significant digits.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from regstudy.report import figures
+from regstudy.report.tables import (
+    NoResultsError,
+    Results,
+    diverged_members,
+    headline_metrics,
+    jobs,
+    load_results,
+    summary_table,
+)
+
+__all__ = ["NoResultsError", "build_report"]
+
+PACKAGES = ("torch", "pytorch_lightning", "hydra-core", "mlflow", "seaborn", "dvc", "pandas", "numpy")
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed version of each package the study depends on, or "not installed"."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _figure_plan(results: Results, dataset: str) -> list[tuple[str, str, object, tuple]]:
+    """(slug, title, figure function, arguments) of the figures a dataset has data for."""
+    members = results.of("members", dataset)
+    curves, layers, params = (results.of(t, dataset) for t in ("curves", "layers", "params"))
+    predictions = results.predictions.get(dataset)
+    data = results.data.get(dataset, {})
+    families = set(members["family"])
+    has_predictions = predictions is not None and len(predictions) > 0
+    plan = []
+    if len(curves):
+        plan.append(("loss-curves", "Loss curves", figures.loss_curves, (curves, members)))
+    if has_predictions:
+        title = "Decision boundaries" if "x0" in predictions else "Fitted curves"
+        plan.append(("predictions", title, figures.fitted_functions, (predictions, members, data)))
+    if len(params):
+        plan.append(("parameter-kdes", "Parameter distributions", figures.parameter_kdes, (params, members)))
+    plan.append(("metrics-vs-strength", "Metrics against strength", figures.metrics_vs_strength, (members,)))
+    if families & set(figures.SPARSITY_FAMILIES):
+        plan.append(("sparsity", "Sparsity and alive units", figures.sparsity_vs_strength, (members,)))
+    if len(layers) and any(families & set(pair) for pair in figures.NORMALIZATION_PAIRS):
+        plan.append(("normalization", "Weight norm and effective learning rate", figures.norm_and_effective_lr,
+                     (layers, members)))
+    if has_predictions and "dropout" in families and (predictions["family"] == "dropout").any():
+        plan.append(("mc-dropout", "Monte Carlo dropout", figures.mc_dropout, (predictions, members, data)))
+    return plan
+
+
+def _render_figures(results: Results, dataset: str) -> list[dict]:
+    rendered = []
+    for slug, title, plot, args in _figure_plan(results, dataset):
+        rendered.append({
+            "id": f"{dataset}-{slug}",
+            "title": title,
+            "caption": inspect.getdoc(plot),
+            "src": figures.to_data_uri(plot(*args)),
+        })
+    return rendered
+
+
+def _number(value, digits: int = 4) -> str:
+    """A table number with `digits` significant digits; missing as n/a."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def _mean_sd(mean, sd) -> str:
+    return f"{_number(mean)} ± {_number(sd)}"
+
+
+def _runs(results: Results) -> list[dict]:
+    """run.json of each job, in report order."""
+    defaults = {"experiment_id": "unknown", "parent_run_id": "unknown", "git_commit": "unknown", "member_run_ids": []}
+    by_job = {(r["dataset"], r["family"]): {**defaults, **r} for r in results.runs}
+    return [by_job[(d, f)] for d, f, _ in jobs(results.members) if (d, f) in by_job]
+
+
+def render_html(results: Results) -> str:
+    """The whole report page."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = _number
+    env.filters["mean_sd"] = _mean_sd
+    runs = _runs(results)
+    return env.get_template("index.html.j2").render(
+        datasets=[
+            {"name": d, "families": results.families(d), "figures": _render_figures(results, d)}
+            for d in results.datasets
+        ],
+        summary=summary_table(results.members).to_dict("records"),
+        diverged=diverged_members(results.members).to_dict("records"),
+        runs=runs,
+        commits=sorted({str(r["git_commit"]) for r in runs}),
+        versions=package_versions(),
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
+            tmp.write(text)
+        os.chmod(name, 0o644)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def build_report(results_dir: str | Path, data_dir: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+    """Read all results, write `out_dir/index.html` and `out_dir/metrics.json`, return their paths.
+
+    Raises NoResultsError when `results_dir` holds no members.csv.
+    """
+    results = load_results(results_dir, data_dir)
+    html = render_html(results)
+    metrics = json.dumps(headline_metrics(summary_table(results.members)), indent=2, sort_keys=True,
+                         allow_nan=False) + "\n"
+    out_dir = Path(out_dir)
+    _write_atomic(out_dir / "index.html", html)
+    _write_atomic(out_dir / "metrics.json", metrics)
+    return out_dir / "index.html", out_dir / "metrics.json"

@@ -1,0 +1,378 @@
+"""The report's figures: one function per figure, from one dataset's tables to a Figure.
+
+Each function takes the tables of a single dataset (see docs/results.md) and returns a
+matplotlib Figure drawn with seaborn. Its docstring is the figure's caption in the report.
+Seeds are averaged or shown as a band; only members with status ok are drawn, except in
+the panels that mark a diverged member as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # before seaborn, which imports pyplot
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from regstudy.report.tables import FAMILY_ORDER, ok_rows, ordered, strength_name
+
+DPI = 90
+SPARSITY_FAMILIES = ("l1", "l2", "elastic_net", "group_lasso")
+NORMALIZATION_PAIRS = (("l2", "batchnorm_l2"), ("weight_decay", "layernorm_weight_decay"))
+# A trained kernel whose spread fell below this fraction of the initial spread is drawn as
+# a spike: a KDE of it would be a needle that flattens every other curve of the panel.
+COLLAPSED_SPREAD = 0.01
+_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=0.9)}
+_FAMILY_COLORS = [c for i in (0, 1) for c in sns.color_palette("tab20")[i::2]]
+
+
+def _styled(plot):
+    """Draw under the report's seaborn style without touching global rcParams."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_RC):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def to_data_uri(fig: Figure) -> str:
+    """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _panels(n: int, ncols: int, size: tuple[float, float], **subplot_kw):
+    """A constrained-layout figure with n panels of `size` inches on a grid `ncols` wide."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def _note(ax, text: str, color: str = "0.3") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=color, fontsize=8)
+
+
+def _stronger_is_smaller(name: str) -> bool:
+    return name == "patience"  # fewer epochs of patience stop earlier: stronger
+
+
+def strength_palette(strengths, name: str) -> dict:
+    """Strength -> colour on a sequential palette, darker = stronger regularization."""
+    levels = sorted(pd.unique(pd.Series(strengths).dropna()), reverse=_stronger_is_smaller(name))
+    return dict(zip(levels, sns.color_palette("crest", len(levels))))
+
+
+def family_palette(families) -> dict:
+    """Family -> colour, the same colour for a family in every figure."""
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    unknown = sorted(set(families) - set(rank))
+    rank.update({f: len(FAMILY_ORDER) + i for i, f in enumerate(unknown)})
+    return {f: _FAMILY_COLORS[rank[f] % len(_FAMILY_COLORS)] for f in families}
+
+
+def _strength_legend(ax, palette: dict, name: str, **kwargs) -> None:
+    handles = [Line2D([], [], color=c, lw=2, label=f"{s:g}") for s, c in palette.items()]
+    ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, **kwargs)
+
+
+def _loss_unit(members: pd.DataFrame) -> str:
+    return "MSE, y²" if (members["task"] == "regression").all() else "cross-entropy, nats"
+
+
+def _symlog_x(ax, strengths: pd.Series) -> float:
+    """Log x axis that still shows strength 0: linear between 0 and the smallest positive strength."""
+    positive = strengths[strengths > 0]
+    linthresh = float(positive.min()) if len(positive) else 1.0
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+    return linthresh
+
+
+def _first_seed(job_members: pd.DataFrame) -> pd.DataFrame:
+    """One member per strength (ascending): the one with the first seed."""
+    return job_members.sort_values(["strength", "seed"]).groupby("strength", sort=True).head(1)
+
+
+@_styled
+def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
+    """Training (solid) and validation (dashed) data loss per epoch, log scale, one panel per
+    family and one line per strength (darker = stronger), mean over the seeds that did not
+    diverge; epochs after early stopping are left out. Units: MSE in y² for regression,
+    cross-entropy in nats for classification."""
+    families = ordered(members["family"].unique(), FAMILY_ORDER)
+    fig, axes = _panels(len(families), 3, (3.1, 2.3))
+    kept = ok_rows(curves, members)
+    kept = kept[~kept["stopped"]]
+    for ax, family in zip(axes.ravel(), families):
+        name = strength_name(members, family)
+        palette = strength_palette(members.loc[members["family"] == family, "strength"], name)
+        rows = kept[kept["family"] == family]
+        ax.set(title=family, xlabel="epoch", ylabel=f"loss ({_loss_unit(members)})")
+        if not np.isfinite(rows[["train_loss", "val_loss"]].to_numpy(dtype=float)).any():
+            _note(ax, "no finite losses")
+            continue
+        for split, style in [("train_loss", "-"), ("val_loss", "--")]:
+            sns.lineplot(rows, x="epoch", y=split, hue="strength", palette=palette, errorbar=None,
+                         linestyle=style, lw=1.1, legend=False, ax=ax)
+        ax.set_yscale("log")
+        _strength_legend(ax, palette, name)
+    return fig
+
+
+def _draw_data(ax, data: dict, two_d: bool) -> None:
+    if "x_train" not in data or "y_train" not in data:
+        return
+    x, y = np.asarray(data["x_train"]), np.asarray(data["y_train"]).ravel()
+    if two_d:
+        ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", s=5, edgecolors="white", linewidths=0.2, zorder=3)
+    else:
+        ax.scatter(x.ravel(), y, s=4, color="0.6", alpha=0.6, linewidths=0)
+
+
+def _draw_boundary(ax, rows: pd.DataFrame, column: str) -> None:
+    """Filled map of class-1 probability and its 0.5 contour."""
+    x0, x1, p = (rows[c].to_numpy(dtype=float) for c in ("x0", "x1", column))
+    ax.tricontourf(x0, x1, p, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.55)
+    if p.min() < 0.5 < p.max():
+        ax.tricontour(x0, x1, p, levels=[0.5], colors="k", linewidths=1.1)
+
+
+@_styled
+def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> Figure:
+    """What each trained network computes, one row per family and one panel per strength
+    (first seed): for 1-D regression the fitted curve (red) over the training data (grey);
+    for 2-D classification the predicted probability of class 1 (blue 0 to red 1), the
+    decision boundary p1 = 0.5 (black) and the training points."""
+    two_d = "x0" in predictions
+    families = ordered(predictions["family"].unique(), FAMILY_ORDER)
+    chosen = {f: _first_seed(members[members["family"] == f]) for f in families}
+    ncols = max(len(c) for c in chosen.values())
+    fig, axes = _panels(len(families) * ncols, ncols, (2.0, 1.7), sharex=True, sharey=True)
+    for row_axes, family in zip(axes, families):
+        name = strength_name(members, family)
+        for ax, member in zip(row_axes, chosen[family].itertuples()):
+            ax.set_title(f"{family} {name}={member.strength:g}", fontsize=7)
+            _draw_data(ax, data, two_d)
+            rows = predictions[(predictions["family"] == family) & (predictions["member"] == member.member)]
+            if member.status != "ok":
+                _note(ax, f"diverged (seed {member.seed})", color="tab:red")
+                continue
+            if two_d:
+                _draw_boundary(ax, rows, "p1")
+            else:
+                rows = rows.sort_values("x")
+                ax.plot(rows["x"], rows["y_pred"], color="tab:red", lw=1.3)
+        for ax in row_axes[len(chosen[family]):]:
+            ax.set_axis_off()
+    return fig
+
+
+def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float) -> None:
+    """KDE of `value` per hue level, each normalized on its own; collapsed levels as spikes."""
+    spread = rows.groupby(hue)["value"].std()
+    threshold = COLLAPSED_SPREAD * reference_std if np.isfinite(reference_std) else 0.0
+    collapsed = set(spread.index[~(spread > threshold)])
+    smooth = rows[~rows[hue].isin(collapsed)]
+    if len(smooth):
+        sns.kdeplot(smooth, x="value", hue=hue, palette=palette, common_norm=False,
+                    warn_singular=False, legend=False, lw=1.2, ax=ax)
+    for level in collapsed:
+        ax.axvline(rows.loc[rows[hue] == level, "value"].median(), color=palette[level], lw=1.5)
+    handles = [Line2D([], [], color=palette[level], lw=2,
+                      label=labels[level] + (" (spike)" if level in collapsed else ""))
+               for level in palette if level in spread.index]
+    ax.legend(handles=handles, fontsize=6)
+
+
+@_styled
+def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
+    """Kernel density estimates of the kernel weights (a fixed sample of at most 512 per
+    layer and member, all layers pooled), one row per family. Left: at initialization
+    (grey) against after training (blue), all strengths and seeds pooled. Right: after
+    training, one curve per strength (darker = stronger), with the initial distribution
+    dashed. Each curve has unit area; a distribution whose spread collapsed below 1% of
+    the initial one is drawn as a vertical spike at its median. Units: weight value."""
+    families = ordered(members["family"].unique(), FAMILY_ORDER)
+    kernels = ok_rows(params[params["kind"] == "kernel"], members)
+    kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
+    fig, axes = _panels(2 * len(families), 2, (3.4, 1.9))
+    for (ax_when, ax_strength), family in zip(axes, families):
+        rows = kernels[kernels["family"] == family]
+        ax_when.set(title=f"{family}: init vs trained", xlabel="kernel weight")
+        ax_strength.set(title=f"{family}: trained, per strength", xlabel="kernel weight")
+        if rows.empty:
+            _note(ax_when, "no parameters")
+            _note(ax_strength, "no parameters")
+            continue
+        init = rows.loc[rows["when"] == "init", "value"]
+        reference_std = float(init.std()) if len(init) > 1 else math.nan
+        _kdes(ax_when, rows, "when", {"init": "0.55", "final": "tab:blue"},
+              {"init": "init", "final": "trained"}, reference_std)
+        name = strength_name(members, family)
+        palette = strength_palette(rows["strength"], name)
+        _kdes(ax_strength, rows[rows["when"] == "final"], "strength", palette,
+              {s: f"{name}={s:g}" for s in palette}, reference_std)
+        if len(init) > 1 and reference_std > 0:
+            sns.kdeplot(x=init, color="0.55", linestyle="--", lw=0.9, ax=ax_strength, warn_singular=False)
+    return fig
+
+
+@_styled
+def metrics_vs_strength(members: pd.DataFrame) -> Figure:
+    """Final validation metric, test metric (R² for regression, accuracy for classification,
+    dimensionless) and generalization gap (validation minus training data loss, in loss
+    units) against strength, one line per family, mean ± 1 sd across seeds that did not
+    diverge. The x axis is symmetric-log: logarithmic above the smallest positive strength,
+    linear below it, so that strength 0 is shown. The strength is λ, p, σ or patience in
+    epochs depending on the family (for early stopping smaller patience is stronger). The
+    baseline (family none) is the dotted black line with its ±1 sd band."""
+    ok = members[members["status"] == "ok"]
+    metric = str(members["metric_name"].iloc[0])
+    swept = ok[ok["family"] != "none"]
+    baseline = ok[ok["family"] == "none"]
+    families = ordered(members.loc[members["family"] != "none", "family"].unique(), FAMILY_ORDER)
+    palette = family_palette(families)
+    fig, axes = _panels(3, 3, (3.0, 2.6))
+    panels = [("val_metric", f"validation {metric}"), ("test_metric", f"test {metric}"),
+              ("gap", f"gap ({_loss_unit(members)})")]
+    for ax, (column, label) in zip(axes.ravel(), panels):
+        if len(swept):
+            sns.lineplot(swept, x="strength", y=column, hue="family", hue_order=families, palette=palette,
+                         errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+        if len(baseline):
+            mean, sd = baseline[column].mean(), baseline[column].std()
+            ax.axhline(mean, color="k", ls=":", lw=1)
+            if np.isfinite(sd):
+                ax.axhspan(mean - sd, mean + sd, color="k", alpha=0.08, lw=0)
+        linthresh = _symlog_x(ax, ok["strength"])
+        ax.set(xlabel=f"strength (symlog, linear below {linthresh:g})", ylabel=label)
+    handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in families]
+    if len(baseline):
+        handles.append(Line2D([], [], color="k", ls=":", label="none (baseline)"))
+    axes[0, -1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+@_styled
+def sparsity_vs_strength(members: pd.DataFrame) -> Figure:
+    """Fraction of kernel weights with |w| below the zero threshold (stated in the axis label;
+    optimizers like Adam rarely give exact zeros) and number of hidden units still alive
+    (output std over the training set above the alive threshold) against strength, for l1,
+    l2, elastic net and group lasso; mean ± 1 sd across seeds that did not diverge; x axis
+    symmetric-log (linear below the smallest positive strength)."""
+    ok = members[(members["status"] == "ok") & members["family"].isin(SPARSITY_FAMILIES)]
+    families = ordered(ok["family"].unique(), FAMILY_ORDER)
+    palette = family_palette(families)
+    thresholds = ", ".join(f"{t:g}" for t in sorted(ok["zero_threshold"].dropna().unique()))
+    totals = ", ".join(f"{t:g}" for t in sorted(ok["total_neurons"].dropna().unique()))
+    fig, axes = _panels(2, 2, (3.3, 2.6))
+    panels = [("near_zero_fraction", f"fraction |w| < {thresholds}"), ("alive_neurons", f"alive units (of {totals})")]
+    for ax, (column, label) in zip(axes.ravel(), panels):
+        sns.lineplot(ok, x="strength", y=column, hue="family", hue_order=families, palette=palette,
+                     errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+        linthresh = _symlog_x(ax, ok["strength"])
+        ax.set(xlabel=f"λ (symlog, linear below {linthresh:g})", ylabel=label)
+    handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in families]
+    axes[0, -1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+def _normalized_layer_stats(layers: pd.DataFrame, normalized_family: str) -> tuple[pd.DataFrame, list[int]]:
+    """Per member and epoch: Frobenius norm of the normalized layers' kernels taken together,
+    and their mean effective learning rate. Normalized layers are those with an effective_lr
+    in the normalized family (else all hidden layers)."""
+    normed = layers[(layers["family"] == normalized_family) & layers["effective_lr"].notna()]
+    chosen = sorted(normed["layer"].unique()) or sorted(layers.loc[layers["layer"] < layers["layer"].max(), "layer"].unique())
+    rows = layers[layers["layer"].isin(chosen)].assign(squared=lambda d: d["weight_norm"] ** 2)
+    stats = rows.groupby(["family", "member", "strength", "seed", "epoch"], as_index=False).agg(
+        squared=("squared", "sum"), effective_lr=("effective_lr", "mean"))
+    return stats.assign(weight_norm=np.sqrt(stats["squared"])), [int(c) for c in chosen]
+
+
+@_styled
+def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure:
+    """Weight norm and effective learning rate over training, with and without normalization:
+    one row per pair (l2 vs batchnorm_l2, weight_decay vs layernorm_weight_decay). Left: the
+    Frobenius norm of the kernels of the normalized hidden layers (taken together), without
+    normalization solid, with it dashed. Right: the effective learning rate η/‖W‖² (mean over
+    those layers), which exists only with normalization. One line per strength (darker =
+    stronger), mean over seeds that did not diverge; log y scale."""
+    present = set(members["family"])
+    pairs = [pair for pair in NORMALIZATION_PAIRS if present & set(pair)]
+    kept = ok_rows(layers, members)
+    fig, axes = _panels(2 * len(pairs), 2, (3.6, 2.5))
+    for (ax_norm, ax_lr), (plain, normed) in zip(axes, pairs):
+        stats, chosen = _normalized_layer_stats(kept[kept["family"].isin([plain, normed])], normed)
+        family = normed if normed in present else plain
+        name = strength_name(members, family)
+        palette = strength_palette(members.loc[members["family"].isin([plain, normed]), "strength"], name)
+        for fam, style in [(plain, "-"), (normed, "--")]:
+            rows = stats[stats["family"] == fam]
+            if len(rows):
+                sns.lineplot(rows, x="epoch", y="weight_norm", hue="strength", palette=palette,
+                             errorbar=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
+        ax_norm.set(title=f"{plain} (solid) vs {normed} (dashed)", xlabel="epoch",
+                    ylabel=f"‖W‖ of layers {', '.join(map(str, chosen))}", yscale="log")
+        normalized = stats[(stats["family"] == normed) & stats["effective_lr"].notna()]
+        ax_lr.set(title=f"{normed}: effective learning rate", xlabel="epoch", ylabel="η/‖W‖²")
+        if normalized.empty:
+            _note(ax_lr, f"no {normed} results")
+        else:
+            sns.lineplot(normalized, x="epoch", y="effective_lr", hue="strength", palette=palette,
+                         errorbar=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
+            ax_lr.set_yscale("log")
+        _strength_legend(ax_lr, palette, name, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+@_styled
+def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> Figure:
+    """Monte Carlo dropout (family dropout, first seed), one panel per dropout probability p:
+    mean of the T stochastic passes with dropout kept on at evaluation. For 1-D regression
+    the mean (line) with a ±2 std band over the training data (grey), in units of y; for
+    2-D classification the std of the predicted class-1 probability over the passes
+    (colour, same scale in all panels) with the 0.5 contour of the mean (black)."""
+    dropout = members[members["family"] == "dropout"]
+    rows = predictions[predictions["family"] == "dropout"]
+    chosen = _first_seed(dropout)
+    two_d = "x0" in predictions
+    fig, axes = _panels(len(chosen), len(chosen), (2.3, 2.0), sharex=True, sharey=True)
+    top = max(float(np.nanmax(rows["mc_std"].to_numpy(dtype=float), initial=0.0)), 1e-6)
+    shading = None
+    for ax, member in zip(axes.ravel(), chosen.itertuples()):
+        ax.set_title(f"p={member.strength:g}", fontsize=8)
+        _draw_data(ax, data, two_d)
+        if member.status != "ok":
+            _note(ax, f"diverged (seed {member.seed})", color="tab:red")
+            continue
+        mine = rows[rows["member"] == member.member]
+        if two_d:
+            x0, x1 = mine["x0"].to_numpy(dtype=float), mine["x1"].to_numpy(dtype=float)
+            shading = ax.tricontourf(x0, x1, mine["mc_std"].to_numpy(dtype=float),
+                                     levels=np.linspace(0, top, 11), cmap="viridis")
+            mean = mine["mc_mean"].to_numpy(dtype=float)
+            if mean.min() < 0.5 < mean.max():
+                ax.tricontour(x0, x1, mean, levels=[0.5], colors="k", linewidths=1.1)
+        else:
+            mine = mine.sort_values("x")
+            low, high = mine["mc_mean"] - 2 * mine["mc_std"], mine["mc_mean"] + 2 * mine["mc_std"]
+            ax.fill_between(mine["x"], low, high, color="tab:purple", alpha=0.3, lw=0)
+            ax.plot(mine["x"], mine["mc_mean"], color="tab:purple", lw=1.3)
+    if shading is not None:
+        fig.colorbar(shading, ax=axes, label="MC std of p1", shrink=0.8)
+    return fig

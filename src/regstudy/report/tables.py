@@ -1,0 +1,219 @@
+"""Load every train job's result tables, and reduce them to the summary and headline metrics.
+
+The layout and the columns are those of docs/results.md: one folder
+`results/<dataset>/<family>/` per job; the folder names are the job's identity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATASET_ORDER = ("signal", "moons", "sparse", "digits")
+FAMILY_ORDER = (
+    "none",
+    "l1",
+    "l2",
+    "elastic_net",
+    "weight_decay",
+    "dropout",
+    "batchnorm_l2",
+    "layernorm_weight_decay",
+    "early_stopping",
+    "noise",
+    "group_lasso",
+)
+MEMBER_KEY = ["dataset", "family", "member"]
+
+
+class NoResultsError(FileNotFoundError):
+    """The results folder holds no `<dataset>/<family>/members.csv`."""
+
+
+def ordered(names, order) -> list[str]:
+    """`names` in the order of `order`, unknown names after it, alphabetically."""
+    present = set(names)
+    return [n for n in order if n in present] + sorted(present - set(order))
+
+
+@dataclass
+class Results:
+    """All jobs' tables concatenated, each row tagged with its `dataset` and `family`."""
+
+    members: pd.DataFrame
+    curves: pd.DataFrame
+    layers: pd.DataFrame
+    params: pd.DataFrame
+    predictions: dict[str, pd.DataFrame]  # per dataset: signal and moons have other columns
+    runs: list[dict]
+    data: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def datasets(self) -> list[str]:
+        return ordered(self.members["dataset"].unique(), DATASET_ORDER)
+
+    def families(self, dataset: str) -> list[str]:
+        return ordered(self.members.loc[self.members["dataset"] == dataset, "family"].unique(), FAMILY_ORDER)
+
+    def of(self, table: str, dataset: str) -> pd.DataFrame:
+        """Rows of `table` (members, curves, layers, params) for one dataset."""
+        frame = getattr(self, table)
+        return frame[frame["dataset"] == dataset]
+
+
+def _as_bool(column: pd.Series) -> pd.Series:
+    """CSV booleans, written as True/true/1 or left empty, as a bool column."""
+    return column.astype("string").str.lower().isin(["true", "1", "1.0"]).astype(bool)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MEMBER_KEY)
+
+
+def _read(path: Path, dataset: str, family: str) -> pd.DataFrame:
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return frame.assign(dataset=dataset, family=family)
+
+
+def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
+    """Read every job under `results_dir` and the datasets' arrays under `data_dir`."""
+    results_dir = Path(results_dir)
+    jobs = sorted(p.parent for p in results_dir.glob("*/*/members.csv"))
+    if not jobs:
+        raise NoResultsError(f"no results: {results_dir} has no <dataset>/<family>/members.csv")
+    tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": []}
+    predictions: dict[str, list[pd.DataFrame]] = {}
+    runs = []
+    for job in jobs:
+        dataset, family = job.parent.name, job.name
+        for name, filename in [
+            ("members", "members.csv"),
+            ("curves", "curves.csv"),
+            ("layers", "layers.csv"),
+            ("params", "params.parquet"),
+        ]:
+            if (job / filename).exists():
+                tables[name].append(_read(job / filename, dataset, family))
+        if (job / "predictions.parquet").exists():
+            predictions.setdefault(dataset, []).append(_read(job / "predictions.parquet", dataset, family))
+        if (job / "run.json").exists():
+            runs.append({"dataset": dataset, "family": family, **json.loads((job / "run.json").read_text())})
+    frames = {name: _concat(parts) for name, parts in tables.items()}
+    # The baseline sweeps nothing: a missing strength there means no regularization.
+    for name in ["members", "curves", "layers", "params"]:
+        if "strength" in frames[name]:
+            baseline = frames[name]["family"] == "none"
+            frames[name].loc[baseline, "strength"] = frames[name].loc[baseline, "strength"].fillna(0.0)
+    if "stopped" in frames["curves"]:
+        frames["curves"]["stopped"] = _as_bool(frames["curves"]["stopped"])
+    members = frames["members"]
+    datasets = ordered(members["dataset"].unique(), DATASET_ORDER)
+    return Results(
+        members=members,
+        curves=frames["curves"],
+        layers=frames["layers"],
+        params=frames["params"],
+        predictions={ds: _concat(parts) for ds, parts in predictions.items()},
+        runs=runs,
+        data={ds: load_data(data_dir, ds) for ds in datasets},
+    )
+
+
+def load_data(data_dir: str | Path, dataset: str) -> dict[str, np.ndarray]:
+    """Arrays of `data/<dataset>.npz` (x_train, y_train, ...), or {} when the file is absent."""
+    path = Path(data_dir) / f"{dataset}.npz"
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def ok_rows(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a per-member table whose member finished with status ok."""
+    ok = members.loc[members["status"] == "ok", MEMBER_KEY]
+    return frame.merge(ok, on=MEMBER_KEY, how="inner")
+
+
+def strength_name(members: pd.DataFrame, family: str) -> str:
+    """The swept key of a family (lam, p, sigma, patience), or "strength" if unnamed."""
+    names = members.loc[members["family"] == family, "strength_name"].dropna().astype(str).unique()
+    return names[0] if len(names) else "strength"
+
+
+def jobs(frame: pd.DataFrame):
+    """(dataset, family, rows) for each job present in `frame`, in report order."""
+    for dataset in ordered(frame["dataset"].unique(), DATASET_ORDER):
+        in_dataset = frame[frame["dataset"] == dataset]
+        for family in ordered(in_dataset["family"].unique(), FAMILY_ORDER):
+            yield dataset, family, in_dataset[in_dataset["family"] == family]
+
+
+def summary_table(members: pd.DataFrame) -> pd.DataFrame:
+    """Best setting per (dataset, family): the strength with the highest mean val_metric.
+
+    Means and standard deviations (ddof=1) are across the seeds with status ok at that
+    strength; `n_diverged` counts the job's diverged members over all strengths.
+    """
+    rows = []
+    for dataset, family, job in jobs(members):
+        ok = job[job["status"] == "ok"]
+        stats = ok.groupby("strength", dropna=False).agg(
+            val_mean=("val_metric", "mean"),
+            val_std=("val_metric", "std"),
+            test_mean=("test_metric", "mean"),
+            test_std=("test_metric", "std"),
+            gap_mean=("gap", "mean"),
+            gap_std=("gap", "std"),
+            n_seeds=("seed", "count"),
+        )
+        row = {
+            "dataset": dataset,
+            "family": family,
+            "strength_name": strength_name(job, family),
+            "metric_name": str(job["metric_name"].iloc[0]),
+            "n_diverged": int((job["status"] == "diverged").sum()),
+            "n_seeds": 0,
+        }
+        if stats["val_mean"].notna().any():
+            best = stats["val_mean"].idxmax()  # ties: the weakest strength
+            row.update(stats.loc[best].to_dict(), strength=best, n_seeds=int(stats.loc[best, "n_seeds"]))
+        rows.append(row)
+    columns = ["dataset", "family", "strength_name", "strength", "metric_name", "val_mean", "val_std",
+               "test_mean", "test_std", "gap_mean", "gap_std", "n_seeds", "n_diverged"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def _number(value) -> float | int | None:
+    """A JSON-stable number: 6 significant digits, NaN and missing as null."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(f"{float(value):.6g}")
+
+
+def headline_metrics(summary: pd.DataFrame) -> dict:
+    """{dataset: {family: {best_strength, val_metric, test_metric, gap, n_diverged}}} (means)."""
+    metrics: dict[str, dict] = {}
+    for row in summary.itertuples(index=False):
+        metrics.setdefault(row.dataset, {})[row.family] = {
+            "best_strength": _number(row.strength),
+            "val_metric": _number(row.val_mean),
+            "test_metric": _number(row.test_mean),
+            "gap": _number(row.gap_mean),
+            "n_diverged": int(row.n_diverged),
+        }
+    return metrics
+
+
+def diverged_members(members: pd.DataFrame) -> pd.DataFrame:
+    """Members whose loss became non-finite: dataset, family, member, strength, seed, epoch."""
+    columns = ["dataset", "family", "member", "strength_name", "strength", "seed", "diverged_epoch"]
+    diverged = members.loc[members["status"] == "diverged", columns]
+    parts = [rows.sort_values(["strength", "seed"]) for _, _, rows in jobs(diverged)]
+    return pd.concat(parts, ignore_index=True) if parts else diverged

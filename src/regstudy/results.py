@@ -1,0 +1,167 @@
+"""The tidy tables a train job writes (schema: ``docs/results.md``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .metrics import METRIC_NAME
+from .tracking import EPOCH_METRICS
+
+FLOAT_FORMAT = "%.8g"
+PARAM_SAMPLE = 512  # entries kept per member, layer and kind in params.parquet
+
+
+def _stack(history: list[dict[str, Tensor]], key: str) -> np.ndarray:
+    """``(epochs, K, ...)`` array of one history key."""
+    return torch.stack([row[key] for row in history]).double().numpy()
+
+
+def member_index(members: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(members)[["member", "strength", "seed"]]
+
+
+def curves_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per member per epoch."""
+    e, k = len(history), len(members)
+    idx = member_index(members)
+    df = pd.concat([idx] * e, ignore_index=True)
+    df.insert(3, "epoch", np.repeat(_stack(history, "epoch")[:, 0].astype(int), k))
+    for key in EPOCH_METRICS:
+        df[key] = _stack(history, key).reshape(-1)
+    df["stopped"] = _stack(history, "stopped").reshape(-1).astype(bool)
+    return df
+
+
+def layers_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per member per epoch per layer (the output layer last)."""
+    curves = curves_table(history, members)[["member", "strength", "seed", "epoch"]]
+    norms = _stack(history, "layer_norm")  # (E, K, L)
+    n_layers = norms.shape[-1]
+    df = curves.loc[curves.index.repeat(n_layers)].reset_index(drop=True)
+    df["layer"] = np.tile(np.arange(n_layers), len(curves))
+    df["weight_norm"] = norms.reshape(-1)
+    df["effective_lr"] = _stack(history, "effective_lr").reshape(-1)
+    df["near_zero_fraction"] = _stack(history, "layer_near_zero").reshape(-1)
+    alive = _stack(history, "layer_alive")  # (E, K, L-1): hidden layers only
+    alive = np.concatenate([alive, np.full(alive.shape[:2] + (1,), np.nan)], axis=-1)
+    df["alive_neurons"] = alive.reshape(-1)
+    return df
+
+
+def sample_indices(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """The fixed subset of a member's tensor entries that ``params.parquet`` keeps."""
+    n = int(np.prod(shape))
+    return torch.randperm(n, generator=generator)[:PARAM_SAMPLE].sort().values
+
+
+def params_table(init: dict[str, Tensor], final: dict[str, Tensor],
+                 members: list[dict[str, Any]], indices: dict[str, Tensor]) -> pd.DataFrame:
+    """Sampled parameter values at initialization and at the end, per member.
+
+    ``init``/``final`` map ``kernel_<l>`` / ``bias_<l>`` to ``(K, ...)`` tensors.
+    """
+    idx = member_index(members)
+    frames = []
+    for name, sel in indices.items():
+        kind, layer = name.split("_")
+        for when, state in (("init", init), ("final", final)):
+            values = state[name].flatten(1)[:, sel].double().numpy()  # (K, S)
+            f = idx.loc[idx.index.repeat(values.shape[1])].reset_index(drop=True)
+            f["layer"], f["kind"], f["when"] = int(layer), kind, when
+            f["value"] = values.reshape(-1)
+            frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def predictions_table(grid: np.ndarray, preds: dict[str, Tensor],
+                      members: list[dict[str, Any]], task: str) -> pd.DataFrame:
+    """The function of every member on the plotting grid (signal: x; moons: x0, x1)."""
+    idx = member_index(members)
+    g = len(grid)
+    df = idx.loc[idx.index.repeat(g)].reset_index(drop=True)
+    if grid.shape[1] == 1:
+        df["x"] = np.tile(grid[:, 0], len(idx))
+    else:
+        df["x0"], df["x1"] = np.tile(grid[:, 0], len(idx)), np.tile(grid[:, 1], len(idx))
+    df["y_pred" if task == "regression" else "p1"] = preds["pred"].double().numpy().reshape(-1)
+    df["mc_mean"] = preds["mc_mean"].double().numpy().reshape(-1)
+    df["mc_std"] = preds["mc_std"].double().numpy().reshape(-1)
+    return df
+
+
+def members_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]],
+                  info: dict[str, Any]) -> pd.DataFrame:
+    """One row per member: its final numbers (at its kept epoch) and its fate.
+
+    ``info`` holds ``dataset, family, sweep, strength_name, task, zero_threshold`` and the
+    per-member tensors ``best_epoch, diverged_epoch, stopped_epoch``.
+    """
+    k, last = len(members), len(history)
+    diverged = info["diverged_epoch"] > 0
+    # A diverged member reports its last (non-finite) numbers; others their kept epoch.
+    row_of = torch.where(diverged | (info["best_epoch"] == 0), last, info["best_epoch"]) - 1
+    df = pd.DataFrame(members)[["member", "strength", "seed"]]
+    for key in ("dataset", "family", "sweep", "strength_name", "task"):
+        df[key] = info[key]
+    df["metric_name"] = METRIC_NAME[info["task"]]
+    df["status"] = np.where(diverged.numpy(), "diverged", "ok")
+    df["diverged_epoch"] = pd.array([int(e) if e > 0 else None for e in info["diverged_epoch"]],
+                                    dtype="Int64")
+    stopped = info["stopped_epoch"]
+    df["epochs_trained"] = [int(s) if s > 0 else (int(d) if d > 0 else last)
+                            for s, d in zip(stopped, info["diverged_epoch"])]
+    df["best_epoch"] = (row_of + 1).numpy()
+    pick = lambda key: np.array([float(history[int(r)][key][m]) for m, r in enumerate(row_of)])  # noqa: E731
+    for key in ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric", "test_metric",
+                "penalty", "weight_norm", "near_zero_fraction", "alive_neurons"):
+        df[key] = pick(key)
+    df["gap"] = df["val_loss"] - df["train_loss"]
+    df["zero_threshold"] = info["zero_threshold"]
+    df["total_neurons"] = info["total_neurons"]
+    cols = ["member", "dataset", "family", "sweep", "strength_name", "strength", "seed", "status",
+            "diverged_epoch", "epochs_trained", "best_epoch", "task", "metric_name",
+            "train_loss", "val_loss", "test_loss", "train_metric", "val_metric", "test_metric",
+            "gap", "penalty", "weight_norm", "near_zero_fraction", "zero_threshold",
+            "alive_neurons", "total_neurons"]
+    assert len(df) == k
+    return df[cols]
+
+
+class ResultsWriter:
+    """Writes a job's tables into a temporary folder, renamed into place only on success."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+
+    def table(self, name: str, df: pd.DataFrame) -> None:
+        if name.endswith(".csv"):
+            df.to_csv(self.tmp / name, index=False, float_format=FLOAT_FORMAT)
+        else:
+            df.to_parquet(self.tmp / name, index=False)
+
+    def text(self, name: str, text: str) -> None:
+        (self.tmp / name).write_text(text)
+
+    def json(self, name: str, obj: Any) -> None:
+        self.text(name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def commit(self) -> None:
+        if self.target.exists():
+            shutil.rmtree(self.target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""A stack of K independent MLPs that train as one model.
+
+Every parameter carries a leading member axis ``K``; a layer's forward pass is one
+batched matrix product over all members (``torch.baddbmm``). Members share no
+parameter, statistic or random number: member ``k``'s output depends only on its own
+slice of every tensor, so member ``k`` of a stack trains exactly as the same member
+would alone.
+
+Layer order: ``Linear -> normalization (optional) -> activation -> dropout`` for each
+hidden layer, then ``Linear -> output activation``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
+NORM_EPS = 1e-5
+
+
+def activation_fn(name: str, negative_slope: float = 0.01):
+    """The elementwise activation called ``name`` (see ``config.ACTIVATIONS``)."""
+    return {
+        "identity": lambda h: h,
+        "relu": F.relu,
+        "leaky_relu": lambda h: F.leaky_relu(h, negative_slope),
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "gelu": F.gelu,
+        "elu": F.elu,
+    }[name]
+
+
+def inverted_dropout(h: Tensor, u: Tensor, p: Tensor) -> Tensor:
+    """Inverted dropout with member-wise rate ``p`` (shape ``(K,)``).
+
+    A unit is kept where its uniform draw ``u >= p`` (probability ``1 - p``) and scaled
+    by ``1 / (1 - p)``, so ``E[output] = h``. At ``p = 1`` every unit is dropped and the
+    output is exactly zero (the scale is defined as 0 there instead of ``1/0``).
+    """
+    p = p.view(-1, *([1] * (h.dim() - 1)))
+    scale = torch.where(p < 1, 1.0 / (1.0 - p).clamp_min(1e-12), torch.zeros_like(p))
+    return h * (u >= p) * scale
+
+
+class StackedMLP(nn.Module):
+    """K MLPs ``d_in -> hidden... -> d_out`` with kernels of shape ``(K, fan_in, fan_out)``."""
+
+    def __init__(self, n_members: int, d_in: int, hidden: list[int], d_out: int,
+                 activation: str = "leaky_relu", negative_slope: float = 0.01,
+                 output_activation: str = "identity", norm: str = "none"):
+        super().__init__()
+        self.n_members, self.norm = n_members, norm
+        sizes = [d_in, *hidden, d_out]
+        self.kernels = nn.ParameterList(
+            nn.Parameter(torch.empty(n_members, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(n_members, b)) for b in sizes[1:])
+        self.act = activation_fn(activation, negative_slope)
+        self.out_act = activation_fn(output_activation, negative_slope)
+        self.hidden = list(hidden)
+        if norm != "none":
+            self.norm_weight = nn.ParameterList(nn.Parameter(torch.ones(n_members, h)) for h in hidden)
+            self.norm_bias = nn.ParameterList(nn.Parameter(torch.zeros(n_members, h)) for h in hidden)
+        if norm == "batch":
+            for i, h in enumerate(hidden):
+                self.register_buffer(f"running_mean_{i}", torch.zeros(n_members, h))
+                self.register_buffer(f"running_var_{i}", torch.ones(n_members, h))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def n_dropout_units(self) -> int:
+        """Uniform draws one example needs for the dropout masks of all hidden layers."""
+        return sum(self.hidden)
+
+    def reset_parameters(self, generators: list[torch.Generator], scheme: str, scale: float,
+                         bias: str) -> None:
+        """Draw each member's parameters from its own generator, layer by layer.
+
+        ``uniform``: U(-scale, scale); ``normal``: N(0, scale^2); ``xavier_uniform``:
+        U(-b, b) with ``b = sqrt(6 / (fan_in + fan_out))``; ``kaiming_uniform``:
+        ``b = sqrt(6 / fan_in)``. Biases follow the kernels' law (``same``) or are zero.
+        """
+        with torch.no_grad():
+            for k, g in enumerate(generators):
+                for w, b in zip(self.kernels, self.biases):
+                    fan_in, fan_out = w.shape[1:]
+                    for t in (w[k], b[k]) if bias == "same" else (w[k],):
+                        if scheme == "normal":
+                            nn.init.normal_(t, 0.0, scale, generator=g)
+                        else:
+                            bound = {"uniform": scale,
+                                     "xavier_uniform": math.sqrt(6.0 / (fan_in + fan_out)),
+                                     "kaiming_uniform": math.sqrt(6.0 / fan_in)}[scheme]
+                            nn.init.uniform_(t, -bound, bound, generator=g)
+                    if bias == "zeros":
+                        b[k].zero_()
+
+    def _normalize(self, h: Tensor, i: int) -> Tensor:
+        """Batch norm (statistics over each member's batch) or layer norm (over units)."""
+        if self.norm == "layer":
+            mean = h.mean(-1, keepdim=True)
+            var = h.var(-1, unbiased=False, keepdim=True)
+        else:
+            rm, rv = getattr(self, f"running_mean_{i}"), getattr(self, f"running_var_{i}")
+            if self.training:
+                mean = h.mean(1, keepdim=True)
+                var = h.var(1, unbiased=False, keepdim=True)
+                n = h.shape[1]
+                with torch.no_grad():
+                    rm.lerp_(mean.squeeze(1), BN_MOMENTUM)
+                    rv.lerp_(var.squeeze(1) * (n / max(n - 1, 1)), BN_MOMENTUM)
+            else:
+                mean, var = rm.unsqueeze(1), rv.unsqueeze(1)
+        h = (h - mean) * torch.rsqrt(var + NORM_EPS)
+        return h * self.norm_weight[i].unsqueeze(1) + self.norm_bias[i].unsqueeze(1)
+
+    def forward(self, x: Tensor, dropout_u: Tensor | None = None, dropout_p: Tensor | None = None,
+                return_hidden: bool = False):
+        """``x``: ``(K, B, d_in)``; ``dropout_u``: ``(K, B, n_dropout_units)`` uniforms or None.
+
+        Returns the output ``(K, B, d_out)`` and, with ``return_hidden``, the list of the
+        hidden layers' activations (after activation, before dropout).
+        """
+        hidden_out, offset = [], 0
+        for i in range(self.n_layers - 1):
+            h = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.kernels[i])
+            if self.norm != "none":
+                h = self._normalize(h, i)
+            h = self.act(h)
+            if return_hidden:
+                hidden_out.append(h)
+            if dropout_u is not None:
+                width = h.shape[-1]
+                h = inverted_dropout(h, dropout_u[..., offset:offset + width], dropout_p)
+                offset += width
+            x = h
+        out = self.out_act(torch.baddbmm(self.biases[-1].unsqueeze(1), x, self.kernels[-1]))
+        return (out, hidden_out) if return_hidden else out
+
+    def normalized_layers(self) -> list[bool]:
+        """Whether each layer's kernel is followed by normalization (output layer: never)."""
+        return [self.norm != "none"] * (self.n_layers - 1) + [False]

@@ -1,0 +1,1 @@
+"""The DVC stages: ``generate``, ``train`` (one per dataset x family) and ``report``."""

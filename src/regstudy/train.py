@@ -1,0 +1,26 @@
+"""Hydra entry point: ``python -m regstudy.train [overrides]`` (or ``regstudy-train``).
+
+One run trains one job (a grid of members); ``-m`` sweeps run one job per combination,
+with the basic launcher or ``hydra/launcher=joblib`` for parallel jobs.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import register_configs
+from .job import run_job
+from .paths import CONFIG_DIR
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float:
+    table = run_job(cfg)
+    return float(table["val_metric"].max())  # what an optimizing sweeper would maximize
+
+
+if __name__ == "__main__":
+    main()

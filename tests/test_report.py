@@ -1,0 +1,262 @@
+"""The report stage on small but real result tables written in the documented schema."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from regstudy.report import build_report, figures
+from regstudy.report.__main__ import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TASKS = {"signal": ("regression", "r2"), "moons": ("classification", "accuracy")}
+STRENGTH_NAMES = {"l2": "lam", "batchnorm_l2": "lam", "dropout": "p"}
+# (dataset, family, strengths); every job has seeds 0 and 1
+JOBS = [
+    ("signal", "l2", [0.0, 1.0]),
+    ("signal", "dropout", [0.0, 0.5]),
+    ("signal", "batchnorm_l2", [0.0, 0.01]),
+    ("moons", "l2", [0.0, 0.001]),
+    ("moons", "dropout", [0.0, 0.5]),
+]
+SEEDS = [0, 1]
+DIVERGED = {("moons", "dropout", 0.5, 1): 3}  # (dataset, family, strength, seed) -> epoch
+EPOCHS, LAYERS, WIDTH, SAMPLE = 6, 4, 8, 64
+
+
+def write_job(root: Path, dataset: str, family: str, strengths: list[float], diverged: dict, rng) -> None:
+    """One train job's folder, every table in the schema of docs/results.md."""
+    job = root / "results" / dataset / family
+    job.mkdir(parents=True)
+    task, metric = TASKS[dataset]
+    grid = [(s, seed) for s in strengths for seed in SEEDS]
+    members, curves, layers, params, predictions = [], [], [], [], []
+    for member, (strength, seed) in enumerate(grid):
+        bad_epoch = diverged.get((dataset, family, strength, seed))
+        key = {"member": member, "strength": strength, "seed": seed}
+        losses = {split: rng.uniform(0.05, 0.3) * (1 + strength) for split in ("train", "val", "test")}
+        metrics = {split: rng.uniform(0.6, 0.95) - 0.2 * strength for split in ("train", "val", "test")}
+        if bad_epoch:
+            losses = {split: math.nan for split in losses}
+            metrics = {split: math.nan for split in metrics}
+        members.append({
+            **key, "dataset": dataset, "family": family, "sweep": family,
+            "strength_name": STRENGTH_NAMES[family],
+            "status": "diverged" if bad_epoch else "ok", "diverged_epoch": bad_epoch or math.nan,
+            "epochs_trained": EPOCHS, "best_epoch": EPOCHS, "task": task, "metric_name": metric,
+            **{f"{split}_loss": v for split, v in losses.items()},
+            **{f"{split}_metric": v for split, v in metrics.items()},
+            "gap": losses["val"] - losses["train"], "penalty": strength * 2.0,
+            "weight_norm": 5.0 / (1 + 10 * strength), "near_zero_fraction": min(1.0, strength),
+            "zero_threshold": 1e-3, "alive_neurons": int(3 * WIDTH * (1 - strength / 2)),
+            "total_neurons": 3 * WIDTH,
+        })
+        for epoch in range(1, EPOCHS + 1):
+            broken = bad_epoch is not None and epoch >= bad_epoch
+            loss = math.nan if broken else losses["train"] * (1 + 2.0 / epoch)
+            curves.append({
+                **key, "epoch": epoch, "train_loss": loss, "val_loss": loss * 1.2, "test_loss": loss * 1.3,
+                "train_metric": 0.8, "val_metric": 0.7, "test_metric": 0.7, "penalty": strength,
+                "weight_norm": 5.0 / epoch, "near_zero_fraction": 0.1, "alive_neurons": 3 * WIDTH,
+                "stopped": False,
+            })
+            for layer in range(LAYERS):
+                norm = math.nan if broken else 2.0 / (1 + strength * epoch)
+                normalized = family == "batchnorm_l2" and layer < LAYERS - 1
+                layers.append({
+                    **key, "epoch": epoch, "layer": layer, "weight_norm": norm,
+                    "effective_lr": 1e-3 / norm**2 if normalized else math.nan,
+                    "near_zero_fraction": 0.1, "alive_neurons": WIDTH if layer < LAYERS - 1 else math.nan,
+                })
+        for layer in range(LAYERS):
+            for kind in ("kernel", "bias"):
+                init = rng.uniform(-0.5, 0.5, SAMPLE)
+                # lam = 1 collapses the kernels onto 0: the zero-variance case for the KDEs
+                final = np.zeros(SAMPLE) if strength == 1.0 else 0.8 * init + rng.normal(0, 0.05, SAMPLE)
+                if bad_epoch:
+                    final = np.full(SAMPLE, math.nan)
+                for when, values in (("init", init), ("final", final)):
+                    params += [{**key, "layer": layer, "kind": kind, "when": when, "value": v} for v in values]
+        mc_std = 0.1 * strength if family == "dropout" else 0.0
+        if dataset == "signal":
+            for x in np.linspace(-3, 3, 40):
+                y = math.nan if bad_epoch else math.sin(x) * (1 - strength)
+                predictions.append({**key, "x": x, "y_pred": y, "mc_mean": y, "mc_std": mc_std})
+        else:
+            for x0 in np.linspace(-1.5, 2.5, 15):
+                for x1 in np.linspace(-1, 1.5, 15):
+                    p1 = math.nan if bad_epoch else 1 / (1 + math.exp(-3 * (x1 - 0.3 * math.sin(2 * x0))))
+                    predictions.append({**key, "x0": x0, "x1": x1, "p1": p1, "mc_mean": p1,
+                                        "mc_std": mc_std * 4 * p1 * (1 - p1)})
+    pd.DataFrame(members).to_csv(job / "members.csv", index=False)
+    pd.DataFrame(curves).to_csv(job / "curves.csv", index=False)
+    pd.DataFrame(layers).to_csv(job / "layers.csv", index=False)
+    pd.DataFrame(params).to_parquet(job / "params.parquet", index=False)
+    pd.DataFrame(predictions).to_parquet(job / "predictions.parquet", index=False)
+    (job / "run.json").write_text(json.dumps({
+        "tracking_uri": "http://127.0.0.1:5000", "experiment_id": "7",
+        "parent_run_id": f"parent-{dataset}-{family}",
+        "member_run_ids": [f"run-{dataset}-{family}-{m}" for m in range(len(grid))],
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    }))
+
+
+def write_study(root: Path, jobs=JOBS, diverged=DIVERGED) -> Path:
+    """Results and data folders of a small study under root; returns root."""
+    rng = np.random.default_rng(0)
+    for dataset, family, strengths in jobs:
+        write_job(root, dataset, family, strengths, diverged, rng)
+    (root / "data").mkdir()
+    x = np.sort(rng.uniform(-3, 3, 30))
+    np.savez(root / "data" / "signal.npz", x_train=x[:, None], y_train=np.sin(x) + rng.normal(0, 0.1, 30))
+    points = rng.uniform(-1, 1.5, (30, 2))
+    np.savez(root / "data" / "moons.npz", x_train=points, y_train=(points[:, 1] > 0.3).astype(int))
+    return root
+
+
+def all_members(root: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p) for p in sorted((root / "results").glob("*/*/members.csv"))])
+
+
+def expected_figures(root: Path) -> set[str]:
+    """Figure ids the report should hold, from the rules of what each figure needs."""
+    ids = set()
+    for dataset, rows in all_members(root).groupby("dataset"):
+        families = set(rows["family"])
+        ids |= {f"{dataset}-{slug}" for slug in ("loss-curves", "predictions", "parameter-kdes", "metrics-vs-strength")}
+        if families & {"l1", "l2", "elastic_net", "group_lasso"}:
+            ids.add(f"{dataset}-sparsity")
+        if families & {"l2", "batchnorm_l2", "weight_decay", "layernorm_weight_decay"}:
+            ids.add(f"{dataset}-normalization")
+        if "dropout" in families:
+            ids.add(f"{dataset}-mc-dropout")
+    return ids
+
+
+def mean_sd(mean: float, sd: float) -> str:
+    def fmt(x):
+        return "n/a" if not np.isfinite(x) else f"{x:.4g}"
+
+    return f"{fmt(mean)} ± {fmt(sd)}"
+
+
+def best_settings(root: Path) -> dict:
+    """Per (dataset, family), computed by hand: best strength and the stats there."""
+    best = {}
+    for (dataset, family), job in all_members(root).groupby(["dataset", "family"]):
+        ok = job[job["status"] == "ok"]
+        stats = ok.groupby("strength")[["val_metric", "test_metric", "gap"]].agg(["mean", "std"])
+        strength = stats[("val_metric", "mean")].idxmax()
+        best[dataset, family] = {
+            "strength": strength, "stats": stats.loc[strength],
+            "n_seeds": int((ok["strength"] == strength).sum()),
+            "n_diverged": int((job["status"] == "diverged").sum()),
+        }
+    return best
+
+
+def summary_row(html: str, dataset: str, family: str) -> str:
+    match = re.search(rf'<tr id="best-{dataset}-{family}"[^>]*>(.*?)</tr>', html, re.S)
+    assert match, f"no summary row for {dataset}/{family}"
+    return match.group(1)
+
+
+def test_report_content(tmp_path):
+    root = write_study(tmp_path)
+    index, metrics_path = build_report(root / "results", root / "data", root / "reports")
+    html = index.read_text()
+
+    ids = expected_figures(root)
+    assert html.count('<img src="data:image/png;base64,') == len(ids)
+    for figure_id in ids:
+        assert re.search(rf'<figure id="{figure_id}">\s*<h3>[^<]*</h3>\s*<img src="data:image/png;base64,', html)
+    assert "http://" not in html and "https://" not in html
+
+    # the diverged member, visibly marked, with its epoch
+    members = all_members(root)
+    bad = members[members["status"] == "diverged"].iloc[0]
+    row = re.search(rf'<tr class="diverged" id="diverged-moons-dropout-{bad["member"]}">(.*?)</tr>', html, re.S)
+    assert row and "DIVERGED" in row.group(1)
+    assert f"<td class=\"num\">{int(bad['diverged_epoch'])}</td>" in row.group(1)
+
+    metrics = json.loads(metrics_path.read_text())
+    for (dataset, family), best in best_settings(root).items():
+        stats = best["stats"]
+        cells = summary_row(html, dataset, family)
+        assert f"= {best['strength']:.4g}</td>" in cells
+        for column in ("val_metric", "test_metric", "gap"):
+            assert mean_sd(stats[(column, "mean")], stats[(column, "std")]) in cells
+        assert f'<td class="num">{best["n_seeds"]}</td>' in cells
+        headline = metrics[dataset][family]
+        assert headline["best_strength"] == best["strength"]
+        assert headline["val_metric"] == float(f"{stats[('val_metric', 'mean')]:.6g}")
+        assert headline["test_metric"] == float(f"{stats[('test_metric', 'mean')]:.6g}")
+        assert headline["gap"] == float(f"{stats[('gap', 'mean')]:.6g}")
+        assert headline["n_diverged"] == best["n_diverged"]
+    assert set(metrics) == {"signal", "moons"}
+    assert metrics_path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+
+    # provenance: commit, versions, run ids
+    assert "0123456789abcdef0123456789abcdef01234567" in html
+    assert "parent-moons-dropout" in html and "run-moons-dropout-3" in html
+    for package in ("torch", "pytorch_lightning", "hydra-core", "mlflow", "seaborn", "dvc", "pandas", "numpy"):
+        assert f"<td>{package}</td>" in html
+
+
+def test_reproducible_and_cli(tmp_path):
+    """The CLI and a second run on the same inputs give byte-identical files."""
+    root = write_study(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "regstudy.report", "--results", str(root / "results"),
+         "--data", str(root / "data"), "--out", str(root / "first")],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    build_report(root / "results", root / "data", root / "second")
+    for name in ("index.html", "metrics.json"):
+        assert (root / "first" / name).read_bytes() == (root / "second" / name).read_bytes()
+    assert sorted(p.name for p in (root / "first").iterdir()) == ["index.html", "metrics.json"]
+
+
+def test_no_results_fails_naming_the_path(tmp_path, capsys):
+    empty = tmp_path / "results"
+    empty.mkdir()
+    code = main(["--results", str(empty), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "reports")])
+    assert code != 0
+    assert str(empty) in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_all_diverged_family_gives_null_metrics(tmp_path):
+    """A family whose every member diverged still renders; its headline numbers are null."""
+    diverged = {("signal", "dropout", s, seed): 2 for s in (0.0, 0.5) for seed in SEEDS}
+    root = write_study(tmp_path, diverged=diverged)
+    index, metrics_path = build_report(root / "results", root / "data", root / "reports")
+    text = metrics_path.read_text()
+    assert "NaN" not in text
+    headline = json.loads(text)["signal"]["dropout"]
+    assert headline == {"best_strength": None, "val_metric": None, "test_metric": None, "gap": None, "n_diverged": 4}
+    html = index.read_text()
+    assert html.count('<tr class="diverged"') == 4
+    assert "n/a ± n/a" in summary_row(html, "signal", "dropout")
+
+
+def test_constant_parameters_do_not_break_kdes():
+    """p = 1 dropout or lam = 1 can leave every kernel entry equal, even at init."""
+    rows = [{"dataset": "signal", "family": family, "member": m, "strength": s, "seed": 0, "layer": 0,
+             "kind": "kernel", "when": when, "value": 0.25}
+            for family in ("l2", "dropout") for m, s in enumerate([0.0, 1.0]) for when in ("init", "final")]
+    members = pd.DataFrame([{"dataset": "signal", "family": family, "member": m, "strength": s, "seed": 0,
+                             "status": "ok", "strength_name": "lam"}
+                            for family in ("l2", "dropout") for m, s in enumerate([0.0, 1.0])])
+    uri = figures.to_data_uri(figures.parameter_kdes(pd.DataFrame(rows), members))
+    assert uri.startswith("data:image/png;base64,")
