@@ -1,0 +1,68 @@
+"""DVC stage ``train@<dataset>-<family>``: one train job of the study.
+
+Usage: ``python -m regstudy.stages.train --dataset signal --family l2``
+
+Composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and the
+study's values from ``params.yaml`` (seeds, epochs, the family's strengths, extra
+overrides), then runs the same job as ``python -m regstudy.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from ..config import ConfigError, register_configs
+from ..paths import CONFIG_DIR
+
+
+def study_overrides(study: dict, dataset: str, family: str, results: Path) -> list[str]:
+    """Hydra overrides of one job of the study described by ``params.yaml``'s ``study``."""
+    strengths = study["strengths"].get(family)
+    if strengths is None:
+        raise ConfigError(f"study.strengths.{family}", None,
+                          f"a list of strengths for every family in study.families")
+    return [f"data={dataset}", f"experiment={family}",
+            f"members.strengths={list(strengths)}", f"members.seeds={list(study['seeds'])}",
+            f"trainer.max_epochs={study['epochs']}", f"paths.results={results}",
+            *study.get("overrides", [])]
+
+
+def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """The train config composed from ``config_dir`` with ``overrides``."""
+    register_configs()
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--conf", default="conf", help="config dir (the stage's deps)")
+    args = parser.parse_args(argv)
+    study = yaml.safe_load(Path(args.params).read_text())["study"]
+    try:
+        cfg = compose_job(study_overrides(study, args.dataset, args.family,
+                                          Path(args.out) / args.dataset / args.family),
+                          Path(args.conf))
+        from ..job import run_job  # heavy imports only once the config is known good
+
+        run_job(cfg)
+    except (ConfigError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The whole pipeline on a tiny study, through real `dvc repro` in a temporary git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ["signal", "moons"]
+FAMILIES = ["l2", "dropout"]
+STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0]}
+SEEDS = [0, 1]
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("REGSTUDY_CONF", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["signal"].update(n_train=40, n_val=20, n_test=20)
+    params["data"]["moons"].update(n_train=40, n_val=20, n_test=20)
+    params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS, epochs=3,
+                           strengths=STRENGTHS,
+                           overrides=["model.hidden=[8,8]", "metrics.grid_size=20",
+                                      "metrics.grid_size_2d=8"])
+    return params
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("study")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("conf", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "reports").mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+         "-m", "empty"], repo)
+    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "study"], repo)
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    return repo
+
+
+def test_outputs_exist_with_their_content(study):
+    for ds in DATASETS:
+        for fam in FAMILIES:
+            out = study / "results" / ds / fam
+            members = pd.read_csv(out / "members.csv")
+            grid = [(s, seed) for s in STRENGTHS[fam] for seed in SEEDS]
+            assert list(zip(members.strength, members.seed)) == grid
+            assert (members.epochs_trained == 3).all()
+            curves = pd.read_csv(out / "curves.csv")
+            assert len(curves) == 3 * len(grid)
+            assert (out / "predictions.parquet").is_file()
+            assert (out / "params.parquet").is_file()
+    html = (study / "reports" / "index.html").read_text()
+    assert "data:image/png;base64," in html
+    metrics = json.loads((study / "reports" / "metrics.json").read_text())
+    assert set(metrics) >= set(DATASETS)
+
+
+def test_second_repro_does_nothing(study):
+    proc = run([sys.executable, "-m", "dvc", "repro"], study)
+    assert "Running stage" not in proc.stdout
+    assert "up to date" in proc.stdout
+
+
+def test_mlflow_store_holds_every_member(study):
+    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("regstudy")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == len(DATASETS) * len(FAMILIES)
+    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for f in FAMILIES) * len(DATASETS)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in children:
+        fam, ds = r.data.tags["family"], r.data.tags["dataset"]
+        assert float(r.data.params["member.strength"]) in STRENGTHS[fam]
+        assert int(r.data.params["member.seed"]) in SEEDS
+        assert r.data.params["data.name"] == ds
+        assert r.data.params["trainer.max_epochs"] == "3"
+        assert r.data.tags["git_commit"] != "unknown"
+        history = client.get_metric_history(r.info.run_id, "val_loss")
+        assert [m.step for m in history] == [1, 2, 3]
+    # The results point at these runs.
+    run_json = json.loads((study / "results" / "moons" / "l2" / "run.json").read_text())
+    ids = {r.info.run_id for r in children}
+    assert set(run_json["member_run_ids"]) <= ids
+
+
+def test_editing_one_family_reruns_only_its_stages(study):
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["study"]["strengths"]["l2"] = [0.0, 0.1]
+    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
+    changed = set(json.loads(proc.stdout))
+    assert changed == {"train@signal-l2", "train@moons-l2"}
