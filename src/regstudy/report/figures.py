@@ -31,6 +31,9 @@ NORMALIZATION_PAIRS = (("l2", "batchnorm_l2"), ("weight_decay", "layernorm_weigh
 # A trained kernel whose spread fell below this fraction of the initial spread is drawn as
 # a spike: a KDE of it would be a needle that flattens every other curve of the panel.
 COLLAPSED_SPREAD = 0.01
+# Points per KDE curve: evenly thinned above this; the curves do not change visibly and
+# the report stays fast with thousands of sampled weights per member.
+KDE_POINTS = 2000
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=0.9)}
 _FAMILY_COLORS = [c for i in (0, 1) for c in sns.color_palette("tab20")[i::2]]
 
@@ -103,6 +106,38 @@ def _symlog_x(ax, strengths: pd.Series) -> float:
     return linthresh
 
 
+def _seed_means(rows: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean over seeds, one row per `keys` (pandas is much faster here than seaborn's estimator)."""
+    return rows.groupby(keys, as_index=False)[columns].mean()
+
+
+def _thin(rows: pd.DataFrame, by: str, cap: int = KDE_POINTS) -> pd.DataFrame:
+    """At most about `cap` rows per level of `by`, evenly spaced in table order."""
+    step = np.ceil(rows.groupby(by)[by].transform("size") / cap)
+    return rows[rows.groupby(by).cumcount() % step == 0]
+
+
+def _surface(rows: pd.DataFrame, column: str):
+    """x0, x1, z of a column over the 2-D plotting grid: 2-D arrays when the grid is regular."""
+    grid = rows.pivot_table(index="x1", columns="x0", values=column, aggfunc="mean")
+    if grid.notna().to_numpy().all():
+        return grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float), grid.to_numpy(dtype=float)
+    return tuple(rows[c].to_numpy(dtype=float) for c in ("x0", "x1", column))
+
+
+def _contourf(ax, surface, **kwargs):
+    x0, x1, z = surface
+    return ax.contourf(x0, x1, z, **kwargs) if z.ndim == 2 else ax.tricontourf(x0, x1, z, **kwargs)
+
+
+def _boundary(ax, surface) -> None:
+    """The 0.5 contour, where the surface crosses it."""
+    x0, x1, z = surface
+    if np.nanmin(z) < 0.5 < np.nanmax(z):
+        contour = ax.contour if z.ndim == 2 else ax.tricontour
+        contour(x0, x1, z, levels=[0.5], colors="k", linewidths=1.1)
+
+
 def _first_seed(job_members: pd.DataFrame) -> pd.DataFrame:
     """One member per strength (ascending): the one with the first seed."""
     return job_members.sort_values(["strength", "seed"]).groupby("strength", sort=True).head(1)
@@ -126,8 +161,9 @@ def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
         if not np.isfinite(rows[["train_loss", "val_loss"]].to_numpy(dtype=float)).any():
             _note(ax, "no finite losses")
             continue
+        means = _seed_means(rows, ["strength", "epoch"], ["train_loss", "val_loss"])
         for split, style in [("train_loss", "-"), ("val_loss", "--")]:
-            sns.lineplot(rows, x="epoch", y=split, hue="strength", palette=palette, errorbar=None,
+            sns.lineplot(means, x="epoch", y=split, hue="strength", palette=palette, estimator=None,
                          linestyle=style, lw=1.1, legend=False, ax=ax)
         ax.set_yscale("log")
         _strength_legend(ax, palette, name)
@@ -142,14 +178,6 @@ def _draw_data(ax, data: dict, two_d: bool) -> None:
         ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", s=5, edgecolors="white", linewidths=0.2, zorder=3)
     else:
         ax.scatter(x.ravel(), y, s=4, color="0.6", alpha=0.6, linewidths=0)
-
-
-def _draw_boundary(ax, rows: pd.DataFrame, column: str) -> None:
-    """Filled map of class-1 probability and its 0.5 contour."""
-    x0, x1, p = (rows[c].to_numpy(dtype=float) for c in ("x0", "x1", column))
-    ax.tricontourf(x0, x1, p, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.55)
-    if p.min() < 0.5 < p.max():
-        ax.tricontour(x0, x1, p, levels=[0.5], colors="k", linewidths=1.1)
 
 
 @_styled
@@ -173,7 +201,9 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
                 _note(ax, f"diverged (seed {member.seed})", color="tab:red")
                 continue
             if two_d:
-                _draw_boundary(ax, rows, "p1")
+                surface = _surface(rows, "p1")
+                _contourf(ax, surface, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.55)
+                _boundary(ax, surface)
             else:
                 rows = rows.sort_values("x")
                 ax.plot(rows["x"], rows["y_pred"], color="tab:red", lw=1.3)
@@ -184,6 +214,7 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
 
 def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float) -> None:
     """KDE of `value` per hue level, each normalized on its own; collapsed levels as spikes."""
+    rows = _thin(rows, hue)
     spread = rows.groupby(hue)["value"].std()
     threshold = COLLAPSED_SPREAD * reference_std if np.isfinite(reference_std) else 0.0
     collapsed = set(spread.index[~(spread > threshold)])
@@ -205,8 +236,9 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     layer and member, all layers pooled), one row per family. Left: at initialization
     (grey) against after training (blue), all strengths and seeds pooled. Right: after
     training, one curve per strength (darker = stronger), with the initial distribution
-    dashed. Each curve has unit area; a distribution whose spread collapsed below 1% of
-    the initial one is drawn as a vertical spike at its median. Units: weight value."""
+    dashed. Each curve has unit area and uses at most 2000 evenly thinned weights; a
+    distribution whose spread collapsed below 1% of the initial one is drawn as a vertical
+    spike at its median. Units: weight value."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
     kernels = ok_rows(params[params["kind"] == "kernel"], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
@@ -228,7 +260,8 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
         _kdes(ax_strength, rows[rows["when"] == "final"], "strength", palette,
               {s: f"{name}={s:g}" for s in palette}, reference_std)
         if len(init) > 1 and reference_std > 0:
-            sns.kdeplot(x=init, color="0.55", linestyle="--", lw=0.9, ax=ax_strength, warn_singular=False)
+            sns.kdeplot(x=init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--", lw=0.9,
+                        ax=ax_strength, warn_singular=False)
     return fig
 
 
@@ -321,11 +354,12 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
         family = normed if normed in present else plain
         name = strength_name(members, family)
         palette = strength_palette(members.loc[members["family"].isin([plain, normed]), "strength"], name)
+        stats = _seed_means(stats, ["family", "strength", "epoch"], ["weight_norm", "effective_lr"])
         for fam, style in [(plain, "-"), (normed, "--")]:
             rows = stats[stats["family"] == fam]
             if len(rows):
                 sns.lineplot(rows, x="epoch", y="weight_norm", hue="strength", palette=palette,
-                             errorbar=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
+                             estimator=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
         ax_norm.set(title=f"{plain} (solid) vs {normed} (dashed)", xlabel="epoch",
                     ylabel=f"‖W‖ of layers {', '.join(map(str, chosen))}", yscale="log")
         normalized = stats[(stats["family"] == normed) & stats["effective_lr"].notna()]
@@ -334,7 +368,7 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
             _note(ax_lr, f"no {normed} results")
         else:
             sns.lineplot(normalized, x="epoch", y="effective_lr", hue="strength", palette=palette,
-                         errorbar=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
+                         estimator=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
             ax_lr.set_yscale("log")
         _strength_legend(ax_lr, palette, name, loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
@@ -362,12 +396,8 @@ def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> 
             continue
         mine = rows[rows["member"] == member.member]
         if two_d:
-            x0, x1 = mine["x0"].to_numpy(dtype=float), mine["x1"].to_numpy(dtype=float)
-            shading = ax.tricontourf(x0, x1, mine["mc_std"].to_numpy(dtype=float),
-                                     levels=np.linspace(0, top, 11), cmap="viridis")
-            mean = mine["mc_mean"].to_numpy(dtype=float)
-            if mean.min() < 0.5 < mean.max():
-                ax.tricontour(x0, x1, mean, levels=[0.5], colors="k", linewidths=1.1)
+            shading = _contourf(ax, _surface(mine, "mc_std"), levels=np.linspace(0, top, 11), cmap="viridis")
+            _boundary(ax, _surface(mine, "mc_mean"))
         else:
             mine = mine.sort_values("x")
             low, high = mine["mc_mean"] - 2 * mine["mc_std"], mine["mc_mean"] + 2 * mine["mc_std"]

@@ -10,6 +10,7 @@ overrides), then runs the same job as ``python -m regstudy.train``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--conf", default="conf", help="config dir (the stage's deps)")
     args = parser.parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # one line per stage is enough
     study = yaml.safe_load(Path(args.params).read_text())["study"]
     try:
         cfg = compose_job(study_overrides(study, args.dataset, args.family,

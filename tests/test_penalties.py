@@ -1,0 +1,232 @@
+"""The loss penalties and proximal steps of ``regstudy.regularizers`` against hand computation.
+
+The reference values are written out with plain Python loops over the entries of a small
+stack of K=2 members (3 layers), each member with its own lam, and a non-trivial
+``layer_scale``: ``coef[k, l] = lam_k * layer_scale[l]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from regstudy.randomness import Stream, member_generator
+from regstudy.regularizers import Regularization
+from regstudy.stacked import StackedMLP
+from regstudy.stages.train import compose_job
+
+LAMS = [0.01, 0.03]  # per member (the swept strength)
+SCALE = [0.5, 2.0, 3.0]  # per layer: hidden, hidden, output
+REL = 1e-5  # float32 sums of ~60 terms against float64 loops
+
+
+def make_net() -> StackedMLP:
+    net = StackedMLP(2, 3, [4, 5], 2)
+    net.reset_parameters([member_generator(s, Stream.INIT) for s in (0, 1)], "uniform", 0.5, "same")
+    return net
+
+
+def reg_for(family: str, lams=LAMS, **options) -> Regularization:
+    """The real composed config of ``family``, with ``layer_scale`` and other options set."""
+    overrides = [f"regularizer=[{family}]", f"regularizer.{family}.layer_scale={SCALE}"]
+    overrides += [f"regularizer.{family}.{k}={str(v).lower() if isinstance(v, bool) else v}"
+                  for k, v in options.items()]
+    cfg = compose_job(overrides)
+    return Regularization.build(cfg.regularizer, family, torch.tensor(lams), n_layers=3)
+
+
+def entries(t: torch.Tensor, k: int) -> list[float]:
+    """All entries of member ``k``'s slice as Python floats."""
+    flat = []
+
+    def walk(x):
+        if isinstance(x, list):
+            for y in x:
+                walk(y)
+        else:
+            flat.append(float(x))
+
+    walk(t[k].tolist())
+    return flat
+
+
+def selected(net: StackedMLP, l: int, k: int, bias: bool) -> list[float]:
+    vals = entries(net.kernels[l].detach(), k)
+    return vals + (entries(net.biases[l].detach(), k) if bias else [])
+
+
+def hand_l1(net, k, bias=False, lams=LAMS):
+    return sum(lams[k] * SCALE[l] * sum(abs(w) for w in selected(net, l, k, bias)) for l in range(3))
+
+
+def hand_l2(net, k, bias=False, lams=LAMS):
+    return sum(lams[k] * SCALE[l] * sum(w * w for w in selected(net, l, k, bias)) for l in range(3))
+
+
+def hand_group_lasso(net, k, bias=False, lams=LAMS):
+    total = 0.0
+    for l in range(3):
+        w = net.kernels[l].detach()[k].tolist()  # (fan_in, fan_out)
+        b = net.biases[l].detach()[k].tolist()
+        fan_in, fan_out = len(w), len(w[0])
+        for j in range(fan_out):  # unit j: its incoming weights = column j
+            group = [w[i][j] for i in range(fan_in)] + ([b[j]] if bias else [])
+            total += lams[k] * SCALE[l] * math.sqrt(len(group)) * math.sqrt(sum(g * g for g in group))
+    return total
+
+
+def grads(net: StackedMLP, value: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(value.sum(), list(net.parameters()), allow_unused=True))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("family,hand", [("l1", hand_l1), ("l2", hand_l2),
+                                         ("group_lasso", hand_group_lasso)])
+def test_penalty_matches_hand_computation(family, hand, bias):
+    net = make_net()
+    pen = reg_for(family, bias=bias).penalty(net)
+    assert pen.shape == (2,)
+    for k in range(2):
+        assert pen[k].item() == pytest.approx(hand(net, k, bias), rel=REL)
+
+
+def test_kernel_only_is_the_default_and_bias_true_adds_the_biases():
+    net = make_net()
+    default = reg_for("l2").penalty(net)
+    with_bias = reg_for("l2", bias=True).penalty(net)
+    for k in range(2):
+        bias_part = sum(LAMS[k] * SCALE[l] * sum(b * b for b in entries(net.biases[l].detach(), k))
+                        for l in range(3))
+        assert bias_part > 1e-3  # the biases are not zero, so the selection is visible
+        assert default[k].item() == pytest.approx(hand_l2(net, k, bias=False), rel=REL)
+        assert (with_bias[k] - default[k]).item() == pytest.approx(bias_part, rel=1e-4)
+    # the default penalty does not touch biases or normalization parameters at all
+    g = dict(zip([n for n, _ in net.named_parameters()], grads(net, reg_for("l2").penalty(net))))
+    for name, gi in g.items():
+        if name.startswith("kernels"):
+            assert gi is not None and gi.abs().sum() > 0
+        else:
+            assert gi is None or torch.count_nonzero(gi) == 0, name
+
+
+def test_kernel_false_bias_true_penalizes_only_biases():
+    net = make_net()
+    pen = reg_for("l1", kernel=False, bias=True).penalty(net)
+    for k in range(2):
+        expected = sum(LAMS[k] * SCALE[l] * sum(abs(b) for b in entries(net.biases[l].detach(), k))
+                       for l in range(3))
+        assert pen[k].item() == pytest.approx(expected, rel=REL)
+
+
+def test_group_is_a_column_scaled_by_sqrt_of_its_size():
+    """Zeroing one unit's incoming column removes exactly sqrt(fan_in)*coef*||column||."""
+    net = make_net()
+    reg = reg_for("group_lasso")
+    before = reg.penalty(net)
+    col = net.kernels[1].detach()[0, :, 2].clone()  # member 0, layer 1, unit 2: fan_in = 4
+    with torch.no_grad():
+        net.kernels[1][0, :, 2] = 0.0
+    after = reg.penalty(net)
+    expected_drop = LAMS[0] * SCALE[1] * math.sqrt(4) * math.sqrt(sum(c * c for c in col.tolist()))
+    assert (before[0] - after[0]).item() == pytest.approx(expected_drop, rel=1e-4)
+    assert after[1].item() == before[1].item()  # member 1 untouched
+    # a row (the outgoing weights of an input) is not a group: the penalty is not a row norm
+    rows = sum(LAMS[0] * SCALE[l] * math.sqrt(len(r)) * math.sqrt(sum(x * x for x in r))
+               for l in range(3) for r in net.kernels[l].detach()[0].tolist())
+    assert abs(after[0].item() - rows) > 1e-3
+
+
+def test_elastic_net_matches_hand_computation():
+    net = make_net()
+    rho = 0.3
+    pen = reg_for("elastic_net", rho=rho).penalty(net)
+    for k in range(2):
+        expected = rho * hand_l1(net, k) + (1 - rho) * hand_l2(net, k)
+        assert pen[k].item() == pytest.approx(expected, rel=REL)
+
+
+@pytest.mark.parametrize("rho,other", [(1.0, "l1"), (0.0, "l2")])
+def test_elastic_net_edges_equal_l1_and_l2(rho, other):
+    """rho=1 is exactly l1 and rho=0 exactly l2: value and gradient, to 1e-6."""
+    net = make_net()
+    en = reg_for("elastic_net", rho=rho).penalty(net)
+    ref = reg_for(other).penalty(net)
+    torch.testing.assert_close(en, ref, rtol=0, atol=1e-6)
+    for ge, gr in zip(grads(net, reg_for("elastic_net", rho=rho).penalty(net)),
+                      grads(net, reg_for(other).penalty(net))):
+        if ge is None or gr is None:
+            assert (ge is None or torch.count_nonzero(ge) == 0) and (gr is None or torch.count_nonzero(gr) == 0)
+        else:
+            torch.testing.assert_close(ge, gr, rtol=0, atol=1e-6)
+
+
+def test_l2_gradient_is_two_lam_w():
+    net = make_net()
+    g = grads(net, reg_for("l2").penalty(net))
+    for l in range(3):
+        w = net.kernels[l].detach()
+        for k in range(2):
+            torch.testing.assert_close(g[l][k], 2 * LAMS[k] * SCALE[l] * w[k], rtol=1e-6, atol=1e-8)
+
+
+def test_several_penalties_add_up():
+    net = make_net()
+    cfg = compose_job(["regularizer=[l1,l2]", "members.sweep=l1", "regularizer.l2.lam=0.02"])
+    pen = Regularization.build(cfg.regularizer, "l1", torch.tensor(LAMS), 3).penalty(net)
+    for k in range(2):
+        l1 = LAMS[k] * sum(abs(w) for l in range(3) for w in selected(net, l, k, False))
+        l2 = 0.02 * sum(w * w for l in range(3) for w in selected(net, l, k, False))
+        assert pen[k].item() == pytest.approx(l1 + l2, rel=REL)
+
+
+def test_proximal_l1_soft_threshold_gives_exact_zeros():
+    lams, lr = [0.1, 0.3], 0.5  # thresholds lr*lam*scale: 0.025 ... 0.45 against |w| <= 0.5
+    net = make_net()
+    before = copy.deepcopy(net)
+    reg = reg_for("l1", lams=lams, proximal=True)
+    assert torch.count_nonzero(reg.penalty(net)) == 0  # proximal l1 is not in the loss
+    reg.proximal_(net, lr)
+    n_zero = 0
+    for l in range(3):
+        for k in range(2):
+            thr = lr * lams[k] * SCALE[l]
+            w0 = entries(before.kernels[l].detach(), k)
+            w1 = entries(net.kernels[l].detach(), k)
+            for a, b in zip(w0, w1):
+                expected = math.copysign(max(abs(a) - thr, 0.0), a) if a != 0 else 0.0
+                if abs(a) < thr - 1e-6:
+                    assert b == 0.0  # exact zero, not merely small
+                    n_zero += 1
+                else:
+                    assert b == pytest.approx(expected, abs=1e-7)
+        torch.testing.assert_close(net.biases[l], before.biases[l], rtol=0, atol=0)  # kernel only
+    assert n_zero >= 10
+
+
+def test_proximal_group_lasso_zeroes_whole_units():
+    """g_j <- g_j * max(0, 1 - lr*coef*sqrt(|g|) / ||g_j||) for every unit column."""
+    lams, lr = [0.1, 0.3], 0.5
+    net = make_net()
+    before = copy.deepcopy(net)
+    reg_for("group_lasso", lams=lams, proximal=True).proximal_(net, lr)
+    dead, alive = 0, 0
+    for l in range(3):
+        for k in range(2):
+            w0 = before.kernels[l].detach()[k].tolist()
+            w1 = net.kernels[l].detach()[k].tolist()
+            fan_in, fan_out = len(w0), len(w0[0])
+            for j in range(fan_out):
+                col = [w0[i][j] for i in range(fan_in)]
+                norm = math.sqrt(sum(c * c for c in col))
+                factor = max(0.0, 1 - lr * lams[k] * SCALE[l] * math.sqrt(fan_in) / norm)
+                if factor == 0.0:
+                    assert all(w1[i][j] == 0.0 for i in range(fan_in))
+                    dead += 1
+                else:
+                    alive += 1
+                for i in range(fan_in):
+                    assert w1[i][j] == pytest.approx(col[i] * factor, abs=1e-6)
+    assert dead >= 3 and alive >= 3  # both cases occur

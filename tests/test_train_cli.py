@@ -1,0 +1,118 @@
+"""Train jobs end to end: Hydra multirun (joblib), divergence, dropout p = 1, MLflow content."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from regstudy.data import load_npz, make_dataset, save_npz
+from regstudy.job import run_job
+from regstudy.stages.train import compose_job
+
+SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_std=1.0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    save_npz(tmp_path / "data" / "signal.npz", make_dataset("signal", SIGNAL, seed=0))
+    return tmp_path
+
+
+def store(root: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("regstudy")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def job(root: Path, *overrides: str):
+    cfg = compose_job([f"paths.root={root}", "paths.results=results/job", "model.hidden=[8,8]",
+                       "metrics.grid_size=16", *overrides])
+    return run_job(cfg)
+
+
+def test_joblib_multirun_logs_every_job(workdir):
+    cmd = [sys.executable, "-m", "regstudy.train", "-m", "hydra/launcher=joblib",
+           "hydra.launcher.n_jobs=2", "experiment=l2,dropout", "model.hidden=[8]",
+           "trainer.max_epochs=2", "members.seeds=[0,1]"]
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = store(workdir)
+    parents = {r.data.tags["family"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert set(parents) == {"l2", "dropout"}
+    for family, parent in parents.items():
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        results = next(workdir.glob(f"multirun/*/*_{family}_signal/results/members.csv"))
+        members = pd.read_csv(results)
+        assert len(children) == len(members) == 2 * members.strength.nunique()
+        assert {r.data.params["member.seed"] for r in children} == {"0", "1"}
+        artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
+        assert artifacts == {"config.yaml", "weights.pt", "member.png"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_diverging_member_is_recorded_and_the_others_finish(workdir):
+    # SGD on lam * sum w^2 multiplies w by (1 - 2 lr lam) per step: |1 - 2e3| explodes.
+    table = job(workdir, "experiment=l2", "optim=sgd", "optim.lr=0.1", "members.seeds=[0]",
+                "members.strengths=[0.0,1.0e4]", "trainer.max_epochs=3")
+    ok, bad = table.iloc[0], table.iloc[1]
+    assert ok.status == "ok" and np.isfinite(ok.val_loss)
+    assert bad.status == "diverged" and bad.diverged_epoch == 1
+    written = pd.read_csv(workdir / "results" / "job" / "members.csv")
+    assert list(written.status) == ["ok", "diverged"]
+    _, runs = store(workdir)
+    by_strength = {r.data.params["member.strength"]: r for r in runs
+                   if "mlflow.parentRunId" in r.data.tags}
+    assert by_strength["10000.0"].info.status == "FAILED"
+    assert by_strength["10000.0"].data.tags["status"] == "diverged"
+    assert by_strength["0.0"].info.status == "FINISHED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_dropout_p_one_trains_and_keeps_its_initial_kernels(workdir):
+    table = job(workdir, "experiment=dropout", "members.strengths=[0.0,1.0]", "members.seeds=[0]",
+                "trainer.max_epochs=3", "logger.enabled=false")
+    assert list(table.status) == ["ok", "ok"]
+    assert np.isfinite(table.val_loss).all()
+    params = pd.read_parquet(workdir / "results" / "job" / "params.parquet")
+    kernels = params[(params.kind == "kernel") & (params.strength == 1.0)]
+    init = kernels[kernels["when"] == "init"].value.to_numpy()
+    final = kernels[kernels["when"] == "final"].value.to_numpy()
+    np.testing.assert_array_equal(init, final)  # no gradient reaches any kernel at p = 1
+    preds = pd.read_parquet(workdir / "results" / "job" / "predictions.parquet")
+    # With dropout on (MC) the hidden layers carry nothing: a constant, certain function.
+    p_one = preds[preds.strength == 1.0]
+    assert p_one.mc_mean.std() < 1e-6 and (p_one.mc_std == 0).all()
+    trained = params[(params.kind == "kernel") & (params.strength == 0.0)]
+    assert not np.array_equal(trained[trained["when"] == "init"].value,
+                              trained[trained["when"] == "final"].value)
+
+
+def test_same_config_and_seed_give_the_same_numbers(workdir):
+    args = ("experiment=dropout", "members.strengths=[0.2]", "members.seeds=[3]",
+            "trainer.max_epochs=2", "logger.enabled=false")
+    job(workdir, *args)
+    first = (workdir / "results" / "job" / "curves.csv").read_bytes()
+    job(workdir, *args)
+    assert (workdir / "results" / "job" / "curves.csv").read_bytes() == first
+
+
+def test_a_failed_job_leaves_no_results_and_no_running_run(workdir):
+    bad = load_npz(workdir / "data" / "signal.npz")
+    bad["y_val"] = bad["y_val"][:3]  # inconsistent split: evaluation fails after runs opened
+    save_npz(workdir / "data" / "signal.npz", bad)
+    with pytest.raises(RuntimeError):
+        job(workdir, "experiment=l2", "members.seeds=[0]", "trainer.max_epochs=2")
+    assert not (workdir / "results" / "job").exists()
+    assert not list((workdir / "results").glob(".*tmp*"))
+    _, runs = store(workdir)
+    assert runs and all(r.info.status == "FAILED" for r in runs)
