@@ -66,6 +66,12 @@ class PrepareStoreCallback(Callback):
     """Hydra callback: create the MLflow store in the launching process, before any job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .config import ConfigError, validate
+
+        try:
+            validate(config)
+        except ConfigError:
+            return  # the job reports it; bad input must not create a store
         prepare_from_config(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -6,10 +6,12 @@ with the basic launcher or ``hydra/launcher=joblib`` for parallel jobs.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from .config import register_configs
+from .config import ConfigError, register_configs
 from .job import run_job
 from .paths import CONFIG_DIR
 
@@ -18,7 +20,11 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    table = run_job(cfg)
+    try:
+        table = run_job(cfg)
+    except (ConfigError, FileNotFoundError) as e:  # bad input: a message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     return float(table["val_metric"].max())  # what an optimizing sweeper would maximize
 
 

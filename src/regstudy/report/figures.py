@@ -138,6 +138,37 @@ def _boundary(ax, surface) -> None:
         contour(x0, x1, z, levels=[0.5], colors="k", linewidths=1.1)
 
 
+def _span(*arrays) -> tuple[float, float]:
+    """Range of the finite values of all arrays, with a 3% margin."""
+    values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (0.0, 1.0)
+    low, high = values.min(), values.max()
+    margin = 0.03 * (high - low) or 0.5
+    return (low - margin, high + margin)
+
+
+def _same_limits(axes, xlim, ylim) -> None:
+    """Equal limits on a grid of panels, tick labels only on the outer ones.
+
+    Cheaper than sharex/sharey, whose limit propagation grows with the square of the panels."""
+    for ax in np.ravel(axes):
+        if ax.axison:
+            ax.set(xlim=xlim, ylim=ylim)
+            ax.label_outer()
+
+
+def _plot_limits(predictions: pd.DataFrame, data: dict, y_columns: list[str]):
+    """x and y limits covering the plotting grid, the training data and the given columns."""
+    x_train = np.asarray(data.get("x_train", np.empty((0, 2))), dtype=float)
+    if "x0" in predictions:
+        return (_span(predictions["x0"], x_train[:, :1] if x_train.ndim == 2 else []),
+                _span(predictions["x1"], x_train[:, 1:2] if x_train.ndim == 2 else []))
+    return (_span(predictions["x"], x_train),
+            _span(*(predictions[c] for c in y_columns), data.get("y_train", [])))
+
+
 def _first_seed(job_members: pd.DataFrame) -> pd.DataFrame:
     """One member per strength (ascending): the one with the first seed."""
     return job_members.sort_values(["strength", "seed"]).groupby("strength", sort=True).head(1)
@@ -190,13 +221,14 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     families = ordered(predictions["family"].unique(), FAMILY_ORDER)
     chosen = {f: _first_seed(members[members["family"] == f]) for f in families}
     ncols = max(len(c) for c in chosen.values())
-    fig, axes = _panels(len(families) * ncols, ncols, (2.0, 1.7), sharex=True, sharey=True)
+    fig, axes = _panels(len(families) * ncols, ncols, (2.0, 1.7))
+    by_member = dict(list(predictions.groupby(["family", "member"])))
     for row_axes, family in zip(axes, families):
         name = strength_name(members, family)
         for ax, member in zip(row_axes, chosen[family].itertuples()):
             ax.set_title(f"{family} {name}={member.strength:g}", fontsize=7)
             _draw_data(ax, data, two_d)
-            rows = predictions[(predictions["family"] == family) & (predictions["member"] == member.member)]
+            rows = by_member.get((family, member.member), predictions.iloc[:0])
             if member.status != "ok":
                 _note(ax, f"diverged (seed {member.seed})", color="tab:red")
                 continue
@@ -209,6 +241,7 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
                 ax.plot(rows["x"], rows["y_pred"], color="tab:red", lw=1.3)
         for ax in row_axes[len(chosen[family]):]:
             ax.set_axis_off()
+    _same_limits(axes, *_plot_limits(predictions, data, ["y_pred"]))
     return fig
 
 
@@ -385,7 +418,7 @@ def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> 
     rows = predictions[predictions["family"] == "dropout"]
     chosen = _first_seed(dropout)
     two_d = "x0" in predictions
-    fig, axes = _panels(len(chosen), len(chosen), (2.3, 2.0), sharex=True, sharey=True)
+    fig, axes = _panels(len(chosen), len(chosen), (2.3, 2.0))
     top = max(float(np.nanmax(rows["mc_std"].to_numpy(dtype=float), initial=0.0)), 1e-6)
     shading = None
     for ax, member in zip(axes.ravel(), chosen.itertuples()):
@@ -403,6 +436,8 @@ def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> 
             low, high = mine["mc_mean"] - 2 * mine["mc_std"], mine["mc_mean"] + 2 * mine["mc_std"]
             ax.fill_between(mine["x"], low, high, color="tab:purple", alpha=0.3, lw=0)
             ax.plot(mine["x"], mine["mc_mean"], color="tab:purple", lw=1.3)
+    band = rows.assign(low=rows["mc_mean"] - 2 * rows["mc_std"], high=rows["mc_mean"] + 2 * rows["mc_std"])
+    _same_limits(axes, *_plot_limits(band, data, ["low", "high"]))
     if shading is not None:
         fig.colorbar(shading, ax=axes, label="MC std of p1", shrink=0.8)
     return fig
