@@ -230,3 +230,21 @@ def test_proximal_group_lasso_zeroes_whole_units():
                 for i in range(fan_in):
                     assert w1[i][j] == pytest.approx(col[i] * factor, abs=1e-6)
     assert dead >= 3 and alive >= 3  # both cases occur
+
+
+def test_group_lasso_kernel_false_is_not_silently_ignored():
+    """kernel=false must either be rejected by validate or leave the kernels unpenalized."""
+    from regstudy.config import ConfigError, validate
+
+    cfg = compose_job(["experiment=group_lasso", "regularizer.group_lasso.kernel=false",
+                       "regularizer.group_lasso.bias=true"])
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        assert "regularizer.group_lasso.kernel" in str(e)
+        return
+    net = make_net()
+    reg = Regularization.build(cfg.regularizer, "group_lasso", torch.tensor(LAMS), n_layers=3)
+    g = grads(net, reg.penalty(net))
+    for l in range(3):
+        assert g[l] is None or torch.count_nonzero(g[l]) == 0, f"kernel {l} is penalized"

@@ -170,6 +170,21 @@ class PathsConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """Keyword arguments of ``pytorch_lightning.Trainer`` (instantiated by Hydra)."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    max_epochs: int = 100
+    accelerator: str = "cpu"
+    devices: int = 1
+    logger: bool = False
+    enable_checkpointing: bool = False
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+
+
+@dataclass
 class TrainConfig:
     family: str = "custom"
     threads: int = 1
@@ -178,7 +193,7 @@ class TrainConfig:
     regularizer: RegularizerSet = field(default_factory=RegularizerSet)
     members: MembersConfig = field(default_factory=MembersConfig)
     optim: Any = None  # instantiated with hydra.utils.instantiate (partial)
-    trainer: Any = None  # kwargs of pytorch_lightning.Trainer (instantiated)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -227,6 +242,9 @@ def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
             _check(len(scales) == n_layers and all(_finite(s) and s >= 0 for s in scales),
                    f"{base}.layer_scale", scales,
                    f"null or a list of {n_layers} finite numbers >= 0 (one per layer, output last)")
+        if name == "group_lasso":
+            _check(sub.kernel, f"{base}.kernel", sub.kernel,
+                   "true (a group is a unit's incoming kernel weights; bias=true adds its bias)")
         if name == "elastic_net":
             _check(_finite(sub.rho) and 0.0 <= sub.rho <= 1.0, f"{base}.rho", sub.rho,
                    "a number in [0, 1]")
@@ -286,8 +304,8 @@ def validate(cfg: DictConfig) -> None:
     _check(opt is not None and opt.get("_target_") in OPTIMIZERS, "optim._target_",
            None if opt is None else opt.get("_target_"), f"one of {OPTIMIZERS}")
     _check(_finite(opt.lr) and opt.lr > 0, "optim.lr", opt.lr, "a finite number > 0")
-    _check(cfg.trainer is not None and cfg.trainer.max_epochs >= 1, "trainer.max_epochs",
-           None if cfg.trainer is None else cfg.trainer.max_epochs, "an integer >= 1")
+    _check(cfg.trainer.max_epochs >= 1, "trainer.max_epochs", cfg.trainer.max_epochs,
+           "an integer >= 1")
     _check(cfg.metrics.zero_threshold > 0, "metrics.zero_threshold", cfg.metrics.zero_threshold,
            "a number > 0")
     for key in ("grid_size", "grid_size_2d"):

@@ -33,7 +33,10 @@ NORMALIZATION_PAIRS = (("l2", "batchnorm_l2"), ("weight_decay", "layernorm_weigh
 COLLAPSED_SPREAD = 0.01
 # Points per KDE curve: evenly thinned above this; the curves do not change visibly and
 # the report stays fast with thousands of sampled weights per member.
-KDE_POINTS = 2000
+KDE_POINTS = 1000
+# A KDE panel's y axis stops at this multiple of the initial distribution's peak density, so
+# that sharply shrunk weights do not flatten every other curve; the clipped peak is printed.
+DENSITY_CLIP = 8.0
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=0.9)}
 _FAMILY_COLORS = [c for i in (0, 1) for c in sns.color_palette("tab20")[i::2]]
 
@@ -269,9 +272,10 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     layer and member, all layers pooled), one row per family. Left: at initialization
     (grey) against after training (blue), all strengths and seeds pooled. Right: after
     training, one curve per strength (darker = stronger), with the initial distribution
-    dashed. Each curve has unit area and uses at most 2000 evenly thinned weights; a
+    dashed. Each curve has unit area and uses at most 1000 evenly thinned weights. A
     distribution whose spread collapsed below 1% of the initial one is drawn as a vertical
-    spike at its median. Units: weight value."""
+    spike at its median; a density peak above 8 times the initial peak is clipped and its
+    value printed in the panel. Units: weight value (density: 1/weight)."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
     kernels = ok_rows(params[params["kind"] == "kernel"], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
@@ -295,7 +299,19 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
         if len(init) > 1 and reference_std > 0:
             sns.kdeplot(x=init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--", lw=0.9,
                         ax=ax_strength, warn_singular=False)
+            top = DENSITY_CLIP * np.histogram(init, bins=30, density=True)[0].max()
+            _clip_density(ax_when, top)
+            _clip_density(ax_strength, top)
     return fig
+
+
+def _clip_density(ax, top: float) -> None:
+    """Stop the y axis at `top` when a curve peaks above it, and say how high it went."""
+    peak = max((float(np.nanmax(line.get_ydata())) for line in ax.lines if line.get_transform() is ax.transData),
+               default=0.0)
+    if peak > top:
+        ax.set_ylim(0, top)
+        ax.text(0.02, 0.95, f"clipped, peak {peak:.3g}", transform=ax.transAxes, va="top", fontsize=6, color="0.3")
 
 
 @_styled

@@ -1,0 +1,158 @@
+"""Bad configs fail early and clearly: at compose time (unknown keys, options and types)
+or in ``regstudy.config.validate`` (ranges and cross-field rules), and through the DVC
+train stage before any result, data read or MLflow store exists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from regstudy.config import ConfigError, validate
+from regstudy.data import make_dataset, save_npz
+from regstudy.stages.train import compose_job
+
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_shipped_experiment_is_valid(experiment):
+    """The baseline: what the study ships passes validation (so the failures below are specific)."""
+    validate(compose_job([f"experiment={experiment}"]))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["regularizer=[dropout]", "regularizer.dropout.p=1.0"],  # p = 1 is a legal edge of a sweep
+    ["regularizer=[dropout]", "regularizer.dropout.p=0.0"],
+    ["experiment=dropout", "members.strengths=[0.0,0.5,1.0]"],
+    ["regularizer=[elastic_net]", "regularizer.elastic_net.rho=0.0"],
+    ["regularizer=[elastic_net]", "regularizer.elastic_net.rho=1.0"],
+    ["experiment=l2", "members.strengths=[0.0]", "regularizer.l2.lam=0.0"],
+])
+def test_edges_are_accepted(overrides):
+    validate(compose_job(overrides))
+
+
+# (overrides, key, value as it must appear, a piece of the rule)
+BAD = [
+    (["experiment=l2", "members.strengths=[-1.0]"], "members.strengths[0]", "-1.0", ">= 0"),
+    (["experiment=l2", "members.strengths=[0.0,0.1,-0.5]"], "members.strengths[2]", "-0.5", ">= 0"),
+    (["regularizer=[l2]", "regularizer.l2.lam=-0.1"], "regularizer.l2.lam", "-0.1", ">= 0"),
+    (["regularizer=[dropout]", "regularizer.dropout.p=1.5"], "regularizer.dropout.p", "1.5", "[0, 1]"),
+    (["regularizer=[dropout]", "regularizer.dropout.p=-0.1"], "regularizer.dropout.p", "-0.1", "[0, 1]"),
+    (["experiment=dropout", "members.strengths=[0.0,1.5]"], "members.strengths[1]", "1.5", "[0, 1]"),
+    (["regularizer=[elastic_net]", "regularizer.elastic_net.rho=1.5"], "regularizer.elastic_net.rho",
+     "1.5", "[0, 1]"),
+    (["regularizer=[elastic_net]", "regularizer.elastic_net.rho=-0.1"], "regularizer.elastic_net.rho",
+     "-0.1", "[0, 1]"),
+    (["members.strengths=[]"], "members.strengths", "[]", "non-empty"),
+    (["experiment=l2", "members.strengths=[]"], "members.strengths", "[]", "non-empty"),
+    (["members.seeds=[]"], "members.seeds", "[]", "non-empty"),
+    (["regularizer=[l2]", "members.sweep=l1", "members.strengths=[0.1]"], "members.sweep", "l1",
+     "['l2']"),
+    (["regularizer=[l2]", "members.sweep=nothing", "members.strengths=[0.1]"], "members.sweep",
+     "nothing", "selected regularizers"),
+    (["model.activation=swish"], "model.activation", "swish", "leaky_relu"),
+    (["model.norm=group"], "model.norm", "group", "none, batch or layer"),
+    (["optim.lr=abc"], "optim.lr", "abc", "> 0"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,value,rule", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_validate_names_key_value_and_rule(overrides, key, value, rule):
+    cfg = compose_job(overrides)  # composes: the problem is a range or a cross-field rule
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    msg = str(info.value)
+    assert info.value.key == key
+    assert f"{key}=" in msg and value in msg and rule in msg, msg
+
+
+@pytest.mark.parametrize("overrides,mentions", [
+    (["model.nonexistent=1"], "model.nonexistent"),
+    (["regularizer=[l2]", "regularizer.l2.lamda=0.1"], "regularizer.l2.lamda"),
+    (["regularizer=[foo]"], "regularizer/foo"),
+    (["optim=rmsprop"], "rmsprop"),
+    (["data=mnist"], "mnist"),
+])
+def test_unknown_option_fails_at_compose(overrides, mentions):
+    with pytest.raises(COMPOSE_ERRORS) as info:
+        compose_job(overrides)
+    assert mentions in str(info.value)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.hidden=abc", "model.hidden"),
+    ("data.batch_size=abc", "data.batch_size"),
+    ("regularizer.noise.sigma=abc", "regularizer.noise.sigma"),
+    ("members.seeds=[a]", "members.seeds"),
+])
+def test_type_error_fails_at_compose(override, key):
+    extra = ["regularizer=[noise]"] if "noise" in override else []
+    with pytest.raises(COMPOSE_ERRORS) as info:
+        compose_job(extra + [override])
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "null", "2.5"])
+def test_trainer_max_epochs_type_error_is_caught(value):
+    """A bad trainer.max_epochs fails at compose time, or at the latest with a ConfigError."""
+    try:
+        cfg = compose_job([f"trainer.max_epochs={value}"])
+    except COMPOSE_ERRORS as e:
+        assert "max_epochs" in str(e)
+        return
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs"):
+        validate(cfg)
+
+
+# --- through the DVC train stage's CLI ---
+
+STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "epochs": 1,
+         "overrides": ["model.hidden=[4]"], "strengths": {"l2": [0.0, 0.001]}}
+
+
+def run_stage(tmp_path: Path, study: dict) -> subprocess.CompletedProcess:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"study": study}))
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    return subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--dataset", "signal",
+                           "--family", "l2", "--conf", str(CONF)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def write_signal(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    save_npz(tmp_path / "data" / "signal.npz", make_dataset(
+        "signal", dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=2, phase_std=1.0), 0))
+
+
+def assert_nothing_written(tmp_path: Path, before: set[str]) -> None:
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+    assert {p.name for p in tmp_path.iterdir()} == before  # no outputs/, mlartifacts/ either
+
+
+def test_stage_rejects_bad_strength_before_anything_runs(tmp_path):
+    write_signal(tmp_path)  # the data are there: only the strength is wrong
+    before = {"params.yaml", "data"}
+    proc = run_stage(tmp_path, {**STUDY, "strengths": {"l2": [0.0, -1.0]}})
+    assert proc.returncode != 0
+    assert "members.strengths[1]" in proc.stderr and "-1.0" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert_nothing_written(tmp_path, before)
+
+
+def test_stage_reports_missing_data_file(tmp_path):
+    proc = run_stage(tmp_path, STUDY)
+    assert proc.returncode != 0
+    assert str(tmp_path.resolve() / "data" / "signal.npz") in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert_nothing_written(tmp_path, {"params.yaml"})
