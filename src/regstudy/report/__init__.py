@@ -67,21 +67,18 @@ def _figure_plan(results: Results, dataset: str) -> list[tuple[str, str, object,
     if len(layers) and any(families & set(pair) for pair in figures.NORMALIZATION_PAIRS):
         plan.append(("normalization", "Weight norm and effective learning rate", figures.norm_and_effective_lr,
                      (layers, members)))
-    if has_predictions and "dropout" in families and (predictions["family"] == "dropout").any():
+    if has_predictions and (predictions["family"] == "dropout").any():
         plan.append(("mc-dropout", "Monte Carlo dropout", figures.mc_dropout, (predictions, members, data)))
     return plan
 
 
 def _render_figures(results: Results, dataset: str) -> list[dict]:
-    rendered = []
-    for slug, title, plot, args in _figure_plan(results, dataset):
-        rendered.append({
-            "id": f"{dataset}-{slug}",
-            "title": title,
-            "caption": inspect.getdoc(plot),
-            "src": figures.to_data_uri(plot(*args)),
-        })
-    return rendered
+    """A dataset's figures as [{id, title, caption, src}]; the caption is the figure's docstring."""
+    return [
+        {"id": f"{dataset}-{slug}", "title": title, "caption": inspect.getdoc(plot),
+         "src": figures.to_data_uri(plot(*args))}
+        for slug, title, plot, args in _figure_plan(results, dataset)
+    ]
 
 
 def _number(value, digits: int = 4) -> str:

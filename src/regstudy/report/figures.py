@@ -22,6 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from regstudy.report.tables import FAMILY_ORDER, ok_rows, ordered, strength_name
 
@@ -92,9 +93,12 @@ def family_palette(families) -> dict:
     return {f: _FAMILY_COLORS[rank[f] % len(_FAMILY_COLORS)] for f in families}
 
 
-def _strength_legend(ax, palette: dict, name: str, **kwargs) -> None:
+_OUTSIDE = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}  # legends beside the panel, off the curves
+
+
+def _strength_legend(ax, palette: dict, name: str) -> None:
     handles = [Line2D([], [], color=c, lw=2, label=f"{s:g}") for s, c in palette.items()]
-    ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, **kwargs)
+    ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, **_OUTSIDE)
 
 
 def _loss_unit(members: pd.DataFrame) -> str:
@@ -104,8 +108,11 @@ def _loss_unit(members: pd.DataFrame) -> str:
 def _symlog_x(ax, strengths: pd.Series) -> float:
     """Log x axis that still shows strength 0: linear between 0 and the smallest positive strength."""
     positive = strengths[strengths > 0]
-    linthresh = float(positive.min()) if len(positive) else 1.0
-    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+    linthresh, top = (float(positive.min()), float(positive.max())) if len(positive) else (1.0, 1.0)
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
+    decades = np.arange(math.ceil(math.log10(linthresh)), math.ceil(math.log10(top)) + 1)
+    ax.set_xticks([0.0] + [10.0**d for d in decades[:: math.ceil(len(decades) / 4)]])  # at most 5 labels
+    ax.set_xlim(left=-0.3 * linthresh)  # no empty negative side
     return linthresh
 
 
@@ -184,7 +191,7 @@ def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
     diverge; epochs after early stopping are left out. Units: MSE in y² for regression,
     cross-entropy in nats for classification."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
-    fig, axes = _panels(len(families), 3, (3.1, 2.3))
+    fig, axes = _panels(len(families), 3, (3.7, 2.3))
     kept = ok_rows(curves, members)
     kept = kept[~kept["stopped"]]
     for ax, family in zip(axes.ravel(), families):
@@ -228,8 +235,9 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     by_member = dict(list(predictions.groupby(["family", "member"])))
     for row_axes, family in zip(axes, families):
         name = strength_name(members, family)
+        row_axes[0].set_ylabel(family, fontsize=9, fontweight="bold")
         for ax, member in zip(row_axes, chosen[family].itertuples()):
-            ax.set_title(f"{family} {name}={member.strength:g}", fontsize=7)
+            ax.set_title(f"{name}={member.strength:g}", fontsize=7)
             _draw_data(ax, data, two_d)
             rows = by_member.get((family, member.member), predictions.iloc[:0])
             if member.status != "ok":
@@ -248,7 +256,8 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     return fig
 
 
-def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float) -> None:
+def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float,
+          legend: dict | None = None) -> None:
     """KDE of `value` per hue level, each normalized on its own; collapsed levels as spikes."""
     rows = _thin(rows, hue)
     spread = rows.groupby(hue)["value"].std()
@@ -263,7 +272,7 @@ def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, referen
     handles = [Line2D([], [], color=palette[level], lw=2,
                       label=labels[level] + (" (spike)" if level in collapsed else ""))
                for level in palette if level in spread.index]
-    ax.legend(handles=handles, fontsize=6)
+    ax.legend(handles=handles, fontsize=6, **(legend or {}))
 
 
 @_styled
@@ -279,7 +288,7 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     families = ordered(members["family"].unique(), FAMILY_ORDER)
     kernels = ok_rows(params[params["kind"] == "kernel"], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
-    fig, axes = _panels(2 * len(families), 2, (3.4, 1.9))
+    fig, axes = _panels(2 * len(families), 2, (3.8, 1.9))
     for (ax_when, ax_strength), family in zip(axes, families):
         rows = kernels[kernels["family"] == family]
         ax_when.set(title=f"{family}: init vs trained", xlabel="kernel weight")
@@ -295,7 +304,7 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
         name = strength_name(members, family)
         palette = strength_palette(rows["strength"], name)
         _kdes(ax_strength, rows[rows["when"] == "final"], "strength", palette,
-              {s: f"{name}={s:g}" for s in palette}, reference_std)
+              {s: f"{name}={s:g}" for s in palette}, reference_std, legend=_OUTSIDE)
         if len(init) > 1 and reference_std > 0:
             sns.kdeplot(x=init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--", lw=0.9,
                         ax=ax_strength, warn_singular=False)
@@ -319,34 +328,39 @@ def metrics_vs_strength(members: pd.DataFrame) -> Figure:
     """Final validation metric, test metric (R² for regression, accuracy for classification,
     dimensionless) and generalization gap (validation minus training data loss, in loss
     units) against strength, one line per family, mean ± 1 sd across seeds that did not
-    diverge. The x axis is symmetric-log: logarithmic above the smallest positive strength,
-    linear below it, so that strength 0 is shown. The strength is λ, p, σ or patience in
-    epochs depending on the family (for early stopping smaller patience is stronger). The
+    diverge; one row per swept key (λ, dropout p, noise σ, early-stopping patience in epochs,
+    where a smaller patience is stronger). The x axis is symmetric-log: logarithmic above
+    the smallest positive strength, linear below it, so that strength 0 is shown. The
     baseline (family none) is the dotted black line with its ±1 sd band."""
     ok = members[members["status"] == "ok"]
     metric = str(members["metric_name"].iloc[0])
-    swept = ok[ok["family"] != "none"]
     baseline = ok[ok["family"] == "none"]
     families = ordered(members.loc[members["family"] != "none", "family"].unique(), FAMILY_ORDER)
+    # one row per swept key, so that an x axis never mixes λ with p, σ or patience
+    by_name: dict[str, list[str]] = {}
+    for family in families:
+        by_name.setdefault(strength_name(members, family), []).append(family)
     palette = family_palette(families)
-    fig, axes = _panels(3, 3, (3.0, 2.6))
     panels = [("val_metric", f"validation {metric}"), ("test_metric", f"test {metric}"),
               ("gap", f"gap ({_loss_unit(members)})")]
-    for ax, (column, label) in zip(axes.ravel(), panels):
-        if len(swept):
-            sns.lineplot(swept, x="strength", y=column, hue="family", hue_order=families, palette=palette,
-                         errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+    fig, axes = _panels(3 * max(1, len(by_name)), 3, (3.0, 2.3))
+    for row_axes, (name, row_families) in zip(axes, by_name.items() or [("strength", [])]):
+        swept = ok[ok["family"].isin(row_families)]
+        for ax, (column, label) in zip(row_axes, panels):
+            if len(swept):
+                sns.lineplot(swept, x="strength", y=column, hue="family", hue_order=row_families, palette=palette,
+                             errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+            if len(baseline):
+                mean, sd = baseline[column].mean(), baseline[column].std()
+                ax.axhline(mean, color="k", ls=":", lw=1)
+                if np.isfinite(sd):
+                    ax.axhspan(mean - sd, mean + sd, color="k", alpha=0.08, lw=0)
+            linthresh = _symlog_x(ax, swept["strength"])
+            ax.set(xlabel=f"{name} (symlog, linear below {linthresh:g})", ylabel=label)
+        handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in row_families]
         if len(baseline):
-            mean, sd = baseline[column].mean(), baseline[column].std()
-            ax.axhline(mean, color="k", ls=":", lw=1)
-            if np.isfinite(sd):
-                ax.axhspan(mean - sd, mean + sd, color="k", alpha=0.08, lw=0)
-        linthresh = _symlog_x(ax, ok["strength"])
-        ax.set(xlabel=f"strength (symlog, linear below {linthresh:g})", ylabel=label)
-    handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in families]
-    if len(baseline):
-        handles.append(Line2D([], [], color="k", ls=":", label="none (baseline)"))
-    axes[0, -1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+            handles.append(Line2D([], [], color="k", ls=":", label="none (baseline)"))
+        row_axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 
 
@@ -379,7 +393,8 @@ def _normalized_layer_stats(layers: pd.DataFrame, normalized_family: str) -> tup
     and their mean effective learning rate. Normalized layers are those with an effective_lr
     in the normalized family (else all hidden layers)."""
     normed = layers[(layers["family"] == normalized_family) & layers["effective_lr"].notna()]
-    chosen = sorted(normed["layer"].unique()) or sorted(layers.loc[layers["layer"] < layers["layer"].max(), "layer"].unique())
+    hidden = layers.loc[layers["layer"] < layers["layer"].max(), "layer"]
+    chosen = sorted(normed["layer"].unique()) or sorted(hidden.unique())
     rows = layers[layers["layer"].isin(chosen)].assign(squared=lambda d: d["weight_norm"] ** 2)
     stats = rows.groupby(["family", "member", "strength", "seed", "epoch"], as_index=False).agg(
         squared=("squared", "sum"), effective_lr=("effective_lr", "mean"))
@@ -409,17 +424,17 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
             if len(rows):
                 sns.lineplot(rows, x="epoch", y="weight_norm", hue="strength", palette=palette,
                              estimator=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
-        ax_norm.set(title=f"{plain} (solid) vs {normed} (dashed)", xlabel="epoch",
+        ax_norm.set(title=f"{plain} (solid)\nvs {normed} (dashed)", xlabel="epoch",
                     ylabel=f"‖W‖ of layers {', '.join(map(str, chosen))}", yscale="log")
         normalized = stats[(stats["family"] == normed) & stats["effective_lr"].notna()]
-        ax_lr.set(title=f"{normed}: effective learning rate", xlabel="epoch", ylabel="η/‖W‖²")
+        ax_lr.set(title=f"effective learning rate\n{normed}", xlabel="epoch", ylabel="η/‖W‖²")
         if normalized.empty:
             _note(ax_lr, f"no {normed} results")
         else:
             sns.lineplot(normalized, x="epoch", y="effective_lr", hue="strength", palette=palette,
                          estimator=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
             ax_lr.set_yscale("log")
-        _strength_legend(ax_lr, palette, name, loc="upper left", bbox_to_anchor=(1.02, 1))
+        _strength_legend(ax_lr, palette, name)
     return fig
 
 
@@ -455,5 +470,5 @@ def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> 
     band = rows.assign(low=rows["mc_mean"] - 2 * rows["mc_std"], high=rows["mc_mean"] + 2 * rows["mc_std"])
     _same_limits(axes, *_plot_limits(band, data, ["low", "high"]))
     if shading is not None:
-        fig.colorbar(shading, ax=axes, label="MC std of p1", shrink=0.8)
+        fig.colorbar(shading, ax=axes, label="MC std of p1", shrink=0.8, ticks=MaxNLocator(4))
     return fig

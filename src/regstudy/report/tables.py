@@ -134,9 +134,12 @@ def load_data(data_dir: str | Path, dataset: str) -> dict[str, np.ndarray]:
 
 
 def ok_rows(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a per-member table whose member finished with status ok."""
-    ok = members.loc[members["status"] == "ok", MEMBER_KEY]
-    return frame.merge(ok, on=MEMBER_KEY, how="inner")
+    """Rows of a per-member table whose member finished with status ok.
+
+    Strength and seed are taken from members.csv, so that every table agrees on them to the bit.
+    """
+    ok = members.loc[members["status"] == "ok", [*MEMBER_KEY, "strength", "seed"]]
+    return frame.drop(columns=["strength", "seed"], errors="ignore").merge(ok, on=MEMBER_KEY, how="inner")
 
 
 def strength_name(members: pd.DataFrame, family: str) -> str:
@@ -180,7 +183,7 @@ def summary_table(members: pd.DataFrame) -> pd.DataFrame:
             "n_seeds": 0,
         }
         if stats["val_mean"].notna().any():
-            best = stats["val_mean"].idxmax()  # ties: the weakest strength
+            best = stats["val_mean"].idxmax()  # ties: the smallest value
             row.update(stats.loc[best].to_dict(), strength=best, n_seeds=int(stats.loc[best, "n_seeds"]))
         rows.append(row)
     columns = ["dataset", "family", "strength_name", "strength", "metric_name", "val_mean", "val_std",

@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--conf", default="conf", help="config dir (the stage's deps)")
     args = parser.parse_args(argv)
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # one line per stage is enough
     study = yaml.safe_load(Path(args.params).read_text())["study"]
     try:
         cfg = compose_job(study_overrides(study, args.dataset, args.family,
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                           Path(args.conf))
         from ..job import run_job  # heavy imports only once the config is known good
 
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # quiet stage logs
         run_job(cfg)
     except (ConfigError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
         print(f"error: {e}", file=sys.stderr)
