@@ -149,7 +149,7 @@ class MembersConfig:
 @dataclass
 class MetricsConfig:
     zero_threshold: float = 1e-3  # |w| below this counts as zero
-    alive_threshold: float = 1e-6  # a hidden unit is alive if its output std exceeds this
+    alive_threshold: float = 1e-6  # a hidden unit is alive if its output range exceeds this
     grid_size: int = 200  # points of the 1-D plotting grid (signal)
     grid_size_2d: int = 60  # points per axis of the 2-D plotting grid (moons)
 
@@ -160,7 +160,7 @@ class LoggerConfig:
     tracking_uri: Optional[str] = None  # None: sqlite store mlflow.db at the project root
     experiment_name: str = "regstudy"
     log_figures: bool = True
-    flush_every: int = 25  # epochs of buffered metrics per MLflow write
+    flush_every: int = 10  # epochs of buffered metrics per MLflow write
 
 
 @dataclass

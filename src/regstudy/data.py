@@ -14,8 +14,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits, make_moons
-from sklearn.model_selection import train_test_split
 
 SPLITS = ("train", "val", "test")
 
@@ -47,6 +45,8 @@ def make_signal(n_train: int, n_val: int, n_test: int, noise: float, n_component
 def make_moons_split(n_train: int, n_val: int, n_test: int, noise: float,
                      seed: int) -> dict[str, np.ndarray]:
     """Two interleaving half-moons with Gaussian noise of std ``noise`` (scikit-learn)."""
+    from sklearn.datasets import make_moons  # imported here: train jobs never need sklearn
+
     x, y = make_moons(n_samples=n_train + n_val + n_test, noise=noise, random_state=seed)
     return _split(x, y, n_val, n_test, seed, stratify=True)
 
@@ -79,6 +79,8 @@ def make_sparse(n_train: int, n_val: int, n_test: int, n_features: int, n_blocks
 
 def make_digits(val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """scikit-learn's bundled 8x8 digits (1,797 images), pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
     x, y = load_digits(return_X_y=True)
     n = len(y)
     return _split(x / 16.0, y, round(val_fraction * n), round(test_fraction * n), seed,
@@ -87,6 +89,8 @@ def make_digits(val_fraction: float, test_fraction: float, seed: int) -> dict[st
 
 def _split(x: np.ndarray, y: np.ndarray, n_val: int, n_test: int, seed: int,
            stratify: bool) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=n_test, random_state=seed, stratify=y if stratify else None)
     x_train, x_val, y_train, y_val = train_test_split(

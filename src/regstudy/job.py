@@ -27,7 +27,7 @@ from .regularizers import Regularization
 from .results import (ResultsWriter, curves_table, layers_table, members_table,
                       params_table, predictions_table, sample_indices)
 from .stacked import StackedMLP
-from .tracking import JobTracker, MLflowEpochLogger, git_commit, project_root, tracking_uri
+from .tracking import MLflowEpochLogger, TrackingProcess, git_commit, project_root, tracking_uri
 
 
 def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -105,26 +105,25 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
 
     data = load_tensors(arrays)
     module = build_module(cfg, data, members)
-    init = snapshot(module.net)
     root = project_root(cfg)
     tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": git_commit(root),
             "sweep": cfg.members.sweep}
     writer = ResultsWriter(results_dir)
+    tracking = TrackingProcess(cfg, members, tags) if cfg.logger.enabled else None
     try:
-        if cfg.logger.enabled:
-            with JobTracker(cfg, members, tags) as tracker:
-                table = _train_and_write(cfg, module, members, init, arrays, writer, tracker)
-        else:
-            table = _train_and_write(cfg, module, members, init, arrays, writer, None)
+        table = _train_and_write(cfg, module, members, arrays, writer, tracking, tags)
         writer.commit()
-    except BaseException:
+    except BaseException as e:
         writer.abort()
+        if tracking:
+            tracking.abort(e)
         raise
     return table
 
 
-def _train_and_write(cfg, module, members, init, arrays, writer, tracker) -> pd.DataFrame:
-    callbacks = [MLflowEpochLogger(tracker, cfg.logger.flush_every)] if tracker else []
+def _train_and_write(cfg, module, members, arrays, writer, tracking, tags) -> pd.DataFrame:
+    init = snapshot(module.net)
+    callbacks = [MLflowEpochLogger(tracking)] if tracking else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
     trainer.fit(module)
     module.restore_best()
@@ -152,38 +151,46 @@ def _train_and_write(cfg, module, members, init, arrays, writer, tracker) -> pd.
         writer.table("predictions.parquet", predictions_table(grid, preds, members, cfg.data.task))
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     writer.text("config.yaml", resolved)
-
-    run_info = {"git_commit": tracker.tags["git_commit"] if tracker else None,
-                "tracking_uri": tracking_uri(cfg) if tracker else None,
-                "experiment_id": tracker.experiment_id if tracker else None,
-                "parent_run_id": tracker.parent_id if tracker else None,
-                "member_run_ids": tracker.child_ids if tracker else []}
-    writer.json("run.json", run_info)
-    if tracker:
-        _log_members(cfg, tracker, table, curves, params, final, resolved)
+    runs = {"experiment_id": None, "parent_run_id": None, "member_run_ids": []}
+    if tracking:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = tracking.finish(*_member_artifacts(cfg, Path(tmp), table, curves, params,
+                                                      final, resolved))
+    writer.json("run.json", {"git_commit": tags["git_commit"],
+                             "tracking_uri": tracking_uri(cfg) if tracking else None, **runs})
     return table
 
 
-def _log_members(cfg, tracker: JobTracker, table: pd.DataFrame, curves: pd.DataFrame,
-                 params: pd.DataFrame, final: dict[str, torch.Tensor], resolved: str) -> None:
-    """Artifacts (config, final weights, figure) and final numbers of each member."""
-    summary_keys = ["train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
-                    "test_metric", "gap", "weight_norm", "near_zero_fraction", "alive_neurons",
-                    "epochs_trained", "best_epoch"]
-    with tempfile.TemporaryDirectory() as tmp:
-        parent_dir = Path(tmp) / "parent"
-        parent_dir.mkdir()
-        (parent_dir / "config.yaml").write_text(resolved)
-        tracker.log_artifacts(tracker.parent_id, parent_dir)
-        for k, row in table.iterrows():
-            d = Path(tmp) / f"member_{k}"
-            d.mkdir()
-            (d / "config.yaml").write_text(resolved)
-            torch.save({n: t[k].clone() for n, t in final.items()}, d / "weights.pt")
-            if cfg.logger.log_figures:
-                member_figure(curves[curves.member == k], params[params.member == k],
-                              f"{row.family} {row.dataset} {row.strength_name}={row.strength:g} "
-                              f"seed={row.seed} ({row.status})", d / "member.png")
-            tracker.log_artifacts(tracker.child_ids[k], d)
-            tracker.finish_member(k, {key: row[key] for key in summary_keys},
-                                  diverged=row.status == "diverged")
+SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
+                "test_metric", "gap", "weight_norm", "near_zero_fraction", "alive_neurons",
+                "epochs_trained", "best_epoch")
+
+
+def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,
+                      params: pd.DataFrame, final: dict[str, torch.Tensor], resolved: str):
+    """Each member's artifact folder (config, final weights, figure) and final numbers.
+
+    This process draws the first half of the figures; the tracking process, otherwise
+    idle by now, draws the second half (both cores busy).
+    """
+    parent = tmp / "parent"
+    parent.mkdir()
+    (parent / "config.yaml").write_text(resolved)
+    members = []
+    for k, row in table.iterrows():
+        d = tmp / f"member_{k}"
+        d.mkdir()
+        (d / "config.yaml").write_text(resolved)
+        torch.save({n: t[k].clone() for n, t in final.items()}, d / "weights.pt")
+        member = {"artifacts": str(d), "diverged": row.status == "diverged",
+                  "summary": {key: float(row[key]) for key in SUMMARY_KEYS}}
+        if cfg.logger.log_figures:
+            figure = (curves[curves.member == k], params[params.member == k],
+                      f"{row.family} {row.dataset} {row.strength_name}={row.strength:g} "
+                      f"seed={row.seed} ({row.status})", str(d / "member.png"))
+            if k < len(table) // 2:
+                member_figure(*figure)
+            else:
+                member["figure"] = figure
+        members.append(member)
+    return members, parent

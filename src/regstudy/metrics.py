@@ -55,5 +55,14 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
 
 
 def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:
-    """Hidden units per layer whose output varies over the inputs: std > threshold, ``(K, L-1)``."""
-    return torch.stack([(h.std(1) > threshold).sum(-1) for h in hidden], 1)
+    """Hidden units per layer whose output varies over the inputs, ``(K, L-1)``.
+
+    A unit is alive if ``max - min`` of its output over the inputs exceeds ``threshold``:
+    a pruned unit (all incoming weights zero), a dead ReLU and a collapsed layer all
+    output a constant.
+    """
+    spans = []
+    for h in hidden:
+        lo, hi = torch.aminmax(h, dim=1)
+        spans.append((hi - lo > threshold).sum(-1))
+    return torch.stack(spans, 1)

@@ -34,6 +34,10 @@ class MemberStackModule(pl.LightningModule):
         self.optimizer_factory, self.batch_size, self.seeds = optimizer, batch_size, seeds
         self.zero_threshold, self.alive_threshold = zero_threshold, alive_threshold
         k = net.n_members
+        # Evaluation sees every split in one pass (normalization uses running statistics
+        # in evaluation mode, so examples do not interact).
+        self.eval_x = torch.cat([data[f"x_{s}"] for s in SPLITS])
+        self.eval_sizes = [len(data[f"x_{s}"]) for s in SPLITS]
         self.history: list[dict[str, Tensor]] = []
         self.nonfinite = torch.zeros(k, dtype=torch.bool)
         self.diverged_epoch = torch.zeros(k, dtype=torch.long)  # 0: never
@@ -91,13 +95,13 @@ class MemberStackModule(pl.LightningModule):
         was_training = self.net.training
         self.net.eval()
         k, row = self.net.n_members, {}
-        for split in SPLITS:
-            x, y = self.splits[f"x_{split}"], self.splits[f"y_{split}"]
-            out, hidden = self.net(x.expand(k, *x.shape), return_hidden=True)
-            row[f"{split}_loss"] = data_loss(out, y, self.task)
-            row[f"{split}_metric"] = metric(out, y, self.task)
-            if split == "train":
-                row["layer_alive"] = alive_units(hidden, self.alive_threshold)
+        out, hidden = self.net(self.eval_x.expand(k, *self.eval_x.shape), return_hidden=True)
+        n_train = self.eval_sizes[0]
+        for split, out_split in zip(SPLITS, out.split(self.eval_sizes, dim=1)):
+            y = self.splits[f"y_{split}"]
+            row[f"{split}_loss"] = data_loss(out_split, y, self.task)
+            row[f"{split}_metric"] = metric(out_split, y, self.task)
+        row["layer_alive"] = alive_units([h[:, :n_train] for h in hidden], self.alive_threshold)
         self.net.train(was_training)
         row["alive_neurons"] = row["layer_alive"].sum(1)
         row["penalty"] = self.reg.penalty(self.net)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from .config import STRENGTH_KEY
@@ -86,7 +87,7 @@ class Regularization:
 
     n_layers: int
     coefs: dict[str, Tensor] = field(default_factory=dict)  # name -> (K, n_layers)
-    cfg: dict[str, DictConfig] = field(default_factory=dict)
+    cfg: dict[str, SimpleNamespace] = field(default_factory=dict)  # plain values: read every step
     dropout_p: Tensor | None = None  # (K,)
     noise_sigma: Tensor | None = None  # (K,)
     patience: Tensor | None = None  # (K,)
@@ -101,7 +102,7 @@ class Regularization:
             if sub is None:
                 continue
             value = strengths if name == sweep else torch.full((n,), float(sub[STRENGTH_KEY[name]]))
-            self.cfg[name] = sub
+            self.cfg[name] = SimpleNamespace(**OmegaConf.to_container(sub, resolve=True))
             if name == "dropout":
                 self.dropout_p = value
             elif name == "noise":
@@ -118,7 +119,7 @@ class Regularization:
         """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer)."""
         total = torch.zeros(net.n_members)
         for name in ("l1", "l2", "elastic_net", "group_lasso"):
-            if name not in self.coefs or self.cfg[name].get("proximal", False):
+            if name not in self.coefs or getattr(self.cfg[name], "proximal", False):
                 continue
             c, coef = self.cfg[name], self.coefs[name]
             if name == "group_lasso":

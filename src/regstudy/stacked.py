@@ -63,6 +63,12 @@ class StackedMLP(nn.Module):
         self.act = activation_fn(activation, negative_slope)
         self.out_act = activation_fn(output_activation, negative_slope)
         self.hidden = list(hidden)
+        # Batch norm subtracts the batch mean, so a bias before it has no effect and no
+        # gradient but rounding noise, which Adam would amplify into a random walk:
+        # those biases are fixed at zero (batch norm's own shift plays their part).
+        self.bias_free = [norm == "batch"] * len(hidden) + [False]
+        for b, free in zip(self.biases, self.bias_free):
+            b.requires_grad_(not free)
         if norm != "none":
             self.norm_weight = nn.ParameterList(nn.Parameter(torch.ones(n_members, h)) for h in hidden)
             self.norm_bias = nn.ParameterList(nn.Parameter(torch.zeros(n_members, h)) for h in hidden)
@@ -86,11 +92,12 @@ class StackedMLP(nn.Module):
 
         ``uniform``: U(-scale, scale); ``normal``: N(0, scale^2); ``xavier_uniform``:
         U(-b, b) with ``b = sqrt(6 / (fan_in + fan_out))``; ``kaiming_uniform``:
-        ``b = sqrt(6 / fan_in)``. Biases follow the kernels' law (``same``) or are zero.
+        ``b = sqrt(6 / fan_in)``. Biases follow the kernels' law (``same``) or are zero;
+        biases before batch norm are always zero.
         """
         with torch.no_grad():
             for k, g in enumerate(generators):
-                for w, b in zip(self.kernels, self.biases):
+                for w, b, free in zip(self.kernels, self.biases, self.bias_free):
                     fan_in, fan_out = w.shape[1:]
                     for t in (w[k], b[k]) if bias == "same" else (w[k],):
                         if scheme == "normal":
@@ -100,27 +107,28 @@ class StackedMLP(nn.Module):
                                      "xavier_uniform": math.sqrt(6.0 / (fan_in + fan_out)),
                                      "kaiming_uniform": math.sqrt(6.0 / fan_in)}[scheme]
                             nn.init.uniform_(t, -bound, bound, generator=g)
-                    if bias == "zeros":
+                    if bias == "zeros" or free:  # drawn anyway: same kernels with or without norm
                         b[k].zero_()
 
     def _normalize(self, h: Tensor, i: int) -> Tensor:
-        """Batch norm (statistics over each member's batch) or layer norm (over units)."""
+        """Batch norm (statistics over each member's batch) or layer norm (over units).
+
+        Batch norm runs PyTorch's own kernel with one channel per (member, unit): the
+        ``(K, B, H)`` activations are viewed as a batch of B examples of ``K*H``
+        channels, so each member keeps its own statistics and running averages.
+        """
+        gamma, beta = self.norm_weight[i], self.norm_bias[i]
         if self.norm == "layer":
-            mean = h.mean(-1, keepdim=True)
-            var = h.var(-1, unbiased=False, keepdim=True)
-        else:
-            rm, rv = getattr(self, f"running_mean_{i}"), getattr(self, f"running_var_{i}")
-            if self.training:
-                mean = h.mean(1, keepdim=True)
-                var = h.var(1, unbiased=False, keepdim=True)
-                n = h.shape[1]
-                with torch.no_grad():
-                    rm.lerp_(mean.squeeze(1), BN_MOMENTUM)
-                    rv.lerp_(var.squeeze(1) * (n / max(n - 1, 1)), BN_MOMENTUM)
-            else:
-                mean, var = rm.unsqueeze(1), rv.unsqueeze(1)
-        h = (h - mean) * torch.rsqrt(var + NORM_EPS)
-        return h * self.norm_weight[i].unsqueeze(1) + self.norm_bias[i].unsqueeze(1)
+            h = F.layer_norm(h, h.shape[-1:], eps=NORM_EPS)
+            return h * gamma.unsqueeze(1) + beta.unsqueeze(1)
+        k, b, units = h.shape
+        if self.training and b == 1:  # no batch statistics from one example: h - mean = 0
+            return beta.unsqueeze(1).expand(k, b, units)
+        flat = h.transpose(0, 1).reshape(b, k * units)
+        out = F.batch_norm(flat, getattr(self, f"running_mean_{i}").view(-1),
+                           getattr(self, f"running_var_{i}").view(-1), gamma.reshape(-1),
+                           beta.reshape(-1), self.training, BN_MOMENTUM, NORM_EPS)
+        return out.view(b, k, units).transpose(0, 1)
 
     def forward(self, x: Tensor, dropout_u: Tensor | None = None, dropout_p: Tensor | None = None,
                 return_hidden: bool = False):
@@ -131,7 +139,10 @@ class StackedMLP(nn.Module):
         """
         hidden_out, offset = [], 0
         for i in range(self.n_layers - 1):
-            h = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.kernels[i])
+            if self.bias_free[i]:
+                h = torch.bmm(x, self.kernels[i])
+            else:
+                h = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.kernels[i])
             if self.norm != "none":
                 h = self._normalize(h, i)
             h = self.act(h)

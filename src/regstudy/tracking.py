@@ -1,14 +1,22 @@
 """MLflow tracking: a parent run per train job, a child run per member.
 
+All MLflow work of a job happens in a tracking process forked at the start of the job,
+so that writing to the store (tens of thousands of per-epoch metrics) runs on the
+second core while the job trains on the first. The job sends it one message per
+epoch and one at the end; the tracking process batches the writes.
+
 Only ``MlflowClient`` is used (never the fluent API), so no active run or global
 tracking state survives a job in a reused worker process. Every run a job opens is
-terminated by the job, whatever happens: FINISHED, FAILED (a diverged member or a
-failed job) or KILLED (interrupted).
+terminated, whatever happens: FINISHED, FAILED (a diverged member or a failed job) or
+KILLED (the job was interrupted or died).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +31,8 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
 EPOCH_METRICS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
                  "test_metric", "penalty", "weight_norm", "near_zero_fraction", "alive_neurons")
-LAYER_METRICS = {"layer_norm": "weight_norm", "effective_lr": "effective_lr",
-                 "layer_near_zero": "near_zero_fraction", "layer_alive": "alive_neurons"}
+# Per-layer metrics logged to MLflow (layers.csv in the results has them all).
+LAYER_METRICS = {"layer_norm": "weight_norm", "effective_lr": "effective_lr"}
 
 
 def project_root(cfg: DictConfig) -> Path:
@@ -106,8 +114,16 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
+class JobInterrupted(Exception):
+    """The job stopped before it finished (its runs end KILLED)."""
+
+
+class JobFailed(Exception):
+    """The job raised (its runs end FAILED)."""
+
+
 class JobTracker:
-    """The MLflow runs of one train job. Use as a context manager."""
+    """The MLflow runs of one train job, written synchronously. Use as a context manager."""
 
     def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str]):
         self.cfg, self.members, self.tags = cfg, members, tags
@@ -115,7 +131,11 @@ class JobTracker:
         self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
-        self.closed = False
+        self.terminated: set[str] = set()
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+        self.terminated.add(run_id)
 
     def __enter__(self) -> "JobTracker":
         c, tags = self.client, self.tags
@@ -143,54 +163,153 @@ class JobTracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_epochs(self, rows: list[dict]) -> None:
-        """Log per-epoch rows (dicts of ``(K, ...)`` tensors) to each member's run."""
+        """Log per-epoch rows (dicts of ``(K, ...)`` arrays) to each member's run."""
         now = int(time.time() * 1000)
         for k, run_id in enumerate(self.child_ids):
             metrics = []
             for row in rows:
-                if bool(row["stopped"][k]):  # early stopping ended this member's curve
+                if row["stopped"][k]:  # early stopping ended this member's curve
                     continue
                 step = int(row["epoch"][k])
-                for key in EPOCH_METRICS:
-                    metrics.append(Metric(key, float(row[key][k]), now, step))
+                metrics += [Metric(key, float(row[key][k]), now, step) for key in EPOCH_METRICS]
                 for key, name in LAYER_METRICS.items():
                     for layer, v in enumerate(row[key][k].tolist()):
                         if v == v:  # NaN marks "not defined for this layer"
                             metrics.append(Metric(f"{name}/layer_{layer}", float(v), now, step))
             self._log(run_id, metrics=metrics)
 
-    def log_artifacts(self, run_id: str, local_dir: Path) -> None:
-        self.client.log_artifacts(run_id, str(local_dir))
+    def finish(self, members: list[dict[str, Any]], parent_dir: str) -> None:
+        """Artifacts, final numbers and status of every member, then of the parent."""
+        now = int(time.time() * 1000)
+        for k, m in enumerate(members):
+            if "figure" in m:  # left for this process to draw
+                from .member_figures import member_figure
 
-    def finish_member(self, k: int, summary: dict[str, Any], diverged: bool) -> None:
-        self._log(self.child_ids[k], tags={"status": "diverged" if diverged else "ok"},
-                  metrics=[Metric(f"final_{key}", float(v), int(time.time() * 1000), 0)
-                           for key, v in summary.items()])
-        self.client.set_terminated(self.child_ids[k], "FAILED" if diverged else "FINISHED")
+                member_figure(*m["figure"])
+            self.client.log_artifacts(self.child_ids[k], m["artifacts"])
+            self._log(self.child_ids[k], tags={"status": "diverged" if m["diverged"] else "ok"},
+                      metrics=[Metric(f"final_{key}", float(v), now, 0)
+                               for key, v in m["summary"].items()])
+            self._terminate(self.child_ids[k], "FAILED" if m["diverged"] else "FINISHED")
+        self.client.log_artifacts(self.parent_id, parent_dir)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else (
-            "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            "KILLED" if issubclass(exc_type, (KeyboardInterrupt, JobInterrupted)) else "FAILED")
         for run_id in [*self.child_ids, self.parent_id]:
-            if run_id is not None and self.client.get_run(run_id).info.status == "RUNNING":
-                self.client.set_terminated(run_id, status)
+            if run_id is not None and run_id not in self.terminated:
+                self._terminate(run_id, status)
+
+
+def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> None:
+    """The tracking process: runs opened first, then epochs batched, then the finish."""
+    cfg = OmegaConf.create(cfg_yaml)
+    flush_every = cfg.logger.flush_every
+    messages = _drain_in_background(inbox)
+    try:
+        with JobTracker(cfg, members, tags) as tracker:
+            outbox.send(("runs", {"experiment_id": tracker.experiment_id,
+                                  "parent_run_id": tracker.parent_id,
+                                  "member_run_ids": tracker.child_ids}))
+            pending: list[dict] = []
+            while True:
+                kind, payload = messages.get()
+                if kind == "eof":  # the job process is gone without a word
+                    raise JobInterrupted("the job process ended before finishing")
+                if kind == "epoch":
+                    pending.append(payload)
+                    if len(pending) >= flush_every:
+                        tracker.log_epochs(pending)
+                        pending = []
+                elif kind == "finish":
+                    tracker.log_epochs(pending)
+                    tracker.finish(*payload)
+                    break
+                elif kind == "interrupted":
+                    raise JobInterrupted(payload)
+                else:
+                    raise JobFailed(payload)
+        outbox.send(("done", None))
+    except BaseException as e:  # noqa: BLE001 - reported to the job, runs already terminated
+        outbox.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _drain_in_background(inbox) -> queue.Queue:
+    """Read the pipe in a thread, so the job never waits on a full pipe while we write."""
+    messages: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        while True:
+            try:
+                messages.put(inbox.recv())
+            except EOFError:
+                messages.put(("eof", None))
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return messages
+
+
+class TrackingProcess:
+    """The job's side of the tracking process (forked, so it shares the imports)."""
+
+    def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str]):
+        ctx = multiprocessing.get_context("fork")
+        inbox, self._send = ctx.Pipe(duplex=False)
+        self._recv, outbox = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_tracking_main, daemon=True, name="regstudy-tracking",
+                                   args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags,
+                                         inbox, outbox))
+        self.process.start()
+        inbox.close()  # so the tracking process sees EOF if this one dies
+        outbox.close()
+        self.runs: dict[str, Any] | None = None
+
+    def log_epoch(self, row: dict) -> None:
+        self._send.send(("epoch", {k: v.numpy() for k, v in row.items()}))
+
+    def _reply(self) -> tuple[str, Any]:
+        try:
+            return self._recv.recv()
+        except EOFError:
+            return "error", f"the tracking process died (exit code {self.process.exitcode})"
+
+    def finish(self, members: list[dict[str, Any]], parent_dir: Path) -> dict[str, Any]:
+        """Hand over the final numbers and artifacts; wait until they are logged."""
+        self._send.send(("finish", (members, str(parent_dir))))
+        kind, runs = self._reply()
+        if kind == "runs":
+            kind, message = self._reply()
+        else:
+            message = runs
+        self.process.join()
+        if kind != "done":
+            raise RuntimeError(f"MLflow logging failed: {message}")
+        return runs
+
+    def abort(self, exc: BaseException) -> None:
+        """The job failed: its runs end FAILED (KILLED if interrupted)."""
+        interrupted = isinstance(exc, (KeyboardInterrupt, JobInterrupted))
+        try:
+            self._send.send(("interrupted" if interrupted else "failed", repr(exc)))
+        except OSError:
+            pass
+        self.process.join(timeout=60)
 
 
 class MLflowEpochLogger(pl.Callback):
-    """Lightning callback: buffers the module's per-epoch rows, writes every ``flush_every``."""
+    """Lightning callback: sends each epoch's row to the tracking process."""
 
-    def __init__(self, tracker: JobTracker, flush_every: int):
-        self.tracker, self.flush_every, self.logged = tracker, flush_every, 0
-
-    def _flush(self, pl_module) -> None:
-        rows = pl_module.history[self.logged:]
-        if rows:
-            self.tracker.log_epochs(rows)
-            self.logged += len(rows)
+    def __init__(self, tracking: TrackingProcess):
+        self.tracking, self.sent = tracking, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if len(pl_module.history) - self.logged >= self.flush_every:
-            self._flush(pl_module)
+        self._send(pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._flush(pl_module)
+        self._send(pl_module)  # the last epoch's row is added after the callbacks ran
+
+    def _send(self, pl_module) -> None:
+        for row in pl_module.history[self.sent:]:
+            self.tracking.log_epoch(row)
+        self.sent = len(pl_module.history)

@@ -4,47 +4,56 @@ Usage: ``python -m regstudy.stages.train --dataset signal --family l2``
 
 Composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and the
 study's values from ``params.yaml`` (seeds, epochs, the family's strengths, extra
-overrides), then runs the same job as ``python -m regstudy.train``.
+overrides), then runs the same job as ``python -m regstudy.train``. The job runs in a
+process forked from a warm server (see :mod:`regstudy.warm`), so the stage does not pay
+the imports again; this module imports only the standard library at the top.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
-
-from ..config import ConfigError, register_configs
 from ..paths import CONFIG_DIR
 
 
 def study_overrides(study: dict, dataset: str, family: str, results: Path) -> list[str]:
     """Hydra overrides of one job of the study described by ``params.yaml``'s ``study``."""
+    from ..config import ConfigError
+
     strengths = study["strengths"].get(family)
     if strengths is None:
         raise ConfigError(f"study.strengths.{family}", None,
-                          f"a list of strengths for every family in study.families")
+                          "a list of strengths for every family in study.families")
     return [f"data={dataset}", f"experiment={family}",
             f"members.strengths={list(strengths)}", f"members.seeds={list(study['seeds'])}",
             f"trainer.max_epochs={study['epochs']}", f"paths.results={results}",
             *study.get("overrides", [])]
 
 
-def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """The train config composed from ``config_dir`` with ``overrides``."""
+def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR):
+    """The train config (a ``DictConfig``) composed from ``config_dir`` with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+
+    from ..config import register_configs
+
     register_configs()
     with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def run_stage(argv: list[str] | None = None) -> int:
+    """Parse the stage's arguments, compose its config and run the job."""
+    import logging
+
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m regstudy.stages.train", description=__doc__)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--family", required=True)
     parser.add_argument("--params", default="params.yaml")
@@ -64,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..warm import run
+
+    return run("regstudy.stages.train:run_stage", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

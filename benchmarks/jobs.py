@@ -1,0 +1,26 @@
+"""Wall time of one train job (what a train stage runs, minus process start-up)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+
+def job_seconds(tmp: Path, data_path: Path, k: int = 18, epochs: int = 100,
+                logging_on: bool = True, threads: int = 1) -> float:
+    """Seconds of ``run_job`` for the l2 family on signal with K members (k = strengths x 3 seeds)."""
+    from regstudy.job import run_job
+    from regstudy.stages.train import compose_job
+
+    seeds = [0, 1, 2] if k % 3 == 0 else [0]
+    n = k // len(seeds)
+    strengths = [round(1e-4 * i / max(n - 1, 1), 10) for i in range(n)]
+    cfg = compose_job([f"paths.root={tmp}", f"paths.results={tmp}/results-{k}-{epochs}",
+                       "experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",
+                       f"members.seeds={seeds}", f"trainer.max_epochs={epochs}",
+                       f"logger.enabled={str(logging_on).lower()}", f"threads={threads}"])
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    run_job(cfg)
+    return time.perf_counter() - start

@@ -1,0 +1,42 @@
+"""The physical limit: floating-point work per training step against a measured matmul rate."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks.throughput import REFERENCE
+
+
+def flops_per_step(batch: int = 32, d_in: int = 1, d_out: int = 1) -> int:
+    """Multiply-adds of the dense layers of one training step, counted as 2 FLOPs each.
+
+    Forward: ``2 B sum(in*out)``; backward: the same twice (gradients of inputs and of
+    weights), so ``6 B sum(in*out)``. Elementwise work (activations, Adam) is left out:
+    it is small and memory-bound, so this is the most optimistic limit.
+    """
+    sizes = [d_in, *REFERENCE, d_out]
+    return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def matmul_rate(n: int = 512, seconds: float = 1.0) -> float:
+    """FLOP/s of a dense ``n x n`` float32 matrix product on the current thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def batched_rate(k: int, batch: int = 32, width: int = 64, seconds: float = 1.0) -> float:
+    """FLOP/s of ``torch.bmm`` at the sizes a stacked hidden layer really has."""
+    a, b = torch.randn(k, batch, width), torch.randn(k, width, width)
+    torch.bmm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.bmm(a, b)
+        reps += 1
+    return 2 * k * batch * width * width * reps / (time.perf_counter() - start)

@@ -1,0 +1,172 @@
+"""regstudy's benchmark suite: `make bench` (or `python -m benchmarks.run`).
+
+Everything is measured in the same run on the same machine, and reported as ratios
+where it matters, because the machines are shared and noisy. Prints a table and writes
+it, with the machine's cores, memory and package versions, to benchmarks/RESULTS.md.
+Options: --quick (smaller sizes, for trying the suite out), --skip-study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import jobs, limits, study, throughput
+from regstudy.data import make_dataset, save_npz
+
+HERE = Path(__file__).resolve().parent
+PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "dvc", "numpy", "pandas")
+
+
+def machine() -> list[str]:
+    mem = next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
+    return [f"- cores: {os.cpu_count()} ({cpu})", f"- memory: {int(mem) / 2**20:.1f} GiB",
+            f"- Python {platform.python_version()}; {versions}",
+            f"- load average at start: {os.getloadavg()[0]:.2f}"]
+
+
+class Report:
+    def __init__(self):
+        self.sections: list[tuple[str, list[str]]] = []
+
+    def table(self, title: str, header: list[str], rows: list[list], note: str = "") -> None:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        if note:
+            lines += ["", note]
+        self.sections.append((title, lines))
+        print(f"\n## {title}\n" + "\n".join(lines), flush=True)
+
+
+def signal_data(tmp: Path, quick: bool) -> Path:
+    import yaml
+
+    params = yaml.safe_load((HERE.parent / "params.yaml").read_text())["data"]
+    path = tmp / "signal.npz"
+    save_npz(path, make_dataset("signal", params["signal"], params["seed"]))
+    return path
+
+
+def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
+    epochs = 5 if quick else 20
+    torch.set_num_threads(1)
+    raw = throughput.raw_loop(data, epochs)
+    naive = throughput.naive_peer(data, tmp, models=2 if quick else 4, epochs=epochs)
+    rows, out = [], {"raw": raw, "naive": naive}
+    rows.append(["raw PyTorch loop, 1 model", f"{raw:,.0f}", "1.00", f"{raw / naive:.2f}"])
+    rows.append(["naive: Trainer per model + MLFlowLogger every step", f"{naive:,.0f}",
+                 f"{naive / raw:.2f}", "1.00"])
+    for k in (1, 8, 32, 128):
+        rate = throughput.stacked(data, k, epochs)
+        out[k] = rate
+        rows.append([f"regstudy stacked, K={k}", f"{rate:,.0f}", f"{rate / raw:.2f}", f"{rate / naive:.2f}"])
+    torch.set_num_threads(2)
+    raw2 = throughput.raw_loop(data, epochs)
+    k32_2 = throughput.stacked(data, 32, epochs)
+    torch.set_num_threads(1)
+    rows.append(["raw loop, 2 torch threads", f"{raw2:,.0f}", f"{raw2 / raw:.2f}", f"{raw2 / naive:.2f}"])
+    rows.append(["stacked K=32, 2 torch threads", f"{k32_2:,.0f}", f"{k32_2 / raw:.2f}", f"{k32_2 / naive:.2f}"])
+    out["raw2"], out["k32_2"] = raw2, k32_2
+    r.table("Training throughput (model-steps/s, reference network, signal, batch 32)",
+            ["what", "model-steps/s", "× raw loop", "× naive peer"], rows,
+            f"{epochs} epochs each; 1 torch thread unless stated. Stacked includes the per-epoch "
+            "evaluation of every member on every split that a train job does.")
+    return out
+
+
+def bench_limit(r: Report, tput: dict) -> None:
+    torch.set_num_threads(1)
+    flops = limits.flops_per_step()
+    dense = limits.matmul_rate()
+    rows = [["dense 512×512 matmul, 1 thread", f"{dense / 1e9:.1f} GFLOP/s",
+             f"{dense / flops:,.0f}", "", ""]]
+    for k in (1, 32, 128):
+        bmm = limits.batched_rate(k)
+        achieved = tput[k]
+        rows.append([f"bmm at layer size, K={k}", f"{bmm / 1e9:.1f} GFLOP/s", f"{bmm / flops:,.0f}",
+                     f"{achieved:,.0f}", f"{achieved / (dense / flops):.1%} / {achieved / (bmm / flops):.1%}"])
+    r.table("The physical limit", ["matmul rate", "rate", "limit (model-steps/s)",
+                                   "achieved (stacked)", "achieved ÷ limit (dense / bmm)"], rows,
+            f"One training step of the reference network is {flops / 1e6:.2f} MFLOP "
+            "(6·B·Σ in·out: forward, and backward for inputs and weights; elementwise work left out).")
+
+
+def bench_logging(r: Report, data: Path, tmp: Path, quick: bool) -> None:
+    epochs = 30 if quick else 100
+    on = [jobs.job_seconds(tmp / f"on{i}", data, 18, epochs, True) for i in range(2)]
+    off = [jobs.job_seconds(tmp / f"off{i}", data, 18, epochs, False) for i in range(2)]
+    t_on, t_off = min(on), min(off)
+    r.table("MLflow logging overhead (one train job: l2 on signal, K=18, best of 2)",
+            ["logging", "seconds", "overhead"],
+            [["off", f"{t_off:.2f}", ""], ["on", f"{t_on:.2f}", f"{t_on / t_off - 1:+.1%}"]],
+            f"{epochs} epochs; every member's per-epoch metrics, params, artifacts and figure.")
+
+
+def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
+    ks = (1, 3, 9, 27, 81) if quick else (1, 4, 16, 64, 128, 256)
+    rows = []
+    base = None
+    for k in ks:
+        s = jobs.job_seconds(tmp / f"k{k}", data, k, 50, True)
+        base = base or s
+        rows.append([f"K={k}, 50 epochs", f"{s:.2f}", f"{s / base:.2f}", f"{k * 50 / s:,.0f}"])
+    base = None
+    for e in ((10, 20, 40) if quick else (25, 50, 100, 200)):
+        s = jobs.job_seconds(tmp / f"e{e}", data, 18, e, True)
+        base = base or s
+        rows.append([f"K=18, {e} epochs", f"{s:.2f}", f"{s / base:.2f}", f"{18 * e / s:,.0f}"])
+    r.table("Scaling of one train job (l2, signal, MLflow on)",
+            ["job", "seconds", "× first", "member-epochs/s"], rows)
+
+
+def bench_study(r: Report, tmp: Path) -> None:
+    s = study.whole_study(tmp)
+    rows = [["`dvc repro` from clean", f"{s['clean_s']:.0f} s", f"{s['stages']} stages ran"],
+            ["peak resident memory of any process", f"{s['peak_rss'] / 2**30:.2f} GiB",
+             s["peak_cmd"][:80]],
+            ["`dvc repro` again, nothing changed", f"{s['noop_s']:.1f} s",
+             f"{len(s['noop_ran'])} stages ran"],
+            ["after editing study.strengths.l2", f"{s['edit_s']:.0f} s", ", ".join(s["edit_ran"])]]
+    r.table("The whole default study", ["what", "measured", "detail"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    header = machine()
+    print("\n".join(header))
+    r = Report()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = signal_data(tmp, args.quick)
+        tput = bench_throughput(r, data, tmp, args.quick)
+        bench_limit(r, tput)
+        bench_logging(r, data, tmp, args.quick)
+        bench_scaling(r, data, tmp, args.quick)
+        if not args.skip_study:
+            bench_study(r, tmp)
+    total = time.perf_counter() - start
+    lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks.run`).", "",
+             *header, f"- suite wall time: {total:.0f} s", ""]
+    for title, body in r.sections:
+        lines += [f"## {title}", "", *body, ""]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"\nwrote {args.out} ({total:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

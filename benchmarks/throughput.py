@@ -1,0 +1,113 @@
+"""Training throughput, in model-steps per second, of the three ways to train many models.
+
+- raw: a hand-written PyTorch loop training one model (the floor of overhead);
+- naive: one ``pytorch_lightning.Trainer`` per model, one model after another, each
+  logging every step to MLflow with ``MLFlowLogger`` (a typical template project);
+- stacked: regstudy's ``MemberStackModule`` training K members at once, as a train
+  job runs it (Lightning Trainer, per-epoch evaluation of every split), MLflow off.
+
+All train the reference network (1 -> 64 -> 64 -> 64 -> 1, LeakyReLU, uniform init,
+Adam, lr 1e-3, batch 32, MSE) on the signal dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from regstudy.data import load_npz
+
+REFERENCE = [64, 64, 64]
+
+
+def reference_mlp(d_in: int = 1) -> nn.Sequential:
+    sizes = [d_in, *REFERENCE]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.LeakyReLU(0.01)]
+    layers.append(nn.Linear(sizes[-1], 1))
+    for p in (q for layer in layers for q in layer.parameters()):
+        nn.init.uniform_(p, -0.1, 0.1)
+    return nn.Sequential(*layers)
+
+
+def raw_loop(data_path: Path, epochs: int) -> float:
+    """Model-steps per second of a plain loop over in-memory tensors (one model)."""
+    d = load_npz(data_path)
+    x, y = torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"])
+    torch.manual_seed(0)
+    model = reference_mlp(x.shape[1])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps, start = 0, time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), 32):
+            idx = order[i:i + 32]
+            loss = (model(x[idx]).squeeze(-1) - y[idx]).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def naive_peer(data_path: Path, tmp: Path, models: int, epochs: int) -> float:
+    """Model-steps per second of one Lightning Trainer per model, logging each step to MLflow."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import MLFlowLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Regressor(pl.LightningModule):
+        def __init__(self, d_in: int):
+            super().__init__()
+            self.net = reference_mlp(d_in)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x).squeeze(-1), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    d = load_npz(data_path)
+    dataset = TensorDataset(torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"]))
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    steps, start = 0, time.perf_counter()
+    for seed in range(models):
+        torch.manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=32, shuffle=True)
+        logger = MLFlowLogger(experiment_name="naive", tracking_uri=f"sqlite:///{tmp / 'naive.db'}")
+        trainer = pl.Trainer(max_epochs=epochs, logger=logger, log_every_n_steps=1,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu", devices=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(Regressor(dataset.tensors[0].shape[1]), loader)
+        steps += trainer.global_step
+    return steps / (time.perf_counter() - start)
+
+
+def stacked(data_path: Path, k: int, epochs: int) -> float:
+    """Model-steps per second of K members trained as one stacked model (MLflow off)."""
+    from hydra.utils import instantiate
+
+    from regstudy.job import build_module, load_tensors, member_grid
+    from regstudy.stages.train import compose_job
+
+    strengths = [round(1e-4 * i / max(k - 1, 1), 8) for i in range(k)]
+    cfg = compose_job(["experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",
+                       "members.seeds=[0]", "logger.enabled=false", f"trainer.max_epochs={epochs}"])
+    module = build_module(cfg, load_tensors(load_npz(data_path)), member_grid(cfg))
+    trainer = instantiate(cfg.trainer)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    trainer.fit(module)
+    steps = epochs * -(-len(module.splits["x_train"]) // cfg.data.batch_size)
+    return k * steps / (time.perf_counter() - start)

@@ -1,0 +1,221 @@
+"""Warm start for DVC train stages: fork each stage from a process that imported everything.
+
+Importing torch, Lightning, MLflow and pandas takes about 5 s, and the study has one
+train stage per dataset x family (44 by default), each a new process started by
+`dvc repro`. So a stage's command is a thin client (standard library only): it asks a
+local server, which has done those imports once, to fork a child that runs the stage
+with the client's arguments, working directory, environment, stdout and stderr. The
+client relays signals to the child and exits with its exit code, so to DVC the stage
+looks like any other command.
+
+- The server is started by the first client that finds none, and exits after
+  ``REGSTUDY_WARM_IDLE`` seconds (default 60) without a job.
+- A server serves only the code it imported: its socket's name holds a hash of the
+  interpreter and of the package's source files (path, size, mtime).
+- Each job is a fresh fork: nothing one job does (seeds, threads, MLflow or Hydra
+  state) can reach the next.
+- ``REGSTUDY_WARM=0`` runs the stage in the client's own process instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+PRELOAD = ("regstudy.job", "regstudy.stages.train", "mlflow.store.tracking.sqlalchemy_store",
+           "alembic", "matplotlib.pyplot")
+HEADER = struct.Struct("!I")
+
+
+def _state_dir() -> Path:
+    d = Path(os.environ.get("TMPDIR", "/tmp")) / f"regstudy-warm-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def code_hash() -> str:
+    """Changes whenever the interpreter or any source file of the package changes."""
+    h = hashlib.sha256(sys.executable.encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        st = path.stat()
+        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def socket_path() -> Path:
+    return _state_dir() / f"{code_hash()}.sock"
+
+
+def run(target: str, argv: list[str]) -> int:
+    """Run ``target`` (``"module:function"``, called with ``argv``) in a warm fork."""
+    if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
+        return _call(target, argv)
+    path = socket_path()
+    sock = _connect(path) or _start_server(path)
+    if sock is None:
+        print("regstudy: warm server unavailable, running in this process", file=sys.stderr)
+        return _call(target, argv)
+    with sock:
+        return _client(sock, target, argv)
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module, func = target.split(":")
+    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def _start_server(path: Path, timeout: float = 120.0) -> socket.socket | None:
+    """Start a server for ``path`` (one at a time, under a lock) and connect to it."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)  # started meanwhile by another client
+        if sock is not None:
+            return sock
+        log = open(path.with_suffix(".log"), "ab")
+        subprocess.Popen([sys.executable, "-m", "regstudy.warm", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock = _connect(path)
+            if sock is not None:
+                return sock
+            time.sleep(0.05)
+    return None
+
+
+def _client(sock: socket.socket, target: str, argv: list[str]) -> int:
+    request = json.dumps({"target": target, "argv": argv, "cwd": os.getcwd(),
+                          "env": dict(os.environ)}).encode()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    socket.send_fds(sock, [HEADER.pack(len(request))], [1, 2])
+    sock.sendall(request)
+    reader = sock.makefile("r")
+    pid = None
+    relay = lambda signum, frame: pid and os.kill(pid, signum)  # noqa: E731
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, relay)
+    for line in reader:
+        kind, value = line.split()
+        if kind == "pid":
+            pid = int(value)
+        elif kind == "exit":
+            return int(value)
+    print("regstudy: the warm server ended the job without an exit code", file=sys.stderr)
+    return 1
+
+
+# --- the server ---
+
+
+def serve(path: Path) -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    listener.bind(str(path))
+    listener.listen(8)
+    idle = float(os.environ.get("REGSTUDY_WARM_IDLE", "60"))
+    jobs: dict[int, socket.socket] = {}
+    last = time.monotonic()
+    try:
+        while jobs or time.monotonic() - last < idle:
+            ready, _, _ = select.select([listener], [], [], 0.05)
+            if ready:
+                conn, _ = listener.accept()
+                pid = _fork_job(conn, listener)
+                if pid:
+                    jobs[pid] = conn
+            for pid, conn in list(jobs.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    code = os.waitstatus_to_exitcode(status)
+                    _send(conn, f"exit {code if code >= 0 else 128 - code}\n")
+                    conn.close()
+                    del jobs[pid]
+                    last = time.monotonic()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _send(conn: socket.socket, text: str) -> None:
+    try:
+        conn.sendall(text.encode())
+    except OSError:
+        pass
+
+
+def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
+    """Receive one request and fork its job; return the child's pid (None if malformed)."""
+    try:
+        head, fds, _, _ = socket.recv_fds(conn, HEADER.size, 2)
+        (size,) = HEADER.unpack(head)
+        body = b""
+        while len(body) < size:
+            chunk = conn.recv(size - len(body))
+            if not chunk:
+                raise OSError("short request")
+            body += chunk
+        request = json.loads(body)
+    except (OSError, ValueError, struct.error):
+        conn.close()
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        conn.close()
+        os.setsid()
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                          else signal.SIG_DFL)
+        code = 1
+        try:
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            code = _call(request["target"], request["argv"])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:  # noqa: BLE001 - reported like an uncaught exception
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    _send(conn, f"pid {pid}\n")
+    return pid
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))

@@ -1,0 +1,67 @@
+"""The warm server that DVC train stages fork from (regstudy.warm)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from regstudy import warm
+from regstudy.data import make_dataset, save_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "epochs": 2,
+         "overrides": ["model.hidden=[4]", "logger.enabled=false"], "strengths": {"l2": [0.0, 0.01]}}
+
+
+def stage(cwd: Path, warm_on: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REGSTUDY_WARM": "1" if warm_on else "0"}
+    return subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--dataset", "signal",
+                           "--family", "l2", "--conf", str(ROOT / "conf")],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def workdir(tmp: Path, study: dict) -> Path:
+    (tmp / "data").mkdir(parents=True)
+    save_npz(tmp / "data" / "signal.npz", make_dataset(
+        "signal", dict(n_train=30, n_val=10, n_test=10, noise=0.2, n_components=3, phase_std=1.0), 0))
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"study": study}))
+    return tmp
+
+
+def test_warm_stage_equals_a_cold_one_byte_for_byte(tmp_path):
+    warm_dir, cold_dir = workdir(tmp_path / "warm", STUDY), workdir(tmp_path / "cold", STUDY)
+    for _ in range(2):  # the second run is served by the server the first one started
+        proc = stage(warm_dir, warm_on=True)
+        assert proc.returncode == 0, proc.stderr
+    assert warm.socket_path().exists()
+    assert stage(cold_dir, warm_on=False).returncode == 0
+    for name in ("members.csv", "curves.csv", "layers.csv", "config.yaml"):
+        warm_bytes = (warm_dir / "results/signal/l2" / name).read_bytes()
+        cold_bytes = (cold_dir / "results/signal/l2" / name).read_bytes()
+        if name == "config.yaml":  # paths.root differs; everything else must not
+            warm_bytes, cold_bytes = (b.replace(str(d).encode(), b"") for b, d in
+                                      ((warm_bytes, warm_dir), (cold_bytes, cold_dir)))
+        assert warm_bytes == cold_bytes, name
+
+
+def test_exit_code_and_stderr_reach_the_client(tmp_path):
+    bad = workdir(tmp_path, {**STUDY, "strengths": {"l2": [-1.0]}})
+    proc = stage(bad, warm_on=True)
+    assert proc.returncode == 2
+    assert "members.strengths[0]=-1.0" in proc.stderr
+    assert not (bad / "results").exists()
+
+
+def test_a_changed_source_file_gets_a_new_server(tmp_path, monkeypatch):
+    before = warm.code_hash()
+    fake = tmp_path / "pkg"
+    fake.mkdir()
+    (fake / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(warm, "PACKAGE", fake)
+    first = warm.code_hash()
+    (fake / "a.py").write_text("x = 22\n")
+    assert warm.code_hash() != first != before
