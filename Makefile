@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: env study test ui clean
+.PHONY: env study test bench ui clean
 
 env: $(STAMP)
 
@@ -24,6 +24,9 @@ study: env
 
 test: env
 	$(RUN) $(BIN)/python -m pytest
+
+bench: env
+	$(RUN) $(BIN)/python -m benchmarks.run
 
 ui: env
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000

@@ -24,3 +24,16 @@ def job_seconds(tmp: Path, data_path: Path, k: int = 18, epochs: int = 100,
     start = time.perf_counter()
     run_job(cfg)
     return time.perf_counter() - start
+
+
+def profile_job(tmp: Path, data_path: Path, out: Path, k: int = 18, epochs: int = 100) -> str:
+    """pyinstrument's call tree of one train job (MLflow on); written to ``out``."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    job_seconds(tmp, data_path, k, epochs, True)
+    profiler.stop()
+    text = profiler.output_text(unicode=True, color=False, show_all=False)
+    out.write_text(text)
+    return text

@@ -129,6 +129,17 @@ def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
             ["job", "seconds", "× first", "member-epochs/s"], rows)
 
 
+def bench_profile(r: Report, data: Path, tmp: Path) -> None:
+    out = HERE / "PROFILE.txt"
+    text = jobs.profile_job(tmp / "profile", data, out)
+    top = [line for line in text.splitlines() if "regstudy/" in line or "Trainer.fit" in line][:14]
+    r.table("Where a train job's time goes (pyinstrument, l2 on signal, K=18, 100 epochs)",
+            ["call tree (seconds, job process only)"], [[f"`{line.strip()}`"] for line in top],
+            f"Full tree: benchmarks/{out.name}. The tracking process (MLflow writes, half the "
+            "member figures) runs beside it on the second core; `TrackingProcess.finish` is the "
+            "time this process waits for it at the end.")
+
+
 def bench_study(r: Report, tmp: Path) -> None:
     s = study.whole_study(tmp)
     rows = [["`dvc repro` from clean", f"{s['clean_s']:.0f} s", f"{s['stages']} stages ran"],
@@ -157,6 +168,7 @@ def main() -> None:
         bench_limit(r, tput)
         bench_logging(r, data, tmp, args.quick)
         bench_scaling(r, data, tmp, args.quick)
+        bench_profile(r, data, tmp)
         if not args.skip_study:
             bench_study(r, tmp)
     total = time.perf_counter() - start
