@@ -8,8 +8,13 @@ from pathlib import Path
 
 
 def job_seconds(tmp: Path, data_path: Path, k: int = 18, epochs: int = 100,
-                logging_on: bool = True, threads: int = 1) -> float:
-    """Seconds of ``run_job`` for the l2 family on signal with K members (k = strengths x 3 seeds)."""
+                logging_on: bool = True, threads: int = 1, background: bool = False) -> float:
+    """Seconds of ``run_job`` for the l2 family on signal with K members (k = strengths x 3 seeds).
+
+    ``tmp`` is the project root: jobs sharing it share one MLflow store, as a study does.
+    With ``background`` the job returns before its tracking process ends the runs (as
+    DVC stages do); that process then finishes beside whatever runs next.
+    """
     from regstudy.job import run_job
     from regstudy.stages.train import compose_job
 
@@ -19,7 +24,8 @@ def job_seconds(tmp: Path, data_path: Path, k: int = 18, epochs: int = 100,
     cfg = compose_job([f"paths.root={tmp}", f"paths.results={tmp}/results-{k}-{epochs}",
                        "experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",
                        f"members.seeds={seeds}", f"trainer.max_epochs={epochs}",
-                       f"logger.enabled={str(logging_on).lower()}", f"threads={threads}"])
+                       f"logger.enabled={str(logging_on).lower()}", f"threads={threads}",
+                       f"logger.background_finish={str(background).lower()}"])
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     start = time.perf_counter()
     run_job(cfg)

@@ -102,27 +102,44 @@ def bench_limit(r: Report, tput: dict) -> None:
 
 
 def bench_logging(r: Report, data: Path, tmp: Path, quick: bool) -> None:
+    import multiprocessing
+
     epochs = 30 if quick else 100
-    on = [jobs.job_seconds(tmp / f"on{i}", data, 18, epochs, True) for i in range(2)]
-    off = [jobs.job_seconds(tmp / f"off{i}", data, 18, epochs, False) for i in range(2)]
-    t_on, t_off = min(on), min(off)
+    root = tmp / "logging"
+    jobs.job_seconds(root, data, 18, 5, True)  # create the store first, as a study does
+
+    def best(**kw) -> float:
+        times = [jobs.job_seconds(root, data, 18, epochs, **kw) for _ in range(2)]
+        for child in multiprocessing.active_children():  # let background finishes end
+            child.join()
+        return min(times)
+
+    t_off = best(logging_on=False)
+    t_wait = best(logging_on=True)
+    t_bg = best(logging_on=True, background=True)
     r.table("MLflow logging overhead (one train job: l2 on signal, K=18, best of 2)",
             ["logging", "seconds", "overhead"],
-            [["off", f"{t_off:.2f}", ""], ["on", f"{t_on:.2f}", f"{t_on / t_off - 1:+.1%}"]],
-            f"{epochs} epochs; every member's per-epoch metrics, params, artifacts and figure.")
+            [["off", f"{t_off:.2f}", ""],
+             ["on, job waits for MLflow (command-line runs)", f"{t_wait:.2f}", f"{t_wait / t_off - 1:+.1%}"],
+             ["on, background finish (DVC train stages)", f"{t_bg:.2f}", f"{t_bg / t_off - 1:+.1%}"]],
+            f"{epochs} epochs; every member's per-epoch metrics, params, artifacts and figure. "
+            "Per-epoch metrics are written during training by the tracking process on the "
+            "second core; with the background finish, the artifacts, figures and final "
+            "statuses are too, while the next stage starts.")
 
 
 def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
     ks = (1, 3, 9, 27, 81) if quick else (1, 4, 16, 64, 128, 256)
+    jobs.job_seconds(tmp / "scaling", data, 1, 2, True)  # the store exists before timing
     rows = []
     base = None
     for k in ks:
-        s = jobs.job_seconds(tmp / f"k{k}", data, k, 50, True)
+        s = jobs.job_seconds(tmp / "scaling", data, k, 50, True)
         base = base or s
         rows.append([f"K={k}, 50 epochs", f"{s:.2f}", f"{s / base:.2f}", f"{k * 50 / s:,.0f}"])
     base = None
     for e in ((10, 20, 40) if quick else (25, 50, 100, 200)):
-        s = jobs.job_seconds(tmp / f"e{e}", data, 18, e, True)
+        s = jobs.job_seconds(tmp / "scaling", data, 18, e, True)
         base = base or s
         rows.append([f"K=18, {e} epochs", f"{s:.2f}", f"{s / base:.2f}", f"{18 * e / s:,.0f}"])
     r.table("Scaling of one train job (l2, signal, MLflow on)",
@@ -131,6 +148,7 @@ def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
 
 def bench_profile(r: Report, data: Path, tmp: Path) -> None:
     out = HERE / "PROFILE.txt"
+    jobs.job_seconds(tmp / "profile", data, 1, 2, True)  # the store exists before profiling
     text = jobs.profile_job(tmp / "profile", data, out)
     top = [line for line in text.splitlines() if "regstudy/" in line or "Trainer.fit" in line][:14]
     r.table("Where a train job's time goes (pyinstrument, l2 on signal, K=18, 100 epochs)",

@@ -65,3 +65,28 @@ def test_a_changed_source_file_gets_a_new_server(tmp_path, monkeypatch):
     first = warm.code_hash()
     (fake / "a.py").write_text("x = 22\n")
     assert warm.code_hash() != first != before
+
+
+def test_background_finish_ends_every_run_with_its_artifacts(tmp_path):
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    study = {**STUDY, "overrides": ["model.hidden=[4]"]}  # MLflow on
+    cwd = workdir(tmp_path, study)
+    proc = stage(cwd, warm_on=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (cwd / "results/signal/l2/members.csv").is_file()  # committed before the finish
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("regstudy")
+    deadline = time.monotonic() + 60
+    while True:  # the tracking process finishes on its own, shortly after the stage
+        runs = client.search_runs([exp.experiment_id])
+        if all(r.info.status != "RUNNING" for r in runs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        if "mlflow.parentRunId" in r.data.tags:
+            assert {a.path for a in client.list_artifacts(r.info.run_id)} == {
+                "config.yaml", "weights.pt", "member.png"}

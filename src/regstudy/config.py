@@ -161,6 +161,7 @@ class LoggerConfig:
     experiment_name: str = "regstudy"
     log_figures: bool = True
     flush_every: int = 10  # epochs of buffered metrics per MLflow write
+    background_finish: bool = False  # return before the tracking process ends the runs
 
 
 @dataclass

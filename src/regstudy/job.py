@@ -8,6 +8,7 @@ writes a file.
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,12 @@ def snapshot(net: StackedMLP) -> dict[str, torch.Tensor]:
 
 
 def run_job(cfg: DictConfig) -> pd.DataFrame:
-    """Train the job's members; write ``results``; log to MLflow. Returns members' table."""
+    """Train the job's members; write ``results``; log to MLflow. Returns members' table.
+
+    The results are committed before the MLflow runs are finished, so a finished run
+    always has its results; with ``logger.background_finish`` the job returns while its
+    tracking process finishes the runs on the second core.
+    """
     validate(cfg)
     data_path, results_dir = resolve_paths(cfg)
     arrays = load_npz(data_path)  # a missing file fails here, before any run or output
@@ -110,18 +116,24 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
             "sweep": cfg.members.sweep}
     writer = ResultsWriter(results_dir)
     tracking = TrackingProcess(cfg, members, tags) if cfg.logger.enabled else None
+    artifacts = Path(tempfile.mkdtemp(prefix="regstudy-artifacts-")) if tracking else None
     try:
-        table = _train_and_write(cfg, module, members, arrays, writer, tracking, tags)
+        table, handover = _train_and_write(cfg, module, members, arrays, writer, tracking,
+                                           tags, artifacts)
         writer.commit()
     except BaseException as e:
         writer.abort()
         if tracking:
             tracking.abort(e)
+            shutil.rmtree(artifacts, ignore_errors=True)
         raise
+    if tracking:
+        tracking.finish(handover, artifacts, background=cfg.logger.background_finish)
     return table
 
 
-def _train_and_write(cfg, module, members, arrays, writer, tracking, tags) -> pd.DataFrame:
+def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artifacts):
+    """Fit, then write every table; return the members' table and the MLflow handover."""
     init = snapshot(module.net)
     callbacks = [MLflowEpochLogger(tracking)] if tracking else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
@@ -151,14 +163,15 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags) -> pd
         writer.table("predictions.parquet", predictions_table(grid, preds, members, cfg.data.task))
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     writer.text("config.yaml", resolved)
-    runs = {"experiment_id": None, "parent_run_id": None, "member_run_ids": []}
-    if tracking:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = tracking.finish(*_member_artifacts(cfg, Path(tmp), table, curves, params,
-                                                      final, resolved))
+    runs = tracking.runs() if tracking else {"experiment_id": None, "parent_run_id": None,
+                                             "member_run_ids": []}
     writer.json("run.json", {"git_commit": tags["git_commit"],
                              "tracking_uri": tracking_uri(cfg) if tracking else None, **runs})
-    return table
+    handover = None
+    if tracking:
+        handover = _member_artifacts(cfg, artifacts, table, curves, params, final, resolved,
+                                     draw_here=not cfg.logger.background_finish)
+    return table, handover
 
 
 SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
@@ -167,11 +180,12 @@ SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metr
 
 
 def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,
-                      params: pd.DataFrame, final: dict[str, torch.Tensor], resolved: str):
+                      params: pd.DataFrame, final: dict[str, torch.Tensor], resolved: str,
+                      draw_here: bool) -> list[dict]:
     """Each member's artifact folder (config, final weights, figure) and final numbers.
 
-    This process draws the first half of the figures; the tracking process, otherwise
-    idle by now, draws the second half (both cores busy).
+    Figures are left to the tracking process; when the job waits for it anyway
+    (``draw_here``), this process draws the first half (both cores busy).
     """
     parent = tmp / "parent"
     parent.mkdir()
@@ -188,9 +202,9 @@ def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,
             figure = (curves[curves.member == k], params[params.member == k],
                       f"{row.family} {row.dataset} {row.strength_name}={row.strength:g} "
                       f"seed={row.seed} ({row.status})", str(d / "member.png"))
-            if k < len(table) // 2:
+            if draw_here and k < len(table) // 2:
                 member_figure(*figure)
             else:
                 member["figure"] = figure
         members.append(member)
-    return members, parent
+    return members

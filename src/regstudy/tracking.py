@@ -14,8 +14,11 @@ KILLED (the job was interrupted or died).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -202,7 +205,13 @@ class JobTracker:
 
 
 def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> None:
-    """The tracking process: runs opened first, then epochs batched, then the finish."""
+    """The tracking process: runs opened first, then epochs batched, then the finish.
+
+    The finish carries the members' final numbers and an artifact folder, which this
+    process owns from then on (it draws the figures left to it and deletes the folder).
+    In the background, its output goes to ``mlflow-tracking.log`` at the project root
+    (not to the stage's stdout, which DVC reads until every writer has closed it).
+    """
     cfg = OmegaConf.create(cfg_yaml)
     flush_every = cfg.logger.flush_every
     messages = _drain_in_background(inbox)
@@ -222,8 +231,14 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> N
                         tracker.log_epochs(pending)
                         pending = []
                 elif kind == "finish":
-                    tracker.log_epochs(pending)
-                    tracker.finish(*payload)
+                    members_final, artifacts, background = payload
+                    if background:
+                        _detach_output(project_root(cfg) / "mlflow-tracking.log")
+                    try:
+                        tracker.log_epochs(pending)
+                        tracker.finish(members_final, str(Path(artifacts) / "parent"))
+                    finally:
+                        shutil.rmtree(artifacts, ignore_errors=True)
                     break
                 elif kind == "interrupted":
                     raise JobInterrupted(payload)
@@ -231,7 +246,21 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> N
                     raise JobFailed(payload)
         outbox.send(("done", None))
     except BaseException as e:  # noqa: BLE001 - reported to the job, runs already terminated
-        outbox.send(("error", f"{type(e).__name__}: {e}"))
+        print(f"regstudy tracking: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        try:
+            outbox.send(("error", f"{type(e).__name__}: {e}"))
+        except OSError:
+            pass  # the job no longer listens (background finish)
+
+
+def _detach_output(log: Path) -> None:
+    """Send this process's stdout and stderr to ``log`` from now on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _drain_in_background(inbox) -> queue.Queue:
@@ -257,13 +286,15 @@ class TrackingProcess:
         ctx = multiprocessing.get_context("fork")
         inbox, self._send = ctx.Pipe(duplex=False)
         self._recv, outbox = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_tracking_main, daemon=True, name="regstudy-tracking",
+        # Not a daemon: an exiting job waits for it (a warm fork exits with os._exit
+        # and leaves it to finish in the background).
+        self.process = ctx.Process(target=_tracking_main, daemon=False, name="regstudy-tracking",
                                    args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags,
                                          inbox, outbox))
         self.process.start()
         inbox.close()  # so the tracking process sees EOF if this one dies
         outbox.close()
-        self.runs: dict[str, Any] | None = None
+        self._runs: dict[str, Any] | None = None
 
     def log_epoch(self, row: dict) -> None:
         self._send.send(("epoch", {k: v.numpy() for k, v in row.items()}))
@@ -274,18 +305,29 @@ class TrackingProcess:
         except EOFError:
             return "error", f"the tracking process died (exit code {self.process.exitcode})"
 
-    def finish(self, members: list[dict[str, Any]], parent_dir: Path) -> dict[str, Any]:
-        """Hand over the final numbers and artifacts; wait until they are logged."""
-        self._send.send(("finish", (members, str(parent_dir))))
-        kind, runs = self._reply()
-        if kind == "runs":
-            kind, message = self._reply()
-        else:
-            message = runs
+    def runs(self) -> dict[str, Any]:
+        """Experiment and run ids (the tracking process opens the runs first thing)."""
+        if self._runs is None:
+            kind, payload = self._reply()
+            if kind != "runs":
+                raise RuntimeError(f"MLflow logging failed: {payload}")
+            self._runs = payload
+        return self._runs
+
+    def finish(self, members: list[dict[str, Any]], artifacts: Path, background: bool) -> None:
+        """Hand over the final numbers and the artifact folder (the tracking process owns it).
+
+        With ``background``, return at once: the tracking process logs the artifacts
+        and ends the runs on its own. Otherwise wait until it has.
+        """
+        self.runs()
+        self._send.send(("finish", (members, str(artifacts), background)))
+        if background:
+            return
+        kind, message = self._reply()
         self.process.join()
         if kind != "done":
             raise RuntimeError(f"MLflow logging failed: {message}")
-        return runs
 
     def abort(self, exc: BaseException) -> None:
         """The job failed: its runs end FAILED (KILLED if interrupted)."""
@@ -295,6 +337,8 @@ class TrackingProcess:
         except OSError:
             pass
         self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.terminate()
 
 
 class MLflowEpochLogger(pl.Callback):

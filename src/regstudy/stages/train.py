@@ -29,7 +29,8 @@ def study_overrides(study: dict, dataset: str, family: str, results: Path) -> li
     return [f"data={dataset}", f"experiment={family}",
             f"members.strengths={list(strengths)}", f"members.seeds={list(study['seeds'])}",
             f"trainer.max_epochs={study['epochs']}", f"paths.results={results}",
-            *study.get("overrides", [])]
+            # The next stage trains while this one's tracking process ends its runs.
+            "logger.background_finish=true", *study.get("overrides", [])]
 
 
 def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR):
