@@ -47,6 +47,7 @@ def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR):
 def run_stage(argv: list[str] | None = None) -> int:
     """Parse the stage's arguments, compose its config and run the job."""
     import logging
+    import warnings
 
     import yaml
     from hydra.errors import HydraException
@@ -69,6 +70,7 @@ def run_stage(argv: list[str] | None = None) -> int:
         from ..job import run_job  # heavy imports only once the config is known good
 
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # quiet stage logs
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, not ours
         run_job(cfg)
     except (ConfigError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
         print(f"error: {e}", file=sys.stderr)
