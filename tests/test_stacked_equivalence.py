@@ -10,7 +10,6 @@ chosen members are trained alone (same config, ``members.strengths=[s]``,
 from __future__ import annotations
 
 import pytest
-import torch
 from hydra.utils import instantiate
 
 from regstudy.config import validate
