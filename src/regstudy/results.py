@@ -29,12 +29,16 @@ def member_index(members: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(members)[["member", "strength", "seed"]]
 
 
+def _epoch_index(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
+    """``member, strength, seed, epoch``: one row per member per epoch, epochs outer."""
+    df = pd.concat([member_index(members)] * len(history), ignore_index=True)
+    df["epoch"] = np.repeat(_stack(history, "epoch")[:, 0].astype(int), len(members))
+    return df
+
+
 def curves_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per member per epoch."""
-    e, k = len(history), len(members)
-    idx = member_index(members)
-    df = pd.concat([idx] * e, ignore_index=True)
-    df.insert(3, "epoch", np.repeat(_stack(history, "epoch")[:, 0].astype(int), k))
+    df = _epoch_index(history, members)
     for key in EPOCH_METRICS:
         df[key] = _stack(history, key).reshape(-1)
     df["stopped"] = _stack(history, "stopped").reshape(-1).astype(bool)
@@ -43,7 +47,7 @@ def curves_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]
 
 def layers_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per member per epoch per layer (the output layer last)."""
-    curves = curves_table(history, members)[["member", "strength", "seed", "epoch"]]
+    curves = _epoch_index(history, members)
     norms = _stack(history, "layer_norm")  # (E, K, L)
     n_layers = norms.shape[-1]
     df = curves.loc[curves.index.repeat(n_layers)].reset_index(drop=True)
