@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -83,10 +84,21 @@ def test_second_repro_does_nothing(study):
     assert "up to date" in proc.stdout
 
 
+def finished_runs(client: MlflowClient, experiment_id: str, timeout: float = 60.0) -> list:
+    """The experiment's runs once none is RUNNING: a DVC train stage returns before its
+    tracking process has ended its runs (they end while the next stage trains)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.search_runs([experiment_id], max_results=1000)
+        if all(r.info.status != "RUNNING" for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
 def test_mlflow_store_holds_every_member(study):
     client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
     exp = client.get_experiment_by_name("regstudy")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    runs = finished_runs(client, exp.experiment_id)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == len(DATASETS) * len(FAMILIES)
