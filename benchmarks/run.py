@@ -157,8 +157,7 @@ def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
             ["job", "seconds", "× first", "member-epochs/s"], rows, SCALING_NOTE)
 
 
-def bench_profile(r: Report, data: Path, tmp: Path) -> None:
-    out = HERE / "PROFILE.txt"
+def bench_profile(r: Report, data: Path, tmp: Path, out: Path) -> None:
     jobs.job_seconds(tmp / "profile", data, 1, 2, True)  # the store exists before profiling
     text = jobs.profile_job(tmp / "profile", data, out)
     top = [line for line in text.splitlines() if "regstudy/" in line or "Trainer.fit" in line][:14]
@@ -197,7 +196,7 @@ def main() -> None:
         bench_limit(r, tput)
         bench_logging(r, data, tmp, args.quick)
         bench_scaling(r, data, tmp, args.quick)
-        bench_profile(r, data, tmp)
+        bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
         if not args.skip_study:
             bench_study(r, tmp)
     total = time.perf_counter() - start
