@@ -171,6 +171,8 @@ def bench_profile(r: Report, data: Path, tmp: Path, out: Path) -> None:
 def bench_study(r: Report, tmp: Path) -> None:
     s = study.whole_study(tmp)
     rows = [["`dvc repro` from clean", f"{s['clean_s']:.0f} s", f"{s['stages']} stages ran"],
+            ["both cores busy during it", f"{s['cpu_busy']:.0%}",
+             "machine-wide CPU time over wall time × cores (/proc/stat)"],
             ["peak resident memory of any process", f"{s['peak_rss'] / 2**30:.2f} GiB",
              s["peak_cmd"][:80]],
             ["`dvc repro` again, nothing changed", f"{s['noop_s']:.1f} s",

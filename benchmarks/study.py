@@ -52,6 +52,13 @@ class PeakMemory:
         self._thread.join()
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = time.perf_counter()
@@ -76,8 +83,10 @@ def whole_study(tmp: Path) -> dict:
     """Wall time and peak memory of `dvc repro` from clean, unchanged, and after an edit."""
     repo = clone(tmp)
     dvc = [sys.executable, "-m", "dvc"]
+    busy0, total0 = cpu_times()
     with PeakMemory() as mem:
         clean, out = _run([*dvc, "repro"], repo)
+    busy1, total1 = cpu_times()
     stages = ran_stages(out)
     noop, out_noop = _run([*dvc, "repro"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -85,5 +94,6 @@ def whole_study(tmp: Path) -> dict:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     edit, out_edit = _run([*dvc, "repro"], repo)
     return {"clean_s": clean, "stages": len(stages), "peak_rss": mem.peak, "peak_cmd": mem.command,
+            "cpu_busy": (busy1 - busy0) / (total1 - total0),
             "noop_s": noop, "noop_ran": ran_stages(out_noop), "edit_s": edit,
             "edit_ran": ran_stages(out_edit)}
