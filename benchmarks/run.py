@@ -58,7 +58,7 @@ def signal_data(tmp: Path, quick: bool) -> Path:
 
 
 def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
-    epochs = 5 if quick else 20
+    epochs = 5 if quick else 60
     torch.set_num_threads(1)
     raw = throughput.raw_loop(data, epochs)
     naive = throughput.naive_peer(data, tmp, models=2 if quick else 4, epochs=epochs)
@@ -67,7 +67,7 @@ def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
     rows.append(["naive: Trainer per model + MLFlowLogger every step", f"{naive:,.0f}",
                  f"{naive / raw:.2f}", "1.00"])
     for k in (1, 8, 32, 128):
-        rate = throughput.stacked(data, k, epochs)
+        rate = throughput.stacked(data, k, max(epochs, 400 // k))  # every timing lasts seconds
         out[k] = rate
         rows.append([f"regstudy stacked, K={k}", f"{rate:,.0f}", f"{rate / raw:.2f}", f"{rate / naive:.2f}"])
     torch.set_num_threads(2)
@@ -79,7 +79,8 @@ def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
     out["raw2"], out["k32_2"] = raw2, k32_2
     r.table("Training throughput (model-steps/s, reference network, signal, batch 32)",
             ["what", "model-steps/s", "× raw loop", "× naive peer"], rows,
-            f"{epochs} epochs each; 1 torch thread unless stated. Stacked includes the per-epoch "
+            f"{epochs} epochs each (stacked K=1: {max(epochs, 400)}; the raw loop: at least 3 s); "
+            "1 torch thread unless stated. Stacked includes the per-epoch "
             "evaluation of every member on every split that a train job does.")
     return out
 
@@ -160,7 +161,12 @@ def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
 def bench_profile(r: Report, data: Path, tmp: Path, out: Path) -> None:
     jobs.job_seconds(tmp / "profile", data, 1, 2, True)  # the store exists before profiling
     text = jobs.profile_job(tmp / "profile", data, out)
-    top = [line for line in text.splitlines() if "regstudy/" in line or "Trainer.fit" in line][:14]
+    def seconds(line: str) -> float:
+        head = line.lstrip("│├└─ ").split(" ", 1)[0]
+        return float(head) if head.replace(".", "", 1).isdigit() else 0.0
+
+    top = [line for line in text.splitlines()
+           if seconds(line) >= 0.25 and ("regstudy/" in line or "Trainer.fit" in line)][:16]
     r.table("Where a train job's time goes (pyinstrument, l2 on signal, K=18, 100 epochs)",
             ["call tree (seconds, job process only)"], [[f"`{line.strip()}`"] for line in top],
             f"Full tree: benchmarks/{out.name}. The tracking process (MLflow writes, half the "

@@ -36,15 +36,20 @@ def reference_mlp(d_in: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def raw_loop(data_path: Path, epochs: int) -> float:
-    """Model-steps per second of a plain loop over in-memory tensors (one model)."""
+def raw_loop(data_path: Path, epochs: int, min_seconds: float = 3.0) -> float:
+    """Model-steps per second of a plain loop over in-memory tensors (one model).
+
+    Runs ``epochs`` epochs, and more until ``min_seconds`` have passed: one model's
+    epochs are short, and a short timing on a shared machine is mostly noise.
+    """
     d = load_npz(data_path)
     x, y = torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"])
     torch.manual_seed(0)
     model = reference_mlp(x.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps, start = 0, time.perf_counter()
-    for _ in range(epochs):
+    steps, start, epoch = 0, time.perf_counter(), 0
+    while epoch < epochs or time.perf_counter() - start < min_seconds:
+        epoch += 1
         order = torch.randperm(len(x))
         for i in range(0, len(x), 32):
             idx = order[i:i + 32]
