@@ -36,7 +36,7 @@ def reference_mlp(d_in: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def raw_loop(data_path: Path, epochs: int, min_seconds: float = 3.0) -> float:
+def raw_loop(data_path: Path, epochs: int, min_seconds: float = 2.0) -> float:
     """Model-steps per second of a plain loop over in-memory tensors (one model).
 
     Runs ``epochs`` epochs, and more until ``min_seconds`` have passed: one model's
