@@ -15,6 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from .data import TASK as TASKS  # the task of each dataset, defined with the datasets
+
 
 class ConfigError(ValueError):
     """A config value outside what is allowed; names the key, the value and the rule."""
@@ -208,8 +210,6 @@ def register_configs() -> None:
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")
-TASKS = {"signal": "regression", "sparse": "regression", "moons": "classification",
-         "digits": "classification"}
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
