@@ -13,14 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regstudy.report import build_report, figures
-from regstudy.report.__main__ import main
+import scipy.stats
+
+from regstudy_report import build_report, figures
+from regstudy_report.claims import CLAIMS
+from regstudy_report.stats import sig, signed
+from regstudy_report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TASKS = {"signal": ("regression", "r2"), "moons": ("classification", "accuracy")}
-STRENGTH_NAMES = {"l2": "lam", "batchnorm_l2": "lam", "dropout": "p"}
+STRENGTH_NAMES = {"none": "none", "l2": "lam", "batchnorm_l2": "lam", "dropout": "p"}
 # (dataset, family, strengths); every job has seeds 0 and 1
 JOBS = [
+    ("signal", "none", [0.0]),
+    ("moons", "none", [0.0]),
     ("signal", "l2", [0.0, 1.0]),
     ("signal", "dropout", [0.0, 0.5]),
     ("signal", "batchnorm_l2", [0.0, 0.01]),
@@ -141,11 +147,19 @@ def expected_figures(root: Path) -> set[str]:
     return ids
 
 
-def mean_sd(mean: float, sd: float) -> str:
-    def fmt(x):
-        return "n/a" if not np.isfinite(x) else f"{x:.4g}"
+def estimate(values: pd.Series) -> str:
+    """``mean [lo, hi]``: the 95% t-interval computed by hand, 3 significant digits."""
+    x = values.dropna().to_numpy(dtype=float)
+    if len(x) < 2:
+        return sig(x.mean())  # no interval from one seed
+    half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    lo, hi = x.mean() - half, x.mean() + half
+    return f"{sig(to_interval_precision(x.mean(), lo, hi))} [{sig(lo)}, {sig(hi)}]"
 
-    return f"{fmt(mean)} ± {fmt(sd)}"
+
+def to_interval_precision(mean: float, lo: float, hi: float) -> float:
+    """The mean rounded to the decimals of the interval's 3 significant digits."""
+    return round(mean, 2 - int(np.floor(np.log10(max(abs(lo), abs(hi))))))
 
 
 def best_settings(root: Path) -> dict:
@@ -153,10 +167,10 @@ def best_settings(root: Path) -> dict:
     best = {}
     for (dataset, family), job in all_members(root).groupby(["dataset", "family"]):
         ok = job[job["status"] == "ok"]
-        stats = ok.groupby("strength")[["val_metric", "test_metric", "gap"]].agg(["mean", "std"])
-        strength = stats[("val_metric", "mean")].idxmax()
+        means = ok.groupby("strength")[["val_metric", "test_metric", "gap"]].agg(["mean", "std"])
+        strength = means[("val_metric", "mean")].idxmax()
         best[dataset, family] = {
-            "strength": strength, "stats": stats.loc[strength],
+            "strength": strength, "stats": means.loc[strength], "rows": ok[ok["strength"] == strength],
             "n_seeds": int((ok["strength"] == strength).sum()),
             "n_diverged": int((job["status"] == "diverged").sum()),
         }
@@ -191,9 +205,9 @@ def test_report_content(tmp_path):
     for (dataset, family), best in best_settings(root).items():
         stats = best["stats"]
         cells = summary_row(html, dataset, family)
-        assert f"= {best['strength']:.4g}</td>" in cells
+        assert f"= {sig(best['strength'])}</td>" in cells
         for column in ("val_metric", "test_metric", "gap"):
-            assert mean_sd(stats[(column, "mean")], stats[(column, "std")]) in cells
+            assert estimate(best["rows"][column]) in cells
         assert f'<td class="num">{best["n_seeds"]}</td>' in cells
         headline = metrics[dataset][family]
         assert headline["best_strength"] == best["strength"]
@@ -203,6 +217,31 @@ def test_report_content(tmp_path):
         assert headline["n_diverged"] == best["n_diverged"]
     assert set(metrics) == {"signal", "moons"}
     assert metrics_path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+
+    # findings: each family at its best strength against the baseline, paired by seed
+    for (dataset, family), best in best_settings(root).items():
+        if family == "none":
+            continue
+        base = members[(members["dataset"] == dataset) & (members["family"] == "none")
+                       & (members["status"] == "ok")].set_index("seed")["test_metric"]
+        diff = (best["rows"].set_index("seed")["test_metric"] - base).dropna().to_numpy()
+        row = re.search(rf'<tr id="finding-{dataset}-{family}">(.*?)</tr>', html, re.S).group(1)
+        if len(diff) < 2:  # one pair: no interval, no verdict
+            assert f"{signed(diff.mean())} [n/a]" in row and ">not measured</span>" in row
+            continue
+        half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+        lo, hi = diff.mean() - half, diff.mean() + half
+        verdict = "helps" if lo > 0 else "hurts" if hi < 0 else "no detectable effect"
+        assert f"{signed(to_interval_precision(diff.mean(), lo, hi))} [{sig(lo)}, {sig(hi)}]" in row, row
+        assert f">{verdict}</span>" in row
+        assert metrics[dataset][family]["verdict"] == verdict
+        assert metrics[dataset][family]["effect"] == float(f"{diff.mean():.6g}")
+    # every claim has its section, with a verdict per dataset it was checked on
+    claims = json.loads((root / "reports" / "claims.json").read_text())
+    for claim in CLAIMS:
+        assert f'<section class="claim" id="claim-{claim.id}">' in html
+        for key, entry in claims[claim.id].items():
+            assert entry["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not measured")
 
     # provenance: commit, versions, run ids
     assert "0123456789abcdef0123456789abcdef01234567" in html
@@ -216,15 +255,15 @@ def test_reproducible_and_cli(tmp_path):
     root = write_study(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
-        [sys.executable, "-m", "regstudy.report", "--results", str(root / "results"),
+        [sys.executable, "-m", "regstudy_report", "--results", str(root / "results"),
          "--data", str(root / "data"), "--out", str(root / "first")],
         env=env, capture_output=True, text=True, check=False,
     )
     assert done.returncode == 0, done.stderr
     build_report(root / "results", root / "data", root / "second")
-    for name in ("index.html", "metrics.json"):
+    for name in ("index.html", "metrics.json", "claims.json"):
         assert (root / "first" / name).read_bytes() == (root / "second" / name).read_bytes()
-    assert sorted(p.name for p in (root / "first").iterdir()) == ["index.html", "metrics.json"]
+    assert sorted(p.name for p in (root / "first").iterdir()) == ["claims.json", "index.html", "metrics.json"]
 
 
 def test_no_results_fails_naming_the_path(tmp_path, capsys):
@@ -244,10 +283,11 @@ def test_all_diverged_family_gives_null_metrics(tmp_path):
     text = metrics_path.read_text()
     assert "NaN" not in text
     headline = json.loads(text)["signal"]["dropout"]
-    assert headline == {"best_strength": None, "val_metric": None, "test_metric": None, "gap": None, "n_diverged": 4}
+    assert headline == {"best_strength": None, "val_metric": None, "test_metric": None, "gap": None, "n_diverged": 4,
+                        "effect": None, "effect_lo": None, "effect_hi": None, "verdict": "not measured"}
     html = index.read_text()
     assert html.count('<tr class="diverged"') == 4
-    assert "n/a ± n/a" in summary_row(html, "signal", "dropout")
+    assert summary_row(html, "signal", "dropout").count("n/a") == 4  # strength and three numbers
 
 
 def test_constant_parameters_do_not_break_kdes():

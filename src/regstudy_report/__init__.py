@@ -1,8 +1,9 @@
-"""The report stage: every job's result tables to `index.html` (figures, summary, provenance)
-and `metrics.json` (headline numbers for `dvc metrics show`).
+"""The report stage: every job's result tables to `index.html` (findings, claims, figures,
+summary, provenance), `metrics.json` (headline numbers and findings) and `claims.json`
+(each literature claim's verdict and numbers), both for `dvc metrics show` / `diff`.
 
-Both files are byte-reproducible from the same inputs: no timestamps, PNGs without
-metadata, floats in metrics.json rounded to 6 significant digits.
+All files are byte-reproducible from the same inputs: no timestamps, PNGs without
+metadata, floats in the JSON files rounded to 6 significant digits.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import json
-import math
 import multiprocessing
 import os
 import tempfile
@@ -18,13 +18,17 @@ from pathlib import Path
 
 import jinja2
 
-from regstudy.report import figures
-from regstudy.report.tables import (
+from regstudy_report import figures
+from regstudy_report.claims import METRIC_TOL, check_claims, claims_json
+from regstudy_report.findings import data_checks, findings, ranking, ranking_sentence
+from regstudy_report.stats import effect_text, estimate, estimate_text, sig
+from regstudy_report.tables import (
     NoResultsError,
     Results,
     diverged_members,
     headline_metrics,
     jobs,
+    json_number,
     load_results,
     summary_table,
 )
@@ -65,6 +69,9 @@ def _figure_plan(results: Results, dataset: str) -> list[tuple[str, str, object,
     plan.append(("metrics-vs-strength", "Metrics against strength", figures.metrics_vs_strength, (members,)))
     if families & set(figures.SPARSITY_FAMILIES):
         plan.append(("sparsity", "Sparsity and alive units", figures.sparsity_vs_strength, (members,)))
+    features = results.of("features", dataset)
+    if len(features) and families & set(figures.FEATURE_FAMILIES):
+        plan.append(("features", "Input features kept", figures.feature_weights, (features, members)))
     if len(layers) and any(families & set(pair) for pair in figures.NORMALIZATION_PAIRS):
         plan.append(("normalization", "Weight norm and effective learning rate", figures.norm_and_effective_lr,
                      (layers, members)))
@@ -110,15 +117,6 @@ def _render(dataset: str, slug: str, title: str, plot, args: tuple) -> dict:
             "src": figures.to_data_uri(plot(*args))}
 
 
-def _number(value, digits: int = 4) -> str:
-    """A table number with `digits` significant digits; missing as n/a."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}g}"
-
-
-def _mean_sd(mean, sd) -> str:
-    return f"{_number(mean)} ± {_number(sd)}"
 
 
 def _runs(results: Results) -> list[dict]:
@@ -128,23 +126,30 @@ def _runs(results: Results) -> list[dict]:
     return [by_job[(d, f)] for d, f, _ in jobs(results.members) if (d, f) in by_job]
 
 
-def render_html(results: Results) -> str:
-    """The whole report page."""
+def render_html(results: Results, found: list, checked: list) -> str:
+    """The whole report page, with the findings and the checked claims."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters["num"] = _number
-    env.filters["mean_sd"] = _mean_sd
+    env.filters["num"] = sig
+    env.filters["estimate"] = estimate
+    env.filters["estimate_of"] = estimate_text
+    env.filters["effect"] = effect_text
     runs = _runs(results)
     figures_by_dataset = render_all_figures(results)
+    checks = {c.dataset: c for c in data_checks(results.members, results.curves)}
     return env.get_template("index.html.j2").render(
         datasets=[
-            {"name": d, "families": results.families(d), "figures": figures_by_dataset[d]}
+            {"name": d, "families": results.families(d), "figures": figures_by_dataset[d],
+             "ranking": ranking(found, d), "ranking_text": ranking_sentence(found, d),
+             "check": checks.get(d), "findings": [f for f in found if f.dataset == d]}
             for d in results.datasets
         ],
+        claims=checked,
+        claims_tolerance=METRIC_TOL,
         summary=summary_table(results.members).to_dict("records"),
         diverged=diverged_members(results.members).to_dict("records"),
         runs=runs,
@@ -168,15 +173,19 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def build_report(results_dir: str | Path, data_dir: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
-    """Read all results, write `out_dir/index.html` and `out_dir/metrics.json`, return their paths.
+    """Read all results, write `out_dir/index.html`, `metrics.json` and `claims.json`; return
+    the paths of the first two.
 
     Raises NoResultsError when `results_dir` holds no members.csv.
     """
     results = load_results(results_dir, data_dir)
-    html = render_html(results)
-    metrics = json.dumps(headline_metrics(summary_table(results.members)), indent=2, sort_keys=True,
-                         allow_nan=False) + "\n"
+    found, checked = findings(results.members), check_claims(results)
+    html = render_html(results, found, checked)
+    dump = lambda obj: json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"  # noqa: E731
+    metrics = dump(headline_metrics(summary_table(results.members), found))
+    claims = dump(claims_json(checked, json_number))
     out_dir = Path(out_dir)
     _write_atomic(out_dir / "index.html", html)
     _write_atomic(out_dir / "metrics.json", metrics)
+    _write_atomic(out_dir / "claims.json", claims)
     return out_dir / "index.html", out_dir / "metrics.json"

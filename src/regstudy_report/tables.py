@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from regstudy_report.stats import mean_interval
+
 DATASET_ORDER = ("signal", "moons", "sparse", "digits")
 FAMILY_ORDER = (
     "none",
     "l1",
+    "l1_prox",
     "l2",
     "elastic_net",
+    "elastic_net_prox",
     "weight_decay",
     "dropout",
     "batchnorm_l2",
@@ -27,6 +31,9 @@ FAMILY_ORDER = (
     "early_stopping",
     "noise",
     "group_lasso",
+    "group_lasso_prox",
+    "l2_sgd",
+    "weight_decay_sgd",
 )
 MEMBER_KEY = ["dataset", "family", "member"]
 
@@ -49,6 +56,7 @@ class Results:
     curves: pd.DataFrame
     layers: pd.DataFrame
     params: pd.DataFrame
+    features: pd.DataFrame
     predictions: dict[str, pd.DataFrame]  # per dataset: signal and moons have other columns
     runs: list[dict]
     data: dict[str, dict[str, np.ndarray]]
@@ -61,7 +69,7 @@ class Results:
         return ordered(self.members.loc[self.members["dataset"] == dataset, "family"].unique(), FAMILY_ORDER)
 
     def of(self, table: str, dataset: str) -> pd.DataFrame:
-        """Rows of `table` (members, curves, layers, params) for one dataset."""
+        """Rows of `table` (members, curves, layers, params, features) for one dataset."""
         frame = getattr(self, table)
         return frame[frame["dataset"] == dataset]
 
@@ -86,7 +94,8 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     jobs = sorted(p.parent for p in results_dir.glob("*/*/members.csv"))
     if not jobs:
         raise NoResultsError(f"no results: {results_dir} has no <dataset>/<family>/members.csv")
-    tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": []}
+    tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": [],
+                                             "features": []}
     predictions: dict[str, list[pd.DataFrame]] = {}
     runs = []
     for job in jobs:
@@ -96,6 +105,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
             ("curves", "curves.csv"),
             ("layers", "layers.csv"),
             ("params", "params.parquet"),
+            ("features", "features.csv"),
         ]:
             if (job / filename).exists():
                 tables[name].append(_read(job / filename, dataset, family))
@@ -105,7 +115,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
             runs.append({"dataset": dataset, "family": family, **json.loads((job / "run.json").read_text())})
     frames = {name: _concat(parts) for name, parts in tables.items()}
     # The baseline sweeps nothing: a missing strength there means no regularization.
-    for name in ["members", "curves", "layers", "params"]:
+    for name in ["members", "curves", "layers", "params", "features"]:
         if "strength" in frames[name]:
             baseline = frames[name]["family"] == "none"
             frames[name].loc[baseline, "strength"] = frames[name].loc[baseline, "strength"].fillna(0.0)
@@ -118,6 +128,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
         curves=frames["curves"],
         layers=frames["layers"],
         params=frames["params"],
+        features=frames["features"],
         predictions={ds: _concat(parts) for ds, parts in predictions.items()},
         runs=runs,
         data={ds: load_data(data_dir, ds) for ds in datasets},
@@ -125,12 +136,23 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
 
 
 def load_data(data_dir: str | Path, dataset: str) -> dict[str, np.ndarray]:
-    """Arrays of `data/<dataset>.npz` (x_train, y_train, ...), or {} when the file is absent."""
+    """Arrays of `data/<dataset>.npz`, or {} when the file is absent.
+
+    The file holds one draw per seed; the split arrays (x_train, y_train, ...) returned
+    are the first seed's draw, the one the report's single-seed panels show.
+    """
     path = Path(data_dir) / f"{dataset}.npz"
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+        arrays = {key: npz[key] for key in npz.files}
+    if "seeds" in arrays:
+        first = int(np.argmin(arrays["seeds"]))
+        for split in ("train", "val", "test"):
+            for key in (f"x_{split}", f"y_{split}"):
+                if key in arrays:
+                    arrays[key] = arrays[key][first]
+    return arrays
 
 
 def ok_rows(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
@@ -156,11 +178,32 @@ def jobs(frame: pd.DataFrame):
             yield dataset, family, in_dataset[in_dataset["family"] == family]
 
 
+def best_strength(job: pd.DataFrame):
+    """The strength of a job with the highest mean val_metric over its ok members (ties: the
+    first in ascending order), or None when no member is ok."""
+    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean()
+    return None if means.dropna().empty else means.idxmax()
+
+
+METRIC_TOL = 0.02  # metric units (R², accuracy): "matched", "barely moves"
+
+
+def matched_strength(job: pd.DataFrame):
+    """The strongest strength whose mean validation metric is within METRIC_TOL of (or
+    above) the job's strength-0 members: the most regularized model that fits about as
+    well as the unregularized one. None without strength-0 members."""
+    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean()
+    if 0.0 not in means.index:
+        return None
+    return float(means[means >= means[0.0] - METRIC_TOL].index.max())
+
+
 def summary_table(members: pd.DataFrame) -> pd.DataFrame:
     """Best setting per (dataset, family): the strength with the highest mean val_metric.
 
-    Means and standard deviations (ddof=1) are across the seeds with status ok at that
-    strength; `n_diverged` counts the job's diverged members over all strengths.
+    Means, standard deviations (ddof=1) and 95% t-intervals of the mean (`*_lo`, `*_hi`)
+    are across the seeds with status ok at that strength; `n_diverged` counts the job's
+    diverged members over all strengths.
     """
     rows = []
     for dataset, family, job in jobs(members):
@@ -182,16 +225,21 @@ def summary_table(members: pd.DataFrame) -> pd.DataFrame:
             "n_diverged": int((job["status"] == "diverged").sum()),
             "n_seeds": 0,
         }
-        if stats["val_mean"].notna().any():
-            best = stats["val_mean"].idxmax()  # ties: the smallest value
+        best = best_strength(job)
+        if best is not None:
             row.update(stats.loc[best].to_dict(), strength=best, n_seeds=int(stats.loc[best, "n_seeds"]))
+            at_best = ok[ok["strength"] == best]
+            for column, name in (("val_metric", "val"), ("test_metric", "test"), ("gap", "gap")):
+                iv = mean_interval(at_best[column])
+                row.update({f"{name}_lo": iv.lo, f"{name}_hi": iv.hi})
         rows.append(row)
     columns = ["dataset", "family", "strength_name", "strength", "metric_name", "val_mean", "val_std",
-               "test_mean", "test_std", "gap_mean", "gap_std", "n_seeds", "n_diverged"]
+               "val_lo", "val_hi", "test_mean", "test_std", "test_lo", "test_hi", "gap_mean", "gap_std",
+               "gap_lo", "gap_hi", "n_seeds", "n_diverged"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def _number(value) -> float | int | None:
+def json_number(value) -> float | int | None:
     """A JSON-stable number: 6 significant digits, NaN and missing as null."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
@@ -200,17 +248,23 @@ def _number(value) -> float | int | None:
     return float(f"{float(value):.6g}")
 
 
-def headline_metrics(summary: pd.DataFrame) -> dict:
-    """{dataset: {family: {best_strength, val_metric, test_metric, gap, n_diverged}}} (means)."""
+def headline_metrics(summary: pd.DataFrame, found=()) -> dict:
+    """{dataset: {family: {best_strength, val_metric, test_metric, gap, n_diverged}}} (means),
+    plus, from the findings, the paired effect on the test metric against the baseline
+    (``effect``, ``effect_lo``, ``effect_hi``) and its ``verdict``."""
     metrics: dict[str, dict] = {}
     for row in summary.itertuples(index=False):
         metrics.setdefault(row.dataset, {})[row.family] = {
-            "best_strength": _number(row.strength),
-            "val_metric": _number(row.val_mean),
-            "test_metric": _number(row.test_mean),
-            "gap": _number(row.gap_mean),
+            "best_strength": json_number(row.strength),
+            "val_metric": json_number(row.val_mean),
+            "test_metric": json_number(row.test_mean),
+            "gap": json_number(row.gap_mean),
             "n_diverged": int(row.n_diverged),
         }
+    for f in found:
+        if f.family in metrics.get(f.dataset, {}) and f.verdict != "baseline":
+            metrics[f.dataset][f.family].update(effect=json_number(f.effect.mean), effect_lo=json_number(f.effect.lo),
+                                                effect_hi=json_number(f.effect.hi), verdict=f.verdict)
     return metrics
 
 

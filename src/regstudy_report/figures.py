@@ -24,10 +24,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from regstudy.report.tables import FAMILY_ORDER, ok_rows, ordered, strength_name
+from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
 
 DPI = 90
-SPARSITY_FAMILIES = ("l1", "l2", "elastic_net", "group_lasso")
+# Panels are drawn this much larger than their nominal inches, so that text (about 11 pt at
+# 90 dpi, 14 px) is readable at 100% zoom when the figure is shown at its natural size.
+PANEL_SCALE = 1.3
+SPARSITY_FAMILIES = ("l1", "l1_prox", "l2", "elastic_net", "elastic_net_prox", "group_lasso", "group_lasso_prox")
+FEATURE_FAMILIES = ("l1", "l1_prox", "elastic_net", "elastic_net_prox", "l2")
 NORMALIZATION_PAIRS = (("l2", "batchnorm_l2"), ("weight_decay", "layernorm_weight_decay"))
 # A trained kernel whose spread fell below this fraction of the initial spread is drawn as
 # a spike: a KDE of it would be a needle that flattens every other curve of the panel.
@@ -38,7 +42,7 @@ KDE_POINTS = 1000
 # A KDE panel's y axis stops at this multiple of the initial distribution's peak density, so
 # that sharply shrunk weights do not flatten every other curve; the clipped peak is printed.
 DENSITY_CLIP = 8.0
-_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=0.9)}
+_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)}
 _FAMILY_COLORS = [c for i in (0, 1) for c in sns.color_palette("tab20")[i::2]]
 
 
@@ -64,6 +68,7 @@ def _panels(n: int, ncols: int, size: tuple[float, float], **subplot_kw):
     """A constrained-layout figure with n panels of `size` inches on a grid `ncols` wide."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
+    size = (size[0] * PANEL_SCALE, size[1] * PANEL_SCALE)
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
     for ax in axes.ravel()[n:]:
@@ -72,7 +77,7 @@ def _panels(n: int, ncols: int, size: tuple[float, float], **subplot_kw):
 
 
 def _note(ax, text: str, color: str = "0.3") -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=color, fontsize=8)
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=color, fontsize=10)
 
 
 def _stronger_is_smaller(name: str) -> bool:
@@ -98,7 +103,7 @@ _OUTSIDE = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}  # legends besi
 
 def _strength_legend(ax, palette: dict, name: str) -> None:
     handles = [Line2D([], [], color=c, lw=2, label=f"{s:g}") for s, c in palette.items()]
-    ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, **_OUTSIDE)
+    ax.legend(handles=handles, title=name, fontsize=9.5, title_fontsize=10, **_OUTSIDE)
 
 
 def _loss_unit(members: pd.DataFrame) -> str:
@@ -231,13 +236,13 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     families = ordered(predictions["family"].unique(), FAMILY_ORDER)
     chosen = {f: _first_seed(members[members["family"] == f]) for f in families}
     ncols = max(len(c) for c in chosen.values())
-    fig, axes = _panels(len(families) * ncols, ncols, (2.0, 1.7))
+    fig, axes = _panels(len(families) * ncols, ncols, (1.6, 1.4))
     by_member = dict(list(predictions.groupby(["family", "member"])))
     for row_axes, family in zip(axes, families):
         name = strength_name(members, family)
-        row_axes[0].set_ylabel(family, fontsize=9, fontweight="bold")
+        row_axes[0].set_ylabel(family, fontsize=11, fontweight="bold")
         for ax, member in zip(row_axes, chosen[family].itertuples()):
-            ax.set_title(f"{name}={member.strength:g}", fontsize=7)
+            ax.set_title(f"{name}={member.strength:g}", fontsize=10)
             _draw_data(ax, data, two_d)
             rows = by_member.get((family, member.member), predictions.iloc[:0])
             if member.status != "ok":
@@ -272,7 +277,7 @@ def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, referen
     handles = [Line2D([], [], color=palette[level], lw=2,
                       label=labels[level] + (" (spike)" if level in collapsed else ""))
                for level in palette if level in spread.index]
-    ax.legend(handles=handles, fontsize=6, **(legend or {}))
+    ax.legend(handles=handles, fontsize=9.5, **(legend or {}))
 
 
 @_styled
@@ -320,7 +325,7 @@ def _clip_density(ax, top: float) -> None:
                default=0.0)
     if peak > top:
         ax.set_ylim(0, top)
-        ax.text(0.02, 0.95, f"clipped, peak {peak:.3g}", transform=ax.transAxes, va="top", fontsize=6, color="0.3")
+        ax.text(0.02, 0.95, f"clipped, peak {peak:.3g}", transform=ax.transAxes, va="top", fontsize=9.5, color="0.3")
 
 
 @_styled
@@ -329,22 +334,27 @@ def metrics_vs_strength(members: pd.DataFrame) -> Figure:
     dimensionless) and generalization gap (validation minus training data loss, in loss
     units) against strength, one line per family, mean ± 1 sd across seeds that did not
     diverge; one row per swept key (λ, dropout p, noise σ, early-stopping patience in epochs,
-    where a smaller patience is stronger). The x axis is symmetric-log: logarithmic above
-    the smallest positive strength, linear below it, so that strength 0 is shown. The
-    baseline (family none) is the dotted black line with its ±1 sd band."""
+    where a smaller patience is stronger; the λ families in two rows: penalties in the loss
+    with their proximal variants, then decay, normalization and the SGD controls). The x
+    axis is symmetric-log: logarithmic above the smallest positive strength, linear below
+    it, so that strength 0 is shown. The baseline (family none) is the dotted black line
+    with its ±1 sd band."""
     ok = members[members["status"] == "ok"]
     metric = str(members["metric_name"].iloc[0])
     baseline = ok[ok["family"] == "none"]
     families = ordered(members.loc[members["family"] != "none", "family"].unique(), FAMILY_ORDER)
-    # one row per swept key, so that an x axis never mixes λ with p, σ or patience
+    # one row per swept key, so that an x axis never mixes λ with p, σ or patience; the λ
+    # families in two rows (penalties, then decay, normalization and controls) to stay legible
     by_name: dict[str, list[str]] = {}
     for family in families:
-        by_name.setdefault(strength_name(members, family), []).append(family)
+        name = strength_name(members, family)
+        row = (name, name == "lam" and family not in SPARSITY_FAMILIES)
+        by_name.setdefault(row, []).append(family)
     palette = family_palette(families)
     panels = [("val_metric", f"validation {metric}"), ("test_metric", f"test {metric}"),
               ("gap", f"gap ({_loss_unit(members)})")]
     fig, axes = _panels(3 * max(1, len(by_name)), 3, (3.0, 2.3))
-    for row_axes, (name, row_families) in zip(axes, by_name.items() or [("strength", [])]):
+    for row_axes, ((name, _), row_families) in zip(axes, by_name.items() or [(("strength", False), [])]):
         swept = ok[ok["family"].isin(row_families)]
         for ax, (column, label) in zip(row_axes, panels):
             if len(swept):
@@ -360,31 +370,82 @@ def metrics_vs_strength(members: pd.DataFrame) -> Figure:
         handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in row_families]
         if len(baseline):
             handles.append(Line2D([], [], color="k", ls=":", label="none (baseline)"))
-        row_axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        row_axes[-1].legend(handles=handles, fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 
 
 @_styled
 def sparsity_vs_strength(members: pd.DataFrame) -> Figure:
-    """Fraction of kernel weights with |w| below the zero threshold (stated in the axis label;
-    optimizers like Adam rarely give exact zeros) and number of hidden units still alive
-    (output std over the training set above the alive threshold) against strength, for l1,
-    l2, elastic net and group lasso; mean ± 1 sd across seeds that did not diverge; x axis
-    symmetric-log (linear below the smallest positive strength)."""
+    """Against strength, for the lasso, ridge, elastic-net and group-lasso families, with their
+    proximal (_prox) variants dashed: the fraction of kernel weights with |w| below the zero
+    threshold (stated in the axis label), the fraction exactly 0, and the number of hidden
+    units still alive (output varying over the training set). Under Adam the subgradient
+    variants leave weights jittering around 0 (near zero, rarely exactly 0); the proximal
+    steps set them to exactly 0 and remove whole units. Mean ± 1 sd across seeds that did not
+    diverge; x axis symmetric-log (linear below the smallest positive strength)."""
     ok = members[(members["status"] == "ok") & members["family"].isin(SPARSITY_FAMILIES)]
     families = ordered(ok["family"].unique(), FAMILY_ORDER)
     palette = family_palette(families)
+    dashes = {f: (4, 2) if f.endswith("_prox") else "" for f in families}
     thresholds = ", ".join(f"{t:g}" for t in sorted(ok["zero_threshold"].dropna().unique()))
     totals = ", ".join(f"{t:g}" for t in sorted(ok["total_neurons"].dropna().unique()))
-    fig, axes = _panels(2, 2, (3.3, 2.6))
-    panels = [("near_zero_fraction", f"fraction |w| < {thresholds}"), ("alive_neurons", f"alive units (of {totals})")]
+    panels = [("near_zero_fraction", f"fraction |w| < {thresholds}"), ("exact_zero_fraction", "fraction w = 0"),
+              ("alive_neurons", f"alive units (of {totals})")]
+    panels = [pc for pc in panels if pc[0] in ok]
+    fig, axes = _panels(len(panels), 3, (3.3, 2.6))
     for ax, (column, label) in zip(axes.ravel(), panels):
         sns.lineplot(ok, x="strength", y=column, hue="family", hue_order=families, palette=palette,
-                     errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+                     style="family", dashes=dashes, errorbar="sd", marker="o", markersize=4, lw=1.4,
+                     legend=False, ax=ax)
         linthresh = _symlog_x(ax, ok["strength"])
         ax.set(xlabel=f"λ (symlog, linear below {linthresh:g})", ylabel=label)
-    handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in families]
-    axes[0, -1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=4, label=f,
+                      linestyle="--" if f.endswith("_prox") else "-") for f in families]
+    axes[0, -1].legend(handles=handles, fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+@_styled
+def feature_weights(features: pd.DataFrame, members: pd.DataFrame) -> Figure:
+    """Which input features each penalty keeps: the norm of each feature's first-layer weights
+    ‖W₁[j, :]‖₂, mean over the seeds that did not diverge, for L1, elastic net and L2 (and the
+    proximal variants), each at its matched strength (the strongest whose mean validation
+    metric is within 0.02 of, or above, its strength 0: comparable fits); one row per family. Where the
+    data generator knows them, relevant features are coloured by their block of correlated
+    features and irrelevant ones are grey; 8×8 image inputs (digits) are drawn as an image
+    of their pixels. Units: weight norm (dimensionless weights)."""
+    families = [f for f in FEATURE_FAMILIES if f in set(features["family"])]
+    kept = ok_rows(features, members)
+    d = int(kept["feature"].max()) + 1 if len(kept) else 0
+    as_image = d >= 16 and math.isqrt(d) ** 2 == d and kept["block"].isna().all()
+    if as_image:
+        fig, axes = _panels(len(families), len(families), (2.2, 2.1))
+    else:
+        fig, axes = _panels(len(families), 1, (9.0, 1.6))
+    side = math.isqrt(d)
+    block_colors = sns.color_palette("tab10")
+    for ax, family in zip(axes.ravel(), families):
+        job = members[members["family"] == family]
+        best = matched_strength(job)
+        best = best_strength(job) if best is None else best  # no strength 0 to match against
+        rows = kept[(kept["family"] == family) & np.isclose(kept["strength"], best)]
+        means = rows.groupby("feature").agg(norm=("norm", "mean"), block=("block", "first"))
+        means = means.reindex(range(d))
+        title = f"{family} ({strength_name(members, family)}={best:g})"
+        if as_image:
+            image = ax.imshow(means["norm"].to_numpy(dtype=float).reshape(side, side), cmap="mako_r")
+            ax.set(title=title, xticks=[], yticks=[])
+            fig.colorbar(image, ax=ax, shrink=0.8)
+            continue
+        blocks = means["block"]
+        colors = [block_colors[int(b) % 10] if pd.notna(b) else "0.65" for b in blocks]
+        ax.bar(means.index, means["norm"], color=colors, width=1.0, lw=0)
+        ax.set(title=title, xlabel="input feature", ylabel="‖W₁[j, :]‖", xlim=(-0.5, d - 0.5))
+    if not as_image and kept["block"].notna().any():
+        handles = [Line2D([], [], color=block_colors[int(b) % 10], lw=6, label=f"block {int(b)}")
+                   for b in sorted(kept["block"].dropna().unique())]
+        handles.append(Line2D([], [], color="0.65", lw=6, label="irrelevant"))
+        axes[0, 0].legend(handles=handles, fontsize=9.5, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
@@ -449,11 +510,11 @@ def mc_dropout(predictions: pd.DataFrame, members: pd.DataFrame, data: dict) -> 
     rows = predictions[predictions["family"] == "dropout"]
     chosen = _first_seed(dropout)
     two_d = "x0" in predictions
-    fig, axes = _panels(len(chosen), len(chosen), (2.3, 2.0))
+    fig, axes = _panels(len(chosen), 4, (2.3, 2.0))
     top = max(float(np.nanmax(rows["mc_std"].to_numpy(dtype=float), initial=0.0)), 1e-6)
     shading = None
     for ax, member in zip(axes.ravel(), chosen.itertuples()):
-        ax.set_title(f"p={member.strength:g}", fontsize=8)
+        ax.set_title(f"p={member.strength:g}", fontsize=10)
         _draw_data(ax, data, two_d)
         if member.status != "ok":
             _note(ax, f"diverged (seed {member.seed})", color="tab:red")

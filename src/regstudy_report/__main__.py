@@ -1,4 +1,4 @@
-"""CLI: python -m regstudy.report --results results --data data --out reports"""
+"""CLI: python -m regstudy_report --results results --data data --out reports"""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import sys
 import time
 
-from regstudy.report import NoResultsError, build_report
+from regstudy_report import NoResultsError, build_report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m regstudy.report",
+        prog="python -m regstudy_report",
         description="Write index.html (figures, best settings, provenance) and metrics.json from the result tables.",
     )
     parser.add_argument("--results", default="results", help="folder of <dataset>/<family>/ result tables")

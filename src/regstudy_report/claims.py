@@ -1,0 +1,548 @@
+"""The literature's claims, each checked against the study's tables.
+
+Each claim is one small pure function of the results (``Results``) that returns, for
+every dataset (and variant) it applies to, a :class:`ClaimResult`: what was measured,
+the criterion, the numbers, and a verdict:
+
+- *reproduced*: every part of the criterion holds, with its 95% interval on the right
+  side of the threshold;
+- *not reproduced*: some part is contradicted (its interval lies on the wrong side);
+- *inconclusive*: no part is contradicted, but some interval straddles its threshold;
+- *not measured*: the families or data the claim needs are not in the study.
+
+Comparisons pair members by seed (same data draw and initialization); intervals are
+those of :mod:`regstudy_report.stats`. The thresholds below are part of each criterion
+and are printed with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from regstudy_report.findings import by_seed
+from regstudy_report.stats import Interval, effect_text, estimate, mean_interval, paired_difference, sig, trend
+from regstudy_report.tables import METRIC_TOL, Results, best_strength, matched_strength, ok_rows
+
+MEAN_FLAT = 0.1  # predictions' spread over the inputs below 10% of the true function's: "predicts the mean"
+MEAN_R2 = 0.1  # without prediction tables: |test R²| below this
+FRACTION_MARGIN = 0.1  # "many more" zeros or removed units: at least 10% of all of them more
+NORM_TOL = math.log(1.05)  # "the same weights": norms within 5% (as a log ratio)
+SPIKE_SPREAD = 0.01  # trained kernel std below 1% of the initial std: a spike (as in the KDE figure)
+P_TREND = 0.05  # significance of a rank correlation
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = (
+    "reproduced", "not reproduced", "inconclusive", "not measured")
+
+
+@dataclass
+class ClaimResult:
+    claim: str  # the claim's id (its function's name)
+    dataset: str
+    variant: str  # what was compared, e.g. "l1_prox vs l2"
+    verdict: str
+    measurement: str  # in words, with the numbers
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}:{self.variant}" if self.variant else self.dataset
+
+
+@dataclass
+class Claim:
+    id: str
+    statement: str
+    source: str
+    criterion: str
+    check: Callable[[Results], list[ClaimResult]]
+
+
+# --- three-valued parts of a criterion: True (holds), False (contradicted), None (undecided) ---
+
+
+def above(iv: Interval, threshold: float) -> bool | None:
+    """The mean is above ``threshold``: True if the interval is above it, False if below."""
+    if not iv.defined:
+        return None
+    return True if iv.lo > threshold else False if iv.hi < threshold else None
+
+
+def below(iv: Interval, threshold: float) -> bool | None:
+    if not iv.defined:
+        return None
+    return True if iv.hi < threshold else False if iv.lo > threshold else None
+
+
+def inside(iv: Interval, low: float, high: float) -> bool | None:
+    """The mean is in ``[low, high]``: True if the interval is inside, False if wholly outside."""
+    if not iv.defined:
+        return None
+    return True if iv.within(low, high) else False if iv.hi < low or iv.lo > high else None
+
+
+def rising(x, y) -> tuple[bool | None, float, float]:
+    """``y`` rises with ``x``: Spearman's rho > 0 at p < P_TREND (False if it falls)."""
+    rho, p = trend(x, y)
+    if not (math.isfinite(rho) and p < P_TREND):
+        return None, rho, p
+    return rho > 0, rho, p
+
+
+def verdict(parts: list[bool | None], matched: tuple = ()) -> str:
+    """Combine the parts of a criterion; *not measured* when a matched strength is missing
+    (a family without strength-0 members to match against)."""
+    if any(m is None or (isinstance(m, float) and math.isnan(m)) for m in matched):
+        return NOT_MEASURED
+    if any(p is False for p in parts):
+        return NOT_REPRODUCED
+    return REPRODUCED if parts and all(p is True for p in parts) else INCONCLUSIVE
+
+
+def _word(part: bool | None) -> str:
+    return {True: "holds", False: "fails", None: "undecided"}[part]
+
+
+# --- selecting members ---
+
+
+def job(r: Results, dataset: str, family: str) -> pd.DataFrame:
+    m = r.members
+    return m[(m["dataset"] == dataset) & (m["family"] == family)]
+
+
+#: Per-member columns computed from members.csv.
+DERIVED = {"removed_fraction": lambda rows: 1 - rows["alive_neurons"] / rows["total_neurons"]}
+
+
+def seeds_at(rows: pd.DataFrame, strength, column: str) -> pd.Series:
+    """``column`` of the ok members at ``strength``, indexed by seed."""
+    rows = rows[np.isclose(rows["strength"], strength)]
+    if column in DERIVED:
+        rows = rows.assign(**{column: DERIVED[column](rows)})
+    return by_seed(rows, column)
+
+
+def datasets_with(r: Results, *families: str) -> list[str]:
+    return [d for d in r.datasets if all(len(job(r, d, f)) for f in families)]
+
+
+def _missing(claim: str, needs: str) -> list[ClaimResult]:
+    return [ClaimResult(claim, "any", "", NOT_MEASURED, f"needs {needs}, which the study does not have")]
+
+
+def _iv(prefix: str, iv: Interval) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in iv.as_dict().items() if k != "n"}
+
+
+# --- the claims ---
+
+
+def _regression_or_first(r: Results, family: str) -> list[str]:
+    """Where to check the texts' sweeps: their dataset (signal), else the regression sets."""
+    have = datasets_with(r, family)
+    if "signal" in have:
+        return ["signal"]
+    return [d for d in have if (job(r, d, family)["task"] == "regression").all()]
+
+
+def _spread_ratio(r: Results, dataset: str, family: str, strength) -> pd.Series:
+    """Per seed: std of the trained kernel sample over std of the initial one."""
+    p = ok_rows(r.params, r.members)
+    rows = p[(p["dataset"] == dataset) & (p["family"] == family) & (p["kind"] == "kernel")
+             & np.isclose(p["strength"], strength)]
+    spread = rows.groupby(["seed", "when"])["value"].std().unstack("when")
+    return (spread["final"] / spread["init"]).dropna() if len(spread) else pd.Series(dtype=float)
+
+
+def _flatness(r: Results, dataset: str, family: str, strength) -> pd.Series:
+    """Per seed: std of the trained function over the plotting grid over the std of the true
+    function there (``grid_f``; else of the training targets). 0 for a constant prediction."""
+    pred = r.predictions.get(dataset)
+    data = r.data.get(dataset, {})
+    reference = data.get("grid_f", data.get("y_train"))
+    if pred is None or "y_pred" not in pred or reference is None:
+        return pd.Series(dtype=float)
+    rows = ok_rows(pred[pred["family"] == family], r.members)
+    rows = rows[np.isclose(rows["strength"], strength)]
+    return (rows.groupby("seed")["y_pred"].std(ddof=0) / float(np.std(reference))).sort_index()
+
+
+def _predicts_the_mean(r: Results, rows: pd.DataFrame, d: str, family: str, strength) -> tuple[bool | None, str, dict]:
+    """Whether the model at ``strength`` predicts roughly a constant: the flatness of its
+    function (below MEAN_FLAT) where prediction tables exist, else |test R²| < MEAN_R2."""
+    flat = mean_interval(_flatness(r, d, family, strength))
+    if flat.n:
+        return (below(flat, MEAN_FLAT), f"spread of the prediction / of the true function at {sig(strength)}: "
+                f"{estimate(flat)}", _iv(f"flatness_{family}", flat))
+    r2 = mean_interval(seeds_at(rows, strength, "test_metric"))
+    return (inside(r2, -MEAN_R2, MEAN_R2), f"test R² at {sig(strength)}: {estimate(r2)}", _iv(f"test_r2_{family}", r2))
+
+
+def texts_l2_sweep(r: Results) -> list[ClaimResult]:
+    out = []
+    for d in _regression_or_first(r, "l2"):
+        rows = job(r, d, "l2")
+        ok = rows[rows["status"] == "ok"]
+        strengths = sorted(ok["strength"].unique())
+        positive = [s for s in strengths if s > 0]
+        if 0.0 not in strengths or not positive:
+            out += _missing("texts_l2_sweep", "l2 with strength 0 and positive strengths")
+            continue
+        small, top = positive[0], positive[-1]
+        kept = paired_difference(seeds_at(rows, small, "test_metric"), seeds_at(rows, 0.0, "test_metric"))
+        rises, rho, p = rising(ok["strength"], ok["train_loss"])
+        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "l2", top)
+        spike_at = 1.0 if 1.0 in strengths else top
+        spread = mean_interval(_spread_ratio(r, d, "l2", spike_at))
+        parts = [above(kept, -METRIC_TOL), rises, flat, below(spread, SPIKE_SPREAD)]
+        text = (f"smallest λ={sig(small)} against λ=0: Δ test R² {effect_text(kept)} "
+                f"(fit kept: {_word(parts[0])}); training loss against λ: Spearman ρ={sig(rho)}, p={sig(p)} "
+                f"(rises: {_word(parts[1])}); {flat_text} (predicts the mean: {_word(parts[2])}); "
+                f"trained/initial kernel spread at λ={sig(spike_at)}: {estimate(spread)} "
+                f"(spike at 0: {_word(parts[3])})")
+        out.append(ClaimResult("texts_l2_sweep", d, "l2", verdict(parts), text,
+                               {**_iv("fit_kept_delta", kept), "train_loss_rho": rho, "train_loss_p": p,
+                                **flat_numbers, **_iv("spread_ratio", spread)}))
+    return out or _missing("texts_l2_sweep", "family l2 on a regression dataset")
+
+
+def texts_dropout_sweep(r: Results) -> list[ClaimResult]:
+    out = []
+    for d in _regression_or_first(r, "dropout"):
+        rows = job(r, d, "dropout")
+        ok = rows[rows["status"] == "ok"]
+        strengths = sorted(ok["strength"].unique())
+        if len(strengths) < 3:
+            out += _missing("texts_dropout_sweep", "dropout at three or more p")
+            continue
+        rises, rho, p = rising(ok["strength"], ok["train_loss"])
+        near = min(strengths, key=lambda s: abs(s - 0.6))
+        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "dropout", near)
+        parts = [rises, flat]
+        text = (f"training loss against p: Spearman ρ={sig(rho)}, p-value={sig(p)} (rises: {_word(parts[0])}); "
+                f"{flat_text} (about the mean: {_word(parts[1])})")
+        numbers = {"train_loss_rho": rho, "train_loss_p": p, **flat_numbers}
+        if 1.0 in strengths:
+            one = _init_final(ok_rows(r.params, r.members), d, "dropout", 1.0)
+            moved = float(np.nanmax(np.abs(one["final"] - one["init"]))) if len(one) else math.nan
+            parts.append(None if not math.isfinite(moved) else moved == 0.0)
+            text += f"; largest |trained − initial| kernel weight at p=1: {sig(moved)} (initial kept: {_word(parts[-1])})"
+            numbers["p1_max_kernel_change"] = moved
+        out.append(ClaimResult("texts_dropout_sweep", d, "dropout", verdict(parts), text, numbers))
+    return out or _missing("texts_dropout_sweep", "family dropout on a regression dataset")
+
+
+def _init_final(params: pd.DataFrame, dataset: str, family: str, strength: float) -> pd.DataFrame:
+    """The sampled kernel entries of a family at one strength, init and final side by side."""
+    rows = params[(params["dataset"] == dataset) & (params["family"] == family)
+                  & (params["kind"] == "kernel") & np.isclose(params["strength"], strength)]
+    if rows.empty:
+        return pd.DataFrame(columns=["init", "final"])
+    rows = rows.assign(entry=rows.groupby(["member", "layer", "when"]).cumcount())
+    return rows.pivot_table(index=["member", "layer", "entry"], columns="when", values="value")
+
+
+def _paired_at_matched(r: Results, d: str, a: str, b: str, column: str) -> tuple[Interval, float, float]:
+    """``column`` of family a minus family b, each at its matched strength, paired by seed."""
+    ja, jb = job(r, d, a), job(r, d, b)
+    sa, sb = matched_strength(ja), matched_strength(jb)
+    if sa is None or sb is None:
+        return Interval(math.nan, math.nan, math.nan, 0), math.nan, math.nan
+    return paired_difference(seeds_at(ja, sa, column), seeds_at(jb, sb, column)), sa, sb
+
+
+def texts_sparsity_order(r: Results) -> list[ClaimResult]:
+    out = []
+    for l1, en, l2, column, what in [("l1", "elastic_net", "l2", "near_zero_fraction", "near-zero"),
+                                     ("l1_prox", "elastic_net_prox", "l2", "exact_zero_fraction", "exactly zero")]:
+        for d in datasets_with(r, l1, en, l2):
+            first, s1, se = _paired_at_matched(r, d, l1, en, column)
+            second, _, s2 = _paired_at_matched(r, d, en, l2, column)
+            parts = [above(first, 0.0), above(second, 0.0)]
+            text = (f"fraction of {what} kernel weights at matched validation metric "
+                    f"({l1} λ={sig(s1)}, {en} λ={sig(se)}, {l2} λ={sig(s2)}): {l1} − {en} "
+                    f"{effect_text(first)}, {en} − {l2} {effect_text(second)}"
+                    f"")
+            out.append(ClaimResult("texts_sparsity_order", d, f"{l1} > {en} > {l2}", verdict(parts, (s1, se, s2)), text,
+                                   {**_iv("l1_minus_en", first), **_iv("en_minus_l2", second)}))
+    return out or _missing("texts_sparsity_order", "families l1, elastic_net and l2")
+
+
+def l1_exact_zeros(r: Results) -> list[ClaimResult]:
+    out = []
+    for l1 in ("l1", "l1_prox"):
+        for d in datasets_with(r, l1, "l2"):
+            diff, s1, s2 = _paired_at_matched(r, d, l1, "l2", "exact_zero_fraction")
+            part = above(diff, FRACTION_MARGIN)
+            text = (f"exactly-zero kernel weights at matched validation metric ({l1} λ={sig(s1)}, l2 λ={sig(s2)}): "
+                    f"{l1} − l2 = {effect_text(diff)} of all kernel weights")
+            out.append(ClaimResult("l1_exact_zeros", d, f"{l1} vs l2", verdict([part], (s1, s2)), text,
+                                   _iv("delta", diff)))
+    return out or _missing("l1_exact_zeros", "families l1 (or l1_prox) and l2")
+
+
+def _normalized_layers(r: Results, d: str, family: str) -> pd.DataFrame:
+    """Per member at its kept epoch: ‖W‖ of the normalized layers together and their mean η/‖W‖²."""
+    lay, mem = r.layers, job(r, d, family)
+    mem = mem[mem["status"] == "ok"]
+    rows = lay[(lay["dataset"] == d) & (lay["family"] == family) & lay["effective_lr"].notna()]
+    kept = mem[["member", "best_epoch"]].rename(columns={"best_epoch": "epoch"})
+    rows = rows.merge(kept, on=["member", "epoch"])
+    if rows.empty:
+        return pd.DataFrame(columns=["seed", "strength", "norm", "effective_lr"])
+    agg = rows.assign(sq=rows["weight_norm"] ** 2).groupby(["member", "seed", "strength"], as_index=False).agg(
+        sq=("sq", "sum"), effective_lr=("effective_lr", "mean"))
+    return agg.assign(norm=np.sqrt(agg["sq"]))
+
+
+def normalization_scale_invariance(r: Results) -> list[ClaimResult]:
+    out = []
+    for family in ("batchnorm_l2", "layernorm_weight_decay"):
+        for d in datasets_with(r, family):
+            rows = job(r, d, family)
+            strengths = sorted(rows.loc[rows["status"] == "ok", "strength"].unique())
+            positive = [s for s in strengths if s > 0]
+            if 0.0 not in strengths or not positive:
+                continue
+            base = seeds_at(rows, 0.0, "val_metric")
+            moves = {s: paired_difference(seeds_at(rows, s, "val_metric"), base) for s in positive}
+            flat = [inside(iv, -METRIC_TOL, METRIC_TOL) for iv in moves.values()]
+            flat_part = False if False in flat else (True if all(p is True for p in flat) else None)
+            stats = _normalized_layers(r, d, family)
+            top = positive[-1]
+            log_norm = stats.assign(v=np.log(stats["norm"])).set_index(["strength", "seed"])["v"]
+            log_lr = stats.assign(v=np.log(stats["effective_lr"])).set_index(["strength", "seed"])["v"]
+
+            def change(series):
+                if series.empty or top not in series.index.get_level_values(0):
+                    return Interval(math.nan, math.nan, math.nan, 0)
+                return paired_difference(series.loc[top], series.loc[0.0])
+
+            dn, dlr = change(log_norm), change(log_lr)
+            parts = [flat_part, below(dn, 0.0), above(dlr, 0.0)]
+            worst = max(moves.items(), key=lambda kv: abs(kv[1].mean))
+            held = [lam for lam, part in zip(moves, flat) if part is True]
+            upto = [lam for i, lam in enumerate(moves) if all(f is True for f in flat[: i + 1])]
+            held_text = (f"within ±{METRIC_TOL} up to λ={sig(upto[-1])}" if upto else
+                         f"within ±{METRIC_TOL} at {len(held)} of {len(moves)} λ")
+            text = (f"validation metric against λ=0: {held_text}, largest move at λ={sig(worst[0])}: "
+                    f"{effect_text(worst[1])} (within ±{METRIC_TOL} at every λ: {_word(parts[0])}); "
+                    f"log(‖W‖ at λ={sig(top)} / at λ=0) of the normalized layers: {effect_text(dn)}"
+                    f" (falls: {_word(parts[1])}); log ratio of η/‖W‖²: {effect_text(dlr)}"
+                    f" (rises: {_word(parts[2])})")
+            out.append(ClaimResult("normalization_scale_invariance", d, family, verdict(parts), text,
+                                   {**_iv("largest_val_move", worst[1]), **_iv("log_norm_ratio", dn),
+                                    **_iv("log_effective_lr_ratio", dlr)}))
+    return out or _missing("normalization_scale_invariance", "family batchnorm_l2 with strength 0")
+
+
+def _decay_pairs(r: Results, d: str, l2: str, wd: str) -> list[tuple[float, Interval, Interval]]:
+    """(l2's λ, Δ val metric, Δ log ‖W‖) for each l2 λ > 0 whose decoupled twin 2λ is in wd's grid."""
+    jl, jw = job(r, d, l2), job(r, d, wd)
+    grid_w = set(jw["strength"].round(12))
+    pairs = []
+    for lam in sorted(s for s in jl["strength"].unique() if s > 0 and round(2 * s, 12) in grid_w):
+        dv = paired_difference(seeds_at(jl, lam, "val_metric"), seeds_at(jw, 2 * lam, "val_metric"))
+        dn = paired_difference(np.log(seeds_at(jl, lam, "weight_norm")), np.log(seeds_at(jw, 2 * lam, "weight_norm")))
+        pairs.append((lam, dv, dn))
+    return pairs
+
+
+def _pairs_text(pairs) -> str:
+    return "; ".join(f"λ={sig(lam)} vs {sig(2 * lam)}: Δ val {effect_text(dv)}, "
+                     f"Δ log‖W‖ {effect_text(dn)}" for lam, dv, dn in pairs)
+
+
+def _same(dv: Interval, dn: Interval) -> bool | None:
+    parts = [inside(dv, -METRIC_TOL, METRIC_TOL), inside(dn, -NORM_TOL, NORM_TOL)]
+    return False if False in parts else (True if all(p is True for p in parts) else None)
+
+
+def adam_l2_is_not_decay(r: Results) -> list[ClaimResult]:
+    out = []
+    for d in datasets_with(r, "l2", "weight_decay"):
+        pairs = _decay_pairs(r, d, "l2", "weight_decay")
+        if not pairs:
+            continue
+        same = [_same(dv, dn) for _, dv, dn in pairs]
+        part = True if False in same else (False if all(s is True for s in same) else None)
+        out.append(ClaimResult("adam_l2_is_not_decay", d, "l2 (λ) vs weight_decay (2λ), Adam", verdict([part]),
+                               _pairs_text(pairs), {"pairs_differing": float(sum(s is False for s in same))}))
+    return out or _missing("adam_l2_is_not_decay", "families l2 and weight_decay with λ_decay = 2 λ_l2 in both grids")
+
+
+def sgd_l2_is_decay(r: Results) -> list[ClaimResult]:
+    out = []
+    for d in datasets_with(r, "l2_sgd", "weight_decay_sgd"):
+        pairs = _decay_pairs(r, d, "l2_sgd", "weight_decay_sgd")
+        if not pairs:
+            continue
+        same = [_same(dv, dn) for _, dv, dn in pairs]
+        out.append(ClaimResult("sgd_l2_is_decay", d, "l2_sgd (λ) vs weight_decay_sgd (2λ)", verdict(same),
+                               _pairs_text(pairs), {"pairs_same": float(sum(s is True for s in same))}))
+    return out or _missing("sgd_l2_is_decay", "the SGD control families l2_sgd and weight_decay_sgd")
+
+
+def group_lasso_removes_units(r: Results) -> list[ClaimResult]:
+    out = []
+    for gl, l1 in (("group_lasso", "l1"), ("group_lasso_prox", "l1_prox")):
+        for d in datasets_with(r, gl, l1, "l2"):
+            vs_l1, sg, s1 = _paired_at_matched(r, d, gl, l1, "removed_fraction")
+            vs_l2, _, s2 = _paired_at_matched(r, d, gl, "l2", "removed_fraction")
+            parts = [above(vs_l1, FRACTION_MARGIN), above(vs_l2, FRACTION_MARGIN)]
+            text = (f"fraction of hidden units removed (constant output) at matched validation metric "
+                    f"({gl} λ={sig(sg)}, {l1} λ={sig(s1)}, l2 λ={sig(s2)}): {gl} − {l1} {effect_text(vs_l1)}"
+                    f", {gl} − l2 {effect_text(vs_l2)}")
+            out.append(ClaimResult("group_lasso_removes_units", d, f"{gl} vs {l1}, l2", verdict(parts, (sg, s1, s2)), text,
+                                   {**_iv("vs_l1", vs_l1), **_iv("vs_l2", vs_l2)}))
+    return out or _missing("group_lasso_removes_units", "families group_lasso, l1 and l2")
+
+
+def sparse_datasets(r: Results) -> list[str]:
+    """Datasets whose generator marks fewer than half of the features relevant."""
+    out = []
+    for d in r.datasets:
+        relevant = r.data.get(d, {}).get("feature_relevant")
+        if relevant is not None and len(relevant) and relevant.mean() < 0.5:
+            out.append(d)
+    return out
+
+
+def l1_beats_l2_when_sparse(r: Results) -> list[ClaimResult]:
+    out = []
+    for l1 in ("l1", "l1_prox"):
+        for d in [d for d in sparse_datasets(r) if d in datasets_with(r, l1, "l2")]:
+            j1, j2 = job(r, d, l1), job(r, d, "l2")
+            b1, b2 = best_strength(j1), best_strength(j2)
+            diff = paired_difference(seeds_at(j2, b2, "test_loss"), seeds_at(j1, b1, "test_loss"))
+            text = (f"test MSE at each family's best validation setting ({l1} λ={sig(b1)}, l2 λ={sig(b2)}): "
+                    f"l2 − {l1} = {effect_text(diff)}")
+            out.append(ClaimResult("l1_beats_l2_when_sparse", d, f"{l1} vs l2", verdict([above(diff, 0.0)]), text,
+                                   _iv("l2_minus_l1_test_mse", diff)))
+    return out or _missing("l1_beats_l2_when_sparse", "a dataset with known irrelevant features and families l1, l2")
+
+
+def block_spread(features: pd.DataFrame) -> pd.Series:
+    """Per member: the share of each relevant block's features in use, averaged over blocks.
+
+    For a block with feature norms ``n_j``, the participation ratio ``(sum n_j)^2 / sum n_j^2``
+    (from 1 when one feature carries all the weight, to the block size when all carry the
+    same) divided by the block size; 0 for a block whose features are all dropped.
+    """
+    blocks = features.dropna(subset=["block"])
+    g = blocks.assign(sq=blocks["norm"] ** 2).groupby(["member", "block"])
+    total, sq, size = g["norm"].sum(), g["sq"].sum(), g["norm"].size()
+    ratio = (total**2 / sq.where(sq > 0)).fillna(0.0) / size
+    return ratio.groupby("member").mean()
+
+
+def elastic_net_groups(r: Results) -> list[ClaimResult]:
+    out = []
+    for en, l1 in (("elastic_net", "l1"), ("elastic_net_prox", "l1_prox")):
+        for d in datasets_with(r, en, l1):
+            f = r.features
+            spread = {}
+            for fam in (en, l1):
+                rows = job(r, d, fam)
+                best = best_strength(rows)
+                feats = ok_rows(f[(f["dataset"] == d) & (f["family"] == fam)], rows) if len(f) else f
+                if best is None or feats.empty or feats["block"].notna().sum() == 0:
+                    break
+                share = block_spread(feats[np.isclose(feats["strength"], best)])
+                seeds = rows.set_index("member")["seed"]
+                spread[fam] = (best, pd.Series(share.values, index=seeds.loc[share.index].values).sort_index())
+            if len(spread) < 2:
+                continue
+            diff = paired_difference(spread[en][1], spread[l1][1])
+            e_iv, l_iv = mean_interval(spread[en][1]), mean_interval(spread[l1][1])
+            text = (f"share of each correlated block's features in use (participation ratio / block size) at the "
+                    f"best validation setting: {en} (λ={sig(spread[en][0])}) {estimate(e_iv)}, "
+                    f"{l1} (λ={sig(spread[l1][0])}) {estimate(l_iv)}; difference "
+                    f"{effect_text(diff)}")
+            out.append(ClaimResult("elastic_net_groups", d, f"{en} vs {l1}", verdict([above(diff, FRACTION_MARGIN)]), text,
+                                   {**_iv("delta", diff), **_iv(en, e_iv), **_iv(l1, l_iv)}))
+    return out or _missing("elastic_net_groups", "a dataset with known feature blocks and families elastic_net, l1")
+
+
+CLAIMS = [
+    Claim("texts_l2_sweep",
+          "L2 from small λ to 1: small λ keeps the fit, training loss rises with λ, the strongest λ predicts "
+          "the mean, and at λ = 1 the weights collapse to a spike at 0.",
+          "the texts' L2 sweep (STUDY.md)",
+          f"all four parts hold: Δ test R² (smallest λ − 0) above −{METRIC_TOL}; Spearman ρ(λ, training loss) > 0 "
+          f"at p < {P_TREND}; at the strongest λ, the prediction's spread over the inputs below {MEAN_FLAT} of the "
+          f"true function's (without prediction tables: |test R²| below {MEAN_R2}); trained/initial kernel spread below "
+          f"{SPIKE_SPREAD}.", texts_l2_sweep),
+    Claim("texts_dropout_sweep",
+          "Dropout over p: loss rises with p, around p ≈ 0.6 the model predicts about the mean, and at p = 1 the "
+          "weights keep their initial values.",
+          "the texts' dropout sweep (STUDY.md)",
+          f"Spearman ρ(p, training loss) > 0 at p < {P_TREND}; at the p nearest 0.6, the prediction's spread below "
+          f"{MEAN_FLAT} of the true function's (else |test R²| below {MEAN_R2}); "
+          f"no kernel weight moved at p = 1.", texts_dropout_sweep),
+    Claim("texts_sparsity_order",
+          "L1 gives sparse weights, L2 spreads weight over all of them, elastic net sits in between.",
+          "the texts (STUDY.md); Tibshirani 1996; Zou & Hastie 2005",
+          "at matched validation metric, the fraction of (near-)zero weights: L1 − elastic net > 0 and "
+          "elastic net − L2 > 0 (intervals above 0). Near zero: |w| below the zero threshold; the proximal "
+          "variant counts exact zeros.", texts_sparsity_order),
+    Claim("l1_exact_zeros",
+          "L1 gives many more exactly-zero weights than L2 at a matched validation metric.",
+          "Tibshirani 1996",
+          f"exact-zero fraction of L1 minus that of L2 above {FRACTION_MARGIN} (interval above it).",
+          l1_exact_zeros),
+    Claim("normalization_scale_invariance",
+          "With normalization, the validation metric barely moves with λ, while ‖W‖ falls and the effective "
+          "learning rate η/‖W‖² rises.",
+          "van Laarhoven 2017",
+          f"Δ validation metric (λ − 0) within ±{METRIC_TOL} at every λ; at the largest λ, log ‖W‖ of the "
+          "normalized layers below that at λ = 0, and log η/‖W‖² above it.", normalization_scale_invariance),
+    Claim("adam_l2_is_not_decay",
+          "Under Adam, L2 in the loss and decoupled weight decay differ at the same λ.",
+          "Loshchilov & Hutter 2019",
+          f"at some λ, l2 (λ) and weight_decay (2λ, the same penalty under plain SGD) differ: Δ validation metric "
+          f"outside ±{METRIC_TOL} or Δ log ‖W‖ outside ±log 1.05, interval and all.", adam_l2_is_not_decay),
+    Claim("sgd_l2_is_decay",
+          "Under plain SGD, L2 in the loss with λ and decoupled weight decay with 2λ coincide.",
+          "Loshchilov & Hutter 2019 (the control)",
+          f"at every λ, Δ validation metric within ±{METRIC_TOL} and Δ log ‖W‖ within ±log 1.05.", sgd_l2_is_decay),
+    Claim("group_lasso_removes_units",
+          "Group lasso removes whole neurons at a matched validation metric; L1 and L2 do not.",
+          "Scardapane et al. 2017",
+          f"fraction of hidden units removed (constant output over the training set): group lasso minus L1, "
+          f"and minus L2, above {FRACTION_MARGIN}.", group_lasso_removes_units),
+    Claim("l1_beats_l2_when_sparse",
+          "When irrelevant features dominate, L1 beats L2 on test error.",
+          "Ng 2004",
+          "on a dataset where fewer than half of the features are relevant, test MSE of L2 minus that of L1, "
+          "each at its best validation setting, above 0.", l1_beats_l2_when_sparse),
+    Claim("elastic_net_groups",
+          "Within a block of correlated relevant features, elastic net spreads weight over the block while L1 "
+          "keeps few of its features.",
+          "Zou & Hastie 2005",
+          "share of each block's features in use (participation ratio of their first-layer weight norms over "
+          f"the block size), elastic net minus L1, above {FRACTION_MARGIN} (a tenth of the block more).",
+          elastic_net_groups),
+]
+
+
+def check_claims(results: Results) -> list[tuple[Claim, list[ClaimResult]]]:
+    return [(claim, claim.check(results)) for claim in CLAIMS]
+
+
+def claims_json(checked: list[tuple[Claim, list[ClaimResult]]], number) -> dict:
+    """``{claim: {"<dataset>:<variant>": {"verdict": ..., numbers...}}, "verdicts": counts}``."""
+    out: dict = {}
+    counts = {v: 0 for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED)}
+    for claim, results in checked:
+        out[claim.id] = {res.key: {"verdict": res.verdict, **{k: number(v) for k, v in res.numbers.items()}}
+                         for res in results}
+        for res in results:
+            counts[res.verdict] += 1
+    out["verdicts"] = counts
+    return out

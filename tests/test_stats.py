@@ -1,0 +1,308 @@
+"""The report's statistics (regstudy_report.stats) against scipy and hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from regstudy_report.stats import (
+    Interval,
+    effect_verdict,
+    estimate_text,
+    interval_text,
+    mean_interval,
+    paired,
+    paired_difference,
+    sig,
+    signed,
+    trend,
+)
+
+SAMPLE = np.array([0.912, 0.874, 0.951, 0.889, 0.933, 0.902])
+
+
+def t_interval(x, confidence=0.95):
+    """mean ± t_{(1+c)/2, n-1} · sd(ddof=1) / sqrt(n), by hand."""
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    half = sps.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return x.mean(), x.mean() - half, x.mean() + half
+
+
+# --- mean_interval ---
+
+
+def test_mean_interval_is_the_student_t_interval():
+    mean, lo, hi = t_interval(SAMPLE)
+    iv = mean_interval(SAMPLE)
+    assert iv.n == len(SAMPLE)
+    assert iv.defined
+    assert iv.mean == pytest.approx(mean, rel=1e-12)
+    assert iv.lo == pytest.approx(lo, rel=1e-12)
+    assert iv.hi == pytest.approx(hi, rel=1e-12)
+    assert iv.lo < iv.mean < iv.hi
+
+
+def test_mean_interval_other_confidence():
+    mean, lo, hi = t_interval(SAMPLE, confidence=0.9)
+    iv = mean_interval(SAMPLE, confidence=0.9)
+    assert (iv.lo, iv.hi) == (pytest.approx(lo, rel=1e-12), pytest.approx(hi, rel=1e-12))
+    # a 90% interval is narrower than the 95% one
+    wide = mean_interval(SAMPLE)
+    assert wide.lo < iv.lo and iv.hi < wide.hi
+
+
+def test_mean_interval_drops_nans():
+    with_nans = np.concatenate([SAMPLE[:3], [np.nan], SAMPLE[3:], [np.nan, np.inf]])
+    mean, lo, hi = t_interval(SAMPLE)
+    iv = mean_interval(with_nans)
+    assert iv.n == len(SAMPLE)
+    assert (iv.mean, iv.lo, iv.hi) == (pytest.approx(mean, rel=1e-12), pytest.approx(lo, rel=1e-12),
+                                       pytest.approx(hi, rel=1e-12))
+
+
+def test_mean_interval_of_a_pandas_series():
+    iv = mean_interval(pd.Series(SAMPLE, index=[5, 3, 1, 0, 2, 4]))
+    assert iv.lo == pytest.approx(t_interval(SAMPLE)[1], rel=1e-12)
+
+
+def test_mean_interval_one_value_has_no_interval():
+    iv = mean_interval([0.42])
+    assert iv.n == 1
+    assert iv.mean == 0.42
+    assert math.isnan(iv.lo) and math.isnan(iv.hi)
+    assert not iv.defined
+    assert not iv.above(0.0) and not iv.below(1.0) and not iv.within(0.0, 1.0)
+
+
+def test_mean_interval_one_value_after_dropping_nans():
+    iv = mean_interval([np.nan, 0.42, np.nan])
+    assert iv.n == 1 and iv.mean == 0.42 and not iv.defined
+
+
+@pytest.mark.parametrize("values", [[], [np.nan, np.nan]])
+def test_mean_interval_no_values(values):
+    iv = mean_interval(values)
+    assert iv.n == 0
+    assert math.isnan(iv.mean) and math.isnan(iv.lo) and math.isnan(iv.hi)
+    assert not iv.defined
+
+
+def test_mean_interval_identical_values_collapses():
+    iv = mean_interval([0.3] * 4)
+    assert iv.n == 4
+    assert iv.defined
+    assert iv.mean == pytest.approx(0.3, rel=1e-12)
+    assert iv.lo == pytest.approx(0.3, rel=1e-12)
+    assert iv.hi == pytest.approx(0.3, rel=1e-12)
+    assert iv.above(0.29) and iv.below(0.31)
+
+
+def test_interval_predicates():
+    iv = Interval(0.5, 0.2, 0.8, 5)
+    assert iv.above(0.1) and not iv.above(0.2) and not iv.above(0.5)
+    assert iv.below(0.9) and not iv.below(0.8) and not iv.below(0.5)
+    assert iv.within(0.2, 0.8) and iv.within(0.0, 1.0) and not iv.within(0.3, 1.0) and not iv.within(0.0, 0.7)
+    assert iv.as_dict() == {"mean": 0.5, "lo": 0.2, "hi": 0.8, "n": 5}
+
+
+# --- paired differences ---
+
+
+def test_paired_difference_is_the_t_interval_of_the_differences():
+    a = pd.Series(SAMPLE, index=range(6))
+    b = pd.Series(SAMPLE[::-1] - 0.05, index=range(6))
+    expected = t_interval(SAMPLE - (SAMPLE[::-1] - 0.05))
+    iv = paired_difference(a, b)
+    assert iv.n == 6
+    assert (iv.mean, iv.lo, iv.hi) == tuple(pytest.approx(v, rel=1e-12) for v in expected)
+
+
+def test_paired_difference_pairs_by_seed_not_position():
+    seeds_a = [4, 0, 3, 1, 2, 7]  # seed 7 only in a
+    seeds_b = [9, 2, 1, 0, 3, 4]  # seed 9 only in b
+    va = {4: 0.91, 0: 0.85, 3: 0.88, 1: 0.97, 2: 0.80, 7: 5.0}
+    vb = {9: -5.0, 2: 0.70, 1: 0.90, 0: 0.84, 3: 0.81, 4: 0.86}
+    a = pd.Series([va[s] for s in seeds_a], index=seeds_a)
+    b = pd.Series([vb[s] for s in seeds_b], index=seeds_b)
+    common = [0, 1, 2, 3, 4]
+    diffs = np.array([va[s] - vb[s] for s in common])
+
+    pairs = paired(a, b)
+    assert list(pairs.index) == common
+    np.testing.assert_allclose(pairs.to_numpy(), diffs, rtol=1e-15)
+
+    expected = t_interval(diffs)
+    iv = paired_difference(a, b)
+    assert iv.n == 5
+    assert (iv.mean, iv.lo, iv.hi) == tuple(pytest.approx(v, rel=1e-12) for v in expected)
+    # the order of either index does not matter
+    again = paired_difference(a.sort_index(), b.sample(frac=1.0, random_state=3))
+    assert (again.mean, again.lo, again.hi) == (pytest.approx(iv.mean, rel=1e-12), pytest.approx(iv.lo, rel=1e-12),
+                                                pytest.approx(iv.hi, rel=1e-12))
+
+
+def test_paired_difference_drops_nan_pairs():
+    a = pd.Series([0.9, np.nan, 0.8, 0.85, 0.7], index=range(5))
+    b = pd.Series([0.8, 0.8, np.nan, 0.80, 0.6], index=range(5))
+    diffs = np.array([0.9 - 0.8, 0.85 - 0.80, 0.7 - 0.6])
+    iv = paired_difference(a, b)
+    assert iv.n == 3
+    assert iv.mean == pytest.approx(diffs.mean(), rel=1e-12)
+    assert iv.lo == pytest.approx(t_interval(diffs)[1], rel=1e-12)
+
+
+def test_paired_difference_with_one_common_seed_is_undefined():
+    iv = paired_difference(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([0.5, 3.0], index=[1, 2]))
+    assert iv.n == 1 and iv.mean == pytest.approx(1.5) and not iv.defined
+    assert effect_verdict(iv) == "not measured"
+
+
+def test_paired_difference_with_no_common_seed():
+    iv = paired_difference(pd.Series([1.0], index=[0]), pd.Series([0.5], index=[1]))
+    assert iv.n == 0 and not iv.defined
+
+
+# --- verdicts ---
+
+
+@pytest.mark.parametrize("interval, expected", [
+    (Interval(0.1, 0.05, 0.15, 5), "helps"),
+    (Interval(-0.1, -0.15, -0.05, 5), "hurts"),
+    (Interval(0.01, -0.1, 0.12, 5), "no detectable effect"),
+    (Interval(0.05, 0.0, 0.1, 5), "no detectable effect"),  # touching 0 is not above it
+    (Interval(-0.05, -0.1, 0.0, 5), "no detectable effect"),
+    (Interval(0.1, math.nan, math.nan, 1), "not measured"),
+    (Interval(math.nan, math.nan, math.nan, 0), "not measured"),
+])
+def test_effect_verdict(interval, expected):
+    assert effect_verdict(interval) == expected
+
+
+def test_effect_verdict_on_measured_differences():
+    base = pd.Series(SAMPLE, index=range(6))
+    assert effect_verdict(paired_difference(base + 0.02 + 0.001 * np.arange(6), base)) == "helps"
+    assert effect_verdict(paired_difference(base - 0.02 - 0.001 * np.arange(6), base)) == "hurts"
+    assert effect_verdict(paired_difference(base + np.array([-1, 1, -1, 1, -1, 1]) * 0.01, base)) == \
+        "no detectable effect"
+
+
+# --- trend ---
+
+
+def test_trend_is_spearman():
+    x = np.array([0.0, 0.0, 0.1, 0.1, 0.2, 0.2, 0.5, 0.5, 1.0, 1.0])
+    y = np.array([0.31, 0.27, 0.35, 0.30, 0.33, 0.41, 0.52, 0.47, 0.80, 0.92])
+    expected = sps.spearmanr(x, y)
+    rho, p = trend(x, y)
+    assert rho == pytest.approx(expected.statistic, rel=1e-12)
+    assert p == pytest.approx(expected.pvalue, rel=1e-12)
+    assert rho > 0.8 and p < 0.01
+    falling_rho, falling_p = trend(x, -y)
+    assert falling_rho == pytest.approx(-expected.statistic, rel=1e-12)
+    assert falling_p == pytest.approx(expected.pvalue, rel=1e-12)
+
+
+def test_trend_drops_non_finite_pairs():
+    x = np.array([1.0, 2.0, np.nan, 3.0, 4.0, 5.0, 6.0])
+    y = np.array([2.0, 1.0, 7.0, np.inf, 5.0, 3.0, 6.0])
+    keep = [0, 1, 4, 5, 6]
+    expected = sps.spearmanr(x[keep], y[keep])
+    rho, p = trend(x, y)
+    assert rho == pytest.approx(expected.statistic, rel=1e-12)
+    assert p == pytest.approx(expected.pvalue, rel=1e-12)
+
+
+@pytest.mark.parametrize("x, y", [
+    ([1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5]),  # constant y
+    ([2, 2, 2, 2], [0.1, 0.4, 0.2, 0.3]),  # constant x
+    ([1, 2], [0.1, 0.2]),  # fewer than 3 points
+    ([1, 2, np.nan, 4], [0.1, 0.2, 0.3, np.nan]),  # 2 finite pairs
+])
+def test_trend_undefined(x, y):
+    rho, p = trend(x, y)
+    assert math.isnan(rho) and math.isnan(p)
+
+
+# --- number formatting ---
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.906812, "0.907"),
+    (1e-5, "1e-5"),
+    (12345.6, "1.23e4"),
+    (2500.0, "2.5e3"),
+    (0.0123456, "0.0123"),
+    (-0.5, "-0.5"),
+    (100.0, "100"),
+    (0.0, "0"),
+    (3, "3"),
+    (np.float32(0.25), "0.25"),
+    (-1.23456e-7, "-1.23e-7"),
+    (math.nan, "n/a"),
+    (math.inf, "n/a"),
+    (-math.inf, "n/a"),
+    (None, "n/a"),
+])
+def test_sig(value, text):
+    assert sig(value) == text
+
+
+def test_sig_digits():
+    assert sig(0.906812, 2) == "0.91"
+    assert sig(12345.6, 5) == "12346"
+    assert sig(12345.6, 1) == "1e4"
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.0123456, "+0.0123"),
+    (-0.5, "-0.5"),
+    (0.0, "0"),
+    (1e-5, "+1e-5"),
+    (12345.6, "+1.23e4"),
+    (-12345.6, "-1.23e4"),
+    (math.nan, "n/a"),
+    (None, "n/a"),
+])
+def test_signed(value, text):
+    assert signed(value) == text
+
+
+def test_interval_text():
+    assert interval_text(Interval(0.1, 0.054512, 0.19321, 5)) == "[0.0545, 0.193]"
+    assert interval_text(Interval(0.0, -1.5e-5, 2.0e4, 5)) == "[-1.5e-5, 2e4]"
+    assert interval_text(Interval(0.1, 0.054512, 0.19321, 5), digits=2) == "[0.055, 0.19]"
+    assert interval_text(Interval(0.1, math.nan, math.nan, 1)) == "[n/a]"
+    assert interval_text(Interval(math.nan, math.nan, math.nan, 0)) == "[n/a]"
+
+
+def test_interval_text_of_a_measured_interval():
+    iv = mean_interval(SAMPLE)
+    _, lo, hi = t_interval(SAMPLE)
+    assert interval_text(iv) == f"[{float(f'{lo:.3g}')}, {float(f'{hi:.3g}')}]"
+
+
+def test_estimate_text():
+    assert estimate_text(0.120004, 0.054512, 0.19321) == "0.12 [0.0545, 0.193]"
+    assert estimate_text(-2.5e-5, -4e-5, -1e-5) == "-2.5e-5 [-4e-5, -1e-5]"
+    assert estimate_text(0.120004, None, None) == "0.12"
+    assert estimate_text(0.120004, math.nan, math.nan) == "0.12"
+    assert estimate_text(0.120004, 0.05, None) == "0.12"
+    assert estimate_text(None, None, None) == "n/a"
+
+
+def test_a_mean_prints_at_its_intervals_precision():
+    """-1.4e-8 within [-0.0178, 0.0178] is 0 at the interval's precision; 0.02345 within
+    [0.0182, 0.0286] keeps four decimals (3 significant digits of the larger bound)."""
+    from regstudy_report.stats import Interval, at_precision, effect_text, estimate
+
+    noise = Interval(-1.4e-8, -0.0178, 0.0178, 5)
+    assert effect_text(noise) == "0 [-0.0178, 0.0178]"
+    assert estimate(noise) == "0 [-0.0178, 0.0178]"
+    assert at_precision(0.023456, Interval(0.023456, 0.0182, 0.0286, 5)) == 0.0235
+    assert effect_text(Interval(0.023456, 0.0182, 0.0286, 5)) == "+0.0235 [0.0182, 0.0286]"
+    assert estimate(Interval(0.95712, float("nan"), float("nan"), 1)) == "0.957"  # no interval
