@@ -53,7 +53,7 @@ def signal_data(tmp: Path, quick: bool) -> Path:
 
     params = yaml.safe_load((HERE.parent / "params.yaml").read_text())["data"]
     path = tmp / "signal.npz"
-    save_npz(path, make_dataset("signal", params["signal"], params["seed"]))
+    save_npz(path, make_dataset("signal", params["signal"], [0, 1, 2], params["seed"]))
     return path
 
 

@@ -43,7 +43,7 @@ def raw_loop(data_path: Path, epochs: int, min_seconds: float = 2.0) -> float:
     epochs are short, and a short timing on a shared machine is mostly noise.
     """
     d = load_npz(data_path)
-    x, y = torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"])
+    x, y = torch.from_numpy(d["x_train"][0]), torch.from_numpy(d["y_train"][0])  # seed 0's draw
     torch.manual_seed(0)
     model = reference_mlp(x.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -82,7 +82,7 @@ def naive_peer(data_path: Path, tmp: Path, models: int, epochs: int) -> float:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     d = load_npz(data_path)
-    dataset = TensorDataset(torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"]))
+    dataset = TensorDataset(torch.from_numpy(d["x_train"][0]), torch.from_numpy(d["y_train"][0]))
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     steps, start = 0, time.perf_counter()
     for seed in range(models):
@@ -109,10 +109,11 @@ def stacked(data_path: Path, k: int, epochs: int) -> float:
     strengths = [round(1e-4 * i / max(k - 1, 1), 8) for i in range(k)]
     cfg = compose_job(["experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",
                        "members.seeds=[0]", "logger.enabled=false", f"trainer.max_epochs={epochs}"])
-    module = build_module(cfg, load_tensors(load_npz(data_path)), member_grid(cfg))
+    members = member_grid(cfg)
+    module = build_module(cfg, load_tensors(load_npz(data_path), [m["seed"] for m in members]), members)
     trainer = instantiate(cfg.trainer)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     start = time.perf_counter()
     trainer.fit(module)
-    steps = epochs * -(-len(module.splits["x_train"]) // cfg.data.batch_size)
+    steps = epochs * -(-module.splits["x_train"].shape[1] // cfg.data.batch_size)
     return k * steps / (time.perf_counter() - start)

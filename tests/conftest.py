@@ -24,7 +24,7 @@ def _one_thread():
 
 def _dataset(tmp_path_factory, name: str, params: dict) -> str:
     path = tmp_path_factory.mktemp("data") / f"{name}.npz"
-    save_npz(path, make_dataset(name, params, seed=0))
+    save_npz(path, make_dataset(name, params, seeds=range(3)))
     return str(path)
 
 

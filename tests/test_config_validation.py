@@ -116,7 +116,7 @@ def test_trainer_max_epochs_type_error_is_caught(value):
 
 # --- through the DVC train stage's CLI ---
 
-STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "epochs": 1,
+STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "by_dataset": {"signal": {"epochs": 1}},
          "overrides": ["model.hidden=[4]"], "strengths": {"l2": [0.0, 0.001]}}
 
 
@@ -131,7 +131,7 @@ def run_stage(tmp_path: Path, study: dict) -> subprocess.CompletedProcess:
 def write_signal(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     save_npz(tmp_path / "data" / "signal.npz", make_dataset(
-        "signal", dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=2, phase_std=1.0), 0))
+        "signal", dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=2, phase_std=1.0), [0]))
 
 
 def assert_nothing_written(tmp_path: Path, before: set[str]) -> None:

@@ -33,8 +33,9 @@ def small_data() -> dict[str, torch.Tensor]:
     out = {}
     for split, n in (("train", 48), ("val", 16), ("test", 16)):
         x = torch.randn(n, 3, generator=g)
-        out[f"x_{split}"] = x
-        out[f"y_{split}"] = torch.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * torch.randn(n, generator=g)
+        y = torch.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * torch.randn(n, generator=g)
+        # every member trains on the same data here: (K, n, ...)
+        out[f"x_{split}"], out[f"y_{split}"] = x.expand(len(SEEDS), *x.shape), y.expand(len(SEEDS), n)
     return out
 
 

@@ -248,3 +248,40 @@ def test_group_lasso_kernel_false_is_not_silently_ignored():
     g = grads(net, reg.penalty(net))
     for l in range(3):
         assert g[l] is None or torch.count_nonzero(g[l]) == 0, f"kernel {l} is penalized"
+
+
+@pytest.mark.parametrize("rho", [0.3, 1.0, 0.0])
+def test_proximal_elastic_net_matches_hand_computation(rho):
+    """w <- sign(w) max(|w| - t*rho, 0) / (1 + 2*t*(1 - rho)), t = lr*coef: the minimizer of
+    (v - w)^2 / 2 + t * (rho |v| + (1 - rho) v^2), checked entry by entry."""
+    lams, lr = [0.1, 0.3], 0.5
+    net = make_net()
+    before = copy.deepcopy(net)
+    reg = reg_for("elastic_net", lams=lams, proximal=True, rho=rho)
+    assert torch.count_nonzero(reg.penalty(net)) == 0  # a proximal penalty is not in the loss
+    reg.proximal_(net, lr)
+    n_zero = 0
+    for l in range(3):
+        for k in range(2):
+            t = lr * lams[k] * SCALE[l]
+            for a, b in zip(entries(before.kernels[l].detach(), k), entries(net.kernels[l].detach(), k)):
+                expected = math.copysign(max(abs(a) - t * rho, 0.0), a) / (1 + 2 * t * (1 - rho))
+                # it is the minimizer: no v on a fine grid around it does better
+                objective = lambda v: (v - a) ** 2 / 2 + t * (rho * abs(v) + (1 - rho) * v * v)  # noqa: E731
+                assert objective(expected) <= min(objective(expected + d) for d in (-1e-3, 1e-3)) + 1e-12
+                assert b == pytest.approx(expected, abs=1e-7)
+                n_zero += b == 0.0
+    assert (n_zero >= 10) == (rho > 0)  # exact zeros wherever |w| <= t*rho; none without an l1 part
+
+
+def test_output_layer_false_leaves_the_output_kernel_unpenalized():
+    lams = [0.01, 0.03]
+    net = make_net()
+    cfg = compose_job(["regularizer=[l2]", "regularizer.l2.output_layer=false"])
+    reg = Regularization.build(cfg.regularizer, "l2", torch.tensor(lams), n_layers=3)
+    for k in range(2):
+        hand = sum(lams[k] * sum(w * w for w in selected(net, l, k, False)) for l in range(2))
+        assert reg.penalty(net)[k].item() == pytest.approx(hand, rel=REL)
+    g = grads(net, reg.penalty(net))
+    assert g[2] is None or torch.count_nonzero(g[2]) == 0
+    assert torch.count_nonzero(g[0]) > 0

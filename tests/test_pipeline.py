@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["signal", "moons"]
 FAMILIES = ["l2", "dropout"]
-STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0]}
+STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "weight_decay_sgd": [0.0, 0.02]}
+CONTROLS = {"datasets": ["signal"], "families": ["weight_decay_sgd"], "overrides": ["optim.lr=0.1"]}
 SEEDS = [0, 1]
 
 
@@ -34,8 +35,8 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["signal"].update(n_train=40, n_val=20, n_test=20)
     params["data"]["moons"].update(n_train=40, n_val=20, n_test=20)
-    params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS, epochs=3,
-                           strengths=STRENGTHS,
+    params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS,
+                           by_dataset={d: {"epochs": 3, "overrides": []} for d in DATASETS}, controls=CONTROLS, strengths=STRENGTHS,
                            overrides=["model.hidden=[8,8]", "metrics.grid_size=20",
                                       "metrics.grid_size_2d=8"])
     return params
@@ -72,10 +73,25 @@ def test_outputs_exist_with_their_content(study):
             assert len(curves) == 3 * len(grid)
             assert (out / "predictions.parquet").is_file()
             assert (out / "params.parquet").is_file()
+    control = pd.read_csv(study / "results" / "signal" / "weight_decay_sgd" / "members.csv")
+    assert list(control.strength) == [0.0, 0.0, 0.02, 0.02]
+    assert set(control.optimizer) == {"SGD"} and set(control.lr) == {0.1}  # the controls' overrides came last
     html = (study / "reports" / "index.html").read_text()
     assert "data:image/png;base64," in html
     metrics = json.loads((study / "reports" / "metrics.json").read_text())
     assert set(metrics) >= set(DATASETS)
+    assert set(metrics["signal"]) == {*FAMILIES, "weight_decay_sgd"}
+
+
+def test_claims_are_dvc_metrics(study):
+    """claims.json is declared as DVC metrics: `dvc metrics show` reads its verdicts."""
+    claims = json.loads((study / "reports" / "claims.json").read_text())
+    proc = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], study)
+    shown = json.loads(proc.stdout)
+    data = next(iter(shown.values()))["data"]["reports/claims.json"]["data"]
+    assert data == claims
+    counts = claims["verdicts"]
+    assert sum(counts.values()) == sum(len(v) for k, v in claims.items() if k != "verdicts")
 
 
 def test_second_repro_does_nothing(study):
@@ -101,8 +117,10 @@ def test_mlflow_store_holds_every_member(study):
     runs = finished_runs(client, exp.experiment_id)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == len(DATASETS) * len(FAMILIES)
-    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for f in FAMILIES) * len(DATASETS)
+    jobs = [(d, f) for d in DATASETS for f in FAMILIES] + [(d, f) for d in CONTROLS["datasets"]
+                                                         for f in CONTROLS["families"]]
+    assert sorted((r.data.tags["dataset"], r.data.tags["family"]) for r in parents) == sorted(jobs)
+    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for _, f in jobs)
     assert all(r.info.status == "FINISHED" for r in runs)
     for r in children:
         fam, ds = r.data.tags["family"], r.data.tags["dataset"]
@@ -126,3 +144,13 @@ def test_editing_one_family_reruns_only_its_stages(study):
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
     assert changed == {"train@signal-l2", "train@moons-l2"}
+
+
+def test_editing_one_datasets_epochs_reruns_only_its_stages(study):
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["study"]["strengths"]["l2"] = STRENGTHS["l2"]  # undo the previous test's edit
+    params["study"]["by_dataset"]["moons"]["epochs"] = 4
+    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
+    changed = set(json.loads(proc.stdout))
+    assert changed == {"train@moons-l2", "train@moons-dropout"}

@@ -22,7 +22,7 @@ SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
-    save_npz(tmp_path / "data" / "signal.npz", make_dataset("signal", SIGNAL, seed=0))
+    save_npz(tmp_path / "data" / "signal.npz", make_dataset("signal", SIGNAL, seeds=range(4)))
     return tmp_path
 
 
@@ -107,7 +107,7 @@ def test_same_config_and_seed_give_the_same_numbers(workdir):
 
 def test_a_failed_job_leaves_no_results_and_no_running_run(workdir):
     bad = load_npz(workdir / "data" / "signal.npz")
-    bad["y_val"] = bad["y_val"][:3]  # inconsistent split: evaluation fails after runs opened
+    bad["y_val"] = bad["y_val"][:, :3]  # inconsistent split: evaluation fails after runs opened
     save_npz(workdir / "data" / "signal.npz", bad)
     with pytest.raises(RuntimeError):
         job(workdir, "experiment=l2", "members.seeds=[0]", "trainer.max_epochs=2")

@@ -13,7 +13,7 @@ from regstudy import warm
 from regstudy.data import make_dataset, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "epochs": 2,
+STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "by_dataset": {"signal": {"epochs": 2}},
          "overrides": ["model.hidden=[4]", "logger.enabled=false"], "strengths": {"l2": [0.0, 0.01]}}
 
 
@@ -27,7 +27,7 @@ def stage(cwd: Path, warm_on: bool) -> subprocess.CompletedProcess:
 def workdir(tmp: Path, study: dict) -> Path:
     (tmp / "data").mkdir(parents=True)
     save_npz(tmp / "data" / "signal.npz", make_dataset(
-        "signal", dict(n_train=30, n_val=10, n_test=10, noise=0.2, n_components=3, phase_std=1.0), 0))
+        "signal", dict(n_train=30, n_val=10, n_test=10, noise=0.2, n_components=3, phase_std=1.0), study["seeds"]))
     (tmp / "params.yaml").write_text(yaml.safe_dump({"study": study}))
     return tmp
 

@@ -34,13 +34,15 @@ class PenaltyTarget:
     """Which parameters a penalty touches: kernels and/or biases, with a per-layer scale.
 
     The coefficient of layer ``l`` is ``lam * layer_scale[l]`` (``null`` = 1 for every
-    layer). Layers count the hidden linear layers first, the output layer last.
+    layer), and 0 for the output layer with ``output_layer: false``. Layers count the
+    hidden linear layers first, the output layer last.
     """
 
     lam: float = 1e-4
     kernel: bool = True
     bias: bool = False
     layer_scale: Optional[list[float]] = None
+    output_layer: bool = True  # false: the output layer's coefficient is 0
 
 
 @dataclass
@@ -56,6 +58,7 @@ class L2Config(PenaltyTarget):
 @dataclass
 class ElasticNetConfig(PenaltyTarget):
     rho: float = 0.5
+    proximal: bool = False  # exact proximal step of the whole penalty after each step
 
 
 @dataclass
@@ -83,6 +86,9 @@ class NoiseConfig:
 class EarlyStoppingConfig:
     patience: int = 10
     min_delta: float = 0.0
+    # Patience counts only once the validation loss has fallen this fraction below its
+    # value after the first epoch: a member on the initial plateau is never stopped.
+    warmup_drop: float = 0.0
 
 
 @dataclass
@@ -163,6 +169,7 @@ class LoggerConfig:
     experiment_name: str = "regstudy"
     log_figures: bool = True
     flush_every: int = 10  # epochs of buffered metrics per MLflow write
+    max_points_per_curve: int = 50  # log every ceil(max_epochs / this)-th epoch to MLflow
     background_finish: bool = False  # return before the tracking process ends the runs
 
 
@@ -254,6 +261,8 @@ def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
         if name == "early_stopping":
             _check(_finite(sub.min_delta) and sub.min_delta >= 0, f"{base}.min_delta",
                    sub.min_delta, "a finite number >= 0")
+            _check(_finite(sub.warmup_drop) and 0 <= sub.warmup_drop < 1, f"{base}.warmup_drop",
+                   sub.warmup_drop, "a number in [0, 1)")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -313,6 +322,8 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg.metrics[key] >= 2, f"metrics.{key}", cfg.metrics[key], "an integer >= 2")
     _check(cfg.logger.flush_every >= 1, "logger.flush_every", cfg.logger.flush_every,
            "an integer >= 1")
+    _check(cfg.logger.max_points_per_curve >= 1, "logger.max_points_per_curve",
+           cfg.logger.max_points_per_curve, "an integer >= 1")
 
 
 def to_container(cfg: DictConfig) -> dict:

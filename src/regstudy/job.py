@@ -20,13 +20,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config import STRENGTH_KEY, validate
-from .data import load_npz
+from .data import DRAWN, load_npz, seed_rows
 from .member_figures import member_figure
-from .module import MemberStackModule
+from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
 from .regularizers import Regularization
-from .results import (ResultsWriter, curves_table, layers_table, members_table,
-                      params_table, predictions_table, sample_indices)
+from .metrics import feature_norms
+from .results import (MAX_FEATURES, ResultsWriter, curves_table, features_table, layers_table,
+                      members_table, params_table, predictions_table, sample_indices)
 from .stacked import StackedMLP
 from .tracking import MLflowEpochLogger, TrackingProcess, git_commit, project_root, tracking_uri
 
@@ -54,12 +55,19 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
     return data, results
 
 
-def load_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in arrays.items() if k[:2] in ("x_", "y_")}
+def load_tensors(arrays: dict[str, np.ndarray], seeds: list[int],
+                 path: str | Path = "the data file") -> dict[str, torch.Tensor]:
+    """Each member's draw of the data: ``x_<split>`` ``(K, n, d)``, ``y_<split>`` ``(K, n)``.
+
+    ``seeds`` holds each member's seed; a seed the file has no draw of is a ConfigError.
+    """
+    rows = torch.tensor(seed_rows(arrays, seeds, path))
+    return {k: torch.from_numpy(arrays[k])[rows] for k in DRAWN}
 
 
 def plotting_grid(x_train: np.ndarray, cfg: DictConfig) -> np.ndarray | None:
-    """A grid over the training inputs' range (1-D or 2-D inputs only)."""
+    """A grid over the training inputs' range, all draws (1-D or 2-D inputs only)."""
+    x_train = x_train.reshape(-1, x_train.shape[-1])
     lo, hi = x_train.min(0), x_train.max(0)
     if x_train.shape[1] == 1:
         return np.linspace(lo[0], hi[0], cfg.metrics.grid_size, dtype=np.float32)[:, None]
@@ -76,7 +84,7 @@ def build_module(cfg: DictConfig, data: dict[str, torch.Tensor],
                  members: list[dict[str, Any]]) -> MemberStackModule:
     """The stacked network of the members, initialized from each member's own seed."""
     seeds = [m["seed"] for m in members]
-    d_in = data["x_train"].shape[1]
+    d_in = data["x_train"].shape[-1]
     task = cfg.data.task
     d_out = 1 if task == "regression" else int(max(int(data[f"y_{s}"].max()) for s in
                                                    ("train", "val", "test")) + 1)
@@ -107,9 +115,9 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     data_path, results_dir = resolve_paths(cfg)
     arrays = load_npz(data_path)  # a missing file fails here, before any run or output
     members = member_grid(cfg)
+    data = load_tensors(arrays, [m["seed"] for m in members], data_path)  # so does a missing seed
     torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
 
-    data = load_tensors(arrays)
     module = build_module(cfg, data, members)
     root = project_root(cfg)
     tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": git_commit(root),
@@ -139,14 +147,16 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
     trainer.fit(module)
     module.restore_best()
+    final_eval = module.evaluate(SPLITS)  # the kept weights; the only look at the test split
 
     net, history = module.net, module.history
     info = {"dataset": cfg.data.name, "family": cfg.family, "sweep": cfg.members.sweep,
             "strength_name": members[0]["strength_name"], "task": cfg.data.task,
+            "optimizer": cfg.optim._target_.rsplit(".", 1)[-1], "lr": float(cfg.optim.lr),
             "zero_threshold": cfg.metrics.zero_threshold, "total_neurons": sum(net.hidden),
             "best_epoch": module.best_epoch, "diverged_epoch": module.diverged_epoch,
             "stopped_epoch": module.stopped_epoch}
-    table = members_table(history, members, info)
+    table = members_table(history, final_eval, members, info)
     curves, layers = curves_table(history, members), layers_table(history, members)
     final = snapshot(net)
     gen = member_generator(0, Stream.SAMPLE)
@@ -156,6 +166,8 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     writer.table("curves.csv", curves)
     writer.table("layers.csv", layers)
     writer.table("params.parquet", params)
+    if net.kernels[0].shape[1] <= MAX_FEATURES:
+        writer.table("features.csv", features_table(feature_norms(net), members, arrays))
     grid = plotting_grid(arrays["x_train"], cfg)
     if grid is not None and cfg.data.name in ("signal", "moons"):
         mc = cfg.regularizer.dropout.mc_samples if cfg.regularizer.get("dropout") else 1
@@ -175,8 +187,8 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
 
 
 SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
-                "test_metric", "gap", "weight_norm", "near_zero_fraction", "alive_neurons",
-                "epochs_trained", "best_epoch")
+                "test_metric", "gap", "weight_norm", "near_zero_fraction", "exact_zero_fraction",
+                "alive_neurons", "removed_neurons", "epochs_trained", "best_epoch")
 
 
 def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,

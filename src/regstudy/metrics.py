@@ -41,17 +41,31 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
     ``layer_norm`` ``(K, L)``: Frobenius norm ``||W_l||``; ``weight_norm`` ``(K,)``:
     ``sqrt(sum_l ||W_l||^2)``; ``layer_near_zero`` / ``near_zero_fraction``: fraction
     of kernel entries with ``|w| < zero_threshold``; ``effective_lr`` ``(K, L)``:
-    ``lr / ||W_l||^2`` for layers followed by normalization, NaN elsewhere.
+    ``lr / ||W_l||^2`` for layers followed by normalization, NaN elsewhere;
+    ``exact_zero_fraction`` ``(K,)``: fraction of kernel entries exactly 0.0;
+    ``removed_neurons`` ``(K,)``: hidden units whose incoming kernel weights are all
+    exactly 0.0 (a unit a proximal group lasso step removed).
     """
     norms = torch.stack([torch.linalg.vector_norm(w.flatten(1), dim=1) for w in net.kernels], 1)
-    small = [(w.abs() < zero_threshold).flatten(1) for w in net.kernels]
-    sizes = torch.tensor([s.shape[1] for s in small], dtype=torch.float32)
-    counts = torch.stack([s.sum(1) for s in small], 1).float()
+    sizes = torch.tensor([w[0].numel() for w in net.kernels], dtype=torch.float32)
+    mags = [w.abs() for w in net.kernels]
+    small = torch.stack([(a < zero_threshold).flatten(1).sum(1) for a in mags], 1).float()
+    exact = torch.stack([(a == 0).flatten(1).sum(1) for a in mags], 1).float()
+    # column j of a kernel holds unit j's incoming weights
+    removed = sum((a.amax(1) == 0).sum(1) for a in mags[:-1])
     normalized = torch.tensor(net.normalized_layers())
     eff = torch.where(normalized, lr / norms.square(), torch.full_like(norms, float("nan")))
     return {"layer_norm": norms, "weight_norm": norms.square().sum(1).sqrt(),
-            "layer_near_zero": counts / sizes, "near_zero_fraction": counts.sum(1) / sizes.sum(),
+            "layer_near_zero": small / sizes, "near_zero_fraction": small.sum(1) / sizes.sum(),
+            "exact_zero_fraction": exact.sum(1) / sizes.sum(), "removed_neurons": removed,
             "effective_lr": eff}
+
+
+@torch.no_grad()
+def feature_norms(net: StackedMLP) -> Tensor:
+    """``||W_1[j, :]||_2`` per member and input feature ``j``, ``(K, d_in)``: the size of
+    everything feature ``j`` sends into the first hidden layer (0 = the feature is dropped)."""
+    return torch.linalg.vector_norm(net.kernels[0], dim=2)
 
 
 def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:

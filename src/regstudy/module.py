@@ -2,8 +2,9 @@
 
 Optimization is manual so that each step can apply decoupled weight decay to the
 pre-step weights and proximal steps after the update, as the formulas require.
-Every epoch ends with a full evaluation of every member on every split; early
-stopping and divergence are decided per member from it.
+Every epoch ends with a full evaluation of every member on the training and validation
+splits; early stopping and divergence are decided per member from it. The test split is
+evaluated once, on the kept weights, after training (``evaluate(SPLITS)``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .regularizers import Regularization
 from .stacked import StackedMLP
 
 SPLITS = ("train", "val", "test")
+EPOCH_SPLITS = ("train", "val")  # evaluated every epoch; the test split only at the end
 
 
 class MemberStackModule(pl.LightningModule):
@@ -34,10 +36,7 @@ class MemberStackModule(pl.LightningModule):
         self.optimizer_factory, self.batch_size, self.seeds = optimizer, batch_size, seeds
         self.zero_threshold, self.alive_threshold = zero_threshold, alive_threshold
         k = net.n_members
-        # Evaluation sees every split in one pass (normalization uses running statistics
-        # in evaluation mode, so examples do not interact).
-        self.eval_x = torch.cat([data[f"x_{s}"] for s in SPLITS])
-        self.eval_sizes = [len(data[f"x_{s}"]) for s in SPLITS]
+        self._eval_x: dict[tuple[str, ...], Tensor] = {}  # inputs of one evaluation pass
         self.history: list[dict[str, Tensor]] = []
         self.nonfinite = torch.zeros(k, dtype=torch.bool)
         self.diverged_epoch = torch.zeros(k, dtype=torch.long)  # 0: never
@@ -45,6 +44,7 @@ class MemberStackModule(pl.LightningModule):
         self.best_epoch = torch.zeros(k, dtype=torch.long)
         self.best_val = torch.full((k,), float("inf"))
         self.wait = torch.zeros(k, dtype=torch.long)
+        self.first_val: Tensor | None = None  # validation loss after the first epoch
         self.best_state: dict[str, Tensor] | None = None
 
     # --- training ---
@@ -90,14 +90,23 @@ class MemberStackModule(pl.LightningModule):
     # --- evaluation ---
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, Tensor]:
-        """Loss and metric of every member on every split, in evaluation mode."""
+    def evaluate(self, splits: tuple[str, ...] = EPOCH_SPLITS) -> dict[str, Tensor]:
+        """Loss and metric of every member on ``splits`` (the first must be train), in
+        evaluation mode, with the weight statistics.
+
+        The splits go through the network in one pass (normalization uses running
+        statistics in evaluation mode, so examples do not interact); each member sees
+        its own draw of the data.
+        """
         was_training = self.net.training
         self.net.eval()
-        k, row = self.net.n_members, {}
-        out, hidden = self.net(self.eval_x.expand(k, *self.eval_x.shape), return_hidden=True)
-        n_train = self.eval_sizes[0]
-        for split, out_split in zip(SPLITS, out.split(self.eval_sizes, dim=1)):
+        row = {}
+        if splits not in self._eval_x:
+            self._eval_x[splits] = torch.cat([self.splits[f"x_{s}"] for s in splits], dim=1)
+        sizes = [self.splits[f"x_{s}"].shape[1] for s in splits]
+        out, hidden = self.net(self._eval_x[splits], return_hidden=True)
+        n_train = sizes[0]
+        for split, out_split in zip(splits, out.split(sizes, dim=1)):
             y = self.splits[f"y_{split}"]
             row[f"{split}_loss"] = data_loss(out_split, y, self.task)
             row[f"{split}_metric"] = metric(out_split, y, self.task)
@@ -124,12 +133,20 @@ class MemberStackModule(pl.LightningModule):
         return row
 
     def _early_stopping(self, val_loss: Tensor, active: Tensor, epoch: int) -> None:
-        """Per member: keep the best weights; stop after ``patience`` epochs without gain."""
+        """Per member: keep the best weights; stop after ``patience`` epochs without gain.
+
+        A member is only stopped once its best validation loss is ``warmup_drop`` (a
+        fraction) below its first epoch's: patience then counts from that improvement,
+        not from the initial plateau.
+        """
+        if self.first_val is None:
+            self.first_val = val_loss.clone()
         improved = active & (val_loss < self.best_val - self.reg.min_delta)
         self.best_val = torch.where(improved, val_loss, self.best_val)
         self.best_epoch = torch.where(improved, epoch, self.best_epoch)
         self.wait = torch.where(improved, 0, torch.where(active, self.wait + 1, self.wait))
-        stop = active & ~improved & (self.wait >= self.reg.patience)
+        armed = self.best_val <= (1 - self.reg.warmup_drop) * self.first_val
+        stop = active & ~improved & armed & (self.wait >= self.reg.patience)
         self.stopped_epoch = torch.where(stop, epoch, self.stopped_epoch)
         state = self.net.state_dict()
         if self.best_state is None:
@@ -149,22 +166,28 @@ class MemberStackModule(pl.LightningModule):
 
         Regression: the output; classification: the probability of class 1. MC dropout
         keeps dropout on in evaluation mode for ``mc_samples`` passes and returns their
-        mean and std (std is 0 without dropout).
+        mean and std (std is 0 without dropout). MC passes are costly (``mc_samples``
+        forward passes of the whole grid), so they run for the members of the first
+        seed only, the ones the report shows; the others get NaN.
         """
         k = self.net.n_members
         self.net.eval()
-        x = grid.expand(k, *grid.shape)
 
-        def value(out: Tensor) -> Tensor:
+        def value(net: StackedMLP, u: Tensor | None = None, p: Tensor | None = None) -> Tensor:
+            out = net(grid.expand(net.n_members, *grid.shape), u, p)
             return out.squeeze(-1) if self.task == "regression" else out.softmax(-1)[..., 1]
 
-        pred = value(self.net(x))
+        pred = value(self.net)
         if self.reg.dropout_p is None:
             return {"pred": pred, "mc_mean": pred, "mc_std": torch.zeros_like(pred)}
-        gens = [member_generator(s, Stream.MC) for s in self.seeds]
+        chosen = [m for m, s in enumerate(self.seeds) if s == min(self.seeds)]
+        net, p = self.net.select(chosen), self.reg.dropout_p[chosen]
+        gens = [member_generator(self.seeds[m], Stream.MC) for m in chosen]
         draws = []
         for _ in range(mc_samples):
-            u = torch.stack([torch.rand(len(grid), self.net.n_dropout_units, generator=g) for g in gens])
-            draws.append(value(self.net(x, u, self.reg.dropout_p)))
+            u = torch.stack([torch.rand(len(grid), net.n_dropout_units, generator=g) for g in gens])
+            draws.append(value(net, u, p))
         draws = torch.stack(draws)
-        return {"pred": pred, "mc_mean": draws.mean(0), "mc_std": draws.std(0, unbiased=False)}
+        mean, std = torch.full_like(pred, float("nan")), torch.full_like(pred, float("nan"))
+        mean[chosen], std[chosen] = draws.mean(0), draws.std(0, unbiased=False)
+        return {"pred": pred, "mc_mean": mean, "mc_std": std}

@@ -30,7 +30,10 @@ def member_generator(seed: int, stream: Stream) -> torch.Generator:
 
 
 class MemberBatches:
-    """One epoch of minibatches for K members, each in its own random order.
+    """One epoch of minibatches for K members, each in its own random order of its own data.
+
+    ``x`` is ``(K, n, d)`` and ``y`` ``(K, n)``: member ``k`` trains on ``x[k]`` (its
+    seed's draw of the data; every draw has the same size).
 
     Yields dicts with ``x`` ``(K, B, d)``, ``y`` ``(K, B)``, and when asked for,
     ``u`` ``(K, B, n_dropout_units)`` uniforms for dropout masks and ``eps``
@@ -44,10 +47,10 @@ class MemberBatches:
         self.generators, self.n_dropout_units, self.noise = generators, n_dropout_units, noise
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(self.x.shape[1] / self.batch_size)
 
     def _draw_epoch(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        n, d = self.x.shape
+        n, d = self.x.shape[1:]
         perms, us, eps = [], [], []
         for g in self.generators:
             perms.append(torch.randperm(n, generator=g))
@@ -60,10 +63,11 @@ class MemberBatches:
 
     def __iter__(self):
         order, u, eps = self._draw_epoch()
-        for start in range(0, len(self.x), self.batch_size):
+        members = torch.arange(len(self.x))[:, None]
+        for start in range(0, self.x.shape[1], self.batch_size):
             sl = slice(start, start + self.batch_size)
             idx = order[:, sl]
-            batch = {"x": self.x[idx], "y": self.y[idx]}
+            batch = {"x": self.x[members, idx], "y": self.y[members, idx]}
             if u is not None:
                 batch["u"] = u[:, sl]
             if eps is not None:

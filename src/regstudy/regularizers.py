@@ -8,7 +8,18 @@ coefficient of layer ``l`` for member ``k`` is ``coef[k, l] = lam_k * layer_scal
 - l2:            ``lam * sum w^2``              (Keras convention, no 1/2)
 - elastic net:   ``lam * (rho * sum |w| + (1 - rho) * sum w^2)``
 - group lasso:   ``lam * sum_g sqrt(|g|) * ||w_g||_2``, a group = one unit's incoming weights
-- weight decay:  ``w <- w - lr * lam * w`` at each step (decoupled, not in the loss)
+
+Two kinds of things live here. **Penalties** are added to the loss (above). **Step
+operators** act on the weights around the optimizer step, with ``t = lr * lam``:
+
+- weight decay (decoupled, before the step):  ``w <- w - t * w``
+- proximal l1 (after the step):               ``w <- sign(w) * max(|w| - t, 0)``
+- proximal elastic net (after the step):      ``w <- sign(w) * max(|w| - t*rho, 0) / (1 + 2*t*(1 - rho))``
+- proximal group lasso (after the step):      ``w_g <- w_g * max(0, 1 - t*sqrt(|g|) / ||w_g||)``
+
+A proximal step is the exact minimizer of ``||v - w||^2 / 2 + t * penalty(v)`` over ``v``:
+it gives exact zeros, where the penalty's subgradient under Adam only makes weights
+jitter around zero. A regularizer with ``proximal: true`` is not added to the loss.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ def _selected(net: StackedMLP, kernel: bool, bias: bool) -> list[list[Tensor]]:
 
 def _per_member(t: Tensor) -> Tensor:
     return t.flatten(1)
+
+
+# --- penalties: added to the loss ---
 
 
 def l1_penalty(tensors: list[list[Tensor]], coef: Tensor) -> Tensor:
@@ -66,13 +80,23 @@ def group_lasso_penalty(groups: list[Tensor], coef: Tensor) -> Tensor:
                for l, g in enumerate(groups))
 
 
-def soft_threshold_(t: Tensor, threshold: Tensor) -> None:
-    """Proximal step of l1: ``w <- sign(w) * max(|w| - threshold, 0)`` (exact zeros)."""
-    t.copy_(torch.sign(t) * (t.abs() - threshold).clamp_min(0))
+# --- step operators: proximal maps (exact zeros) ---
 
 
-def group_soft_threshold_(g: Tensor, threshold: Tensor) -> Tensor:
-    """Proximal step of group lasso: ``g_j <- g_j * max(0, 1 - threshold / ||g_j||)``."""
+def soft_threshold(w: Tensor, threshold: Tensor) -> Tensor:
+    """Proximal map of ``threshold * |w|``: ``sign(w) * max(|w| - threshold, 0)``."""
+    return torch.sign(w) * (w.abs() - threshold).clamp_min(0)
+
+
+def elastic_net_prox(w: Tensor, t: Tensor, rho: float) -> Tensor:
+    """Proximal map of ``t * (rho * |w| + (1 - rho) * w^2)``:
+    ``soft_threshold(w, t * rho) / (1 + 2 * t * (1 - rho))``."""
+    return soft_threshold(w, t * rho) / (1 + 2 * t * (1 - rho))
+
+
+def group_soft_threshold(g: Tensor, threshold: Tensor) -> Tensor:
+    """Proximal map of ``threshold * ||g_j||_2`` per group (column) ``j`` of ``g``
+    ``(K, group_size, units)``: ``g_j * max(0, 1 - threshold / ||g_j||)``."""
     norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
     return g * (1 - threshold / norm.clamp_min(1e-30)).clamp_min(0)
 
@@ -92,6 +116,7 @@ class Regularization:
     noise_sigma: Tensor | None = None  # (K,)
     patience: Tensor | None = None  # (K,)
     min_delta: float = 0.0
+    warmup_drop: float = 0.0
 
     @classmethod
     def build(cls, reg_cfg: DictConfig, sweep: str, strengths: Tensor, n_layers: int):
@@ -109,11 +134,16 @@ class Regularization:
                 self.noise_sigma = value
             elif name == "early_stopping":
                 self.patience, self.min_delta = value, float(sub.min_delta)
+                self.warmup_drop = float(sub.warmup_drop)
             else:
                 scale = torch.ones(n_layers) if sub.layer_scale is None else torch.tensor(
                     list(sub.layer_scale), dtype=torch.float32)
+                if not sub.output_layer:
+                    scale[-1] = 0.0
                 self.coefs[name] = value[:, None] * scale[None, :]
         return self
+
+    # --- penalties (in the loss) ---
 
     def penalty(self, net: StackedMLP) -> Tensor:
         """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer)."""
@@ -138,33 +168,41 @@ class Regularization:
         c = self.cfg["group_lasso"]
         return [unit_groups(w, b if c.bias else None) for w, b in zip(net.kernels, net.biases)]
 
+    # --- step operators (on the weights) ---
+
+    def _per_layer(self, name: str, net: StackedMLP, lr: float):
+        """``(l, tensor, t)`` for each tensor ``name`` touches; ``t = lr * coef`` shaped to it."""
+        c, coef = self.cfg[name], self.coefs[name]
+        for l, ts in enumerate(_selected(net, c.kernel, c.bias)):
+            for t in ts:
+                yield l, t, (lr * coef[:, l]).view(-1, *([1] * (t.dim() - 1)))
+
     @torch.no_grad()
     def decay_(self, net: StackedMLP, lr: float) -> None:
         """Decoupled weight decay, before the optimizer's update: ``w <- (1 - lr*lam) w``.
 
         Applied to the pre-step weights, exactly as ``torch.optim.AdamW`` does.
         """
-        if "weight_decay" not in self.coefs:
-            return
-        c, coef = self.cfg["weight_decay"], self.coefs["weight_decay"]
-        for l, ts in enumerate(_selected(net, c.kernel, c.bias)):
-            for t in ts:
-                t.mul_((1 - lr * coef[:, l]).view(-1, *([1] * (t.dim() - 1))))
+        if "weight_decay" in self.coefs:
+            for _, t, step in self._per_layer("weight_decay", net, lr):
+                t.mul_(1 - step)
 
     @torch.no_grad()
     def proximal_(self, net: StackedMLP, lr: float) -> None:
-        """Proximal (soft-threshold) steps of l1 and group lasso, after the update."""
+        """Proximal steps of l1, elastic net and group lasso, after the update."""
         if "l1" in self.coefs and self.cfg["l1"].proximal:
-            c, coef = self.cfg["l1"], self.coefs["l1"]
-            for l, ts in enumerate(_selected(net, c.kernel, c.bias)):
-                for t in ts:
-                    soft_threshold_(t, (lr * coef[:, l]).view(-1, *([1] * (t.dim() - 1))))
+            for _, t, step in self._per_layer("l1", net, lr):
+                t.copy_(soft_threshold(t, step))
+        if "elastic_net" in self.coefs and self.cfg["elastic_net"].proximal:
+            rho = float(self.cfg["elastic_net"].rho)
+            for _, t, step in self._per_layer("elastic_net", net, lr):
+                t.copy_(elastic_net_prox(t, step, rho))
         if "group_lasso" in self.coefs and self.cfg["group_lasso"].proximal:
             c, coef = self.cfg["group_lasso"], self.coefs["group_lasso"]
             for l, (w, b) in enumerate(zip(net.kernels, net.biases)):
                 g = unit_groups(w, b if c.bias else None)
                 thr = (lr * coef[:, l] * math.sqrt(g.shape[1])).view(-1, 1, 1)
-                g = group_soft_threshold_(g, thr)
+                g = group_soft_threshold(g, thr)
                 w.copy_(g[:, : w.shape[1]])
                 if c.bias:
                     b.copy_(g[:, -1])

@@ -102,19 +102,47 @@ def predictions_table(grid: np.ndarray, preds: dict[str, Tensor],
     return df
 
 
-def members_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]],
-                  info: dict[str, Any]) -> pd.DataFrame:
+MAX_FEATURES = 256  # features.csv is written for datasets with at most this many inputs
+
+
+def features_table(norms: Tensor, members: list[dict[str, Any]],
+                   arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per member per input feature: the norm of its first-layer weights.
+
+    ``norms`` ``(K, d)`` is :func:`regstudy.metrics.feature_norms` of the kept weights;
+    ``relevant`` and ``block`` come from the data file where its generator knows them
+    (``feature_relevant``, ``feature_block``), else they are left empty.
+    """
+    idx = member_index(members)
+    k, d = norms.shape
+    df = idx.loc[idx.index.repeat(d)].reset_index(drop=True)
+    df["feature"] = np.tile(np.arange(d), k)
+    values = norms.double().numpy().reshape(-1)
+    df["norm"] = values
+    df["dropped"] = values == 0.0
+    relevant, block = arrays.get("feature_relevant"), arrays.get("feature_block")
+    unknown = [pd.NA] * len(df)
+    df["relevant"] = pd.array(unknown if relevant is None else np.tile(relevant, k), dtype="boolean")
+    df["block"] = pd.array(unknown if block is None else np.tile(block, k), dtype="Int64")
+    df.loc[df["block"] < 0, "block"] = pd.NA  # -1: a feature outside every block
+    return df
+
+
+def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
+                  members: list[dict[str, Any]], info: dict[str, Any]) -> pd.DataFrame:
     """One row per member: its final numbers (at its kept epoch) and its fate.
 
-    ``info`` holds ``dataset, family, sweep, strength_name, task, zero_threshold`` and the
-    per-member tensors ``best_epoch, diverged_epoch, stopped_epoch``.
+    ``final`` is the evaluation of the kept weights on every split after training (the
+    only one of the test split); ``info`` holds ``dataset, family, sweep, strength_name,
+    task, optimizer, lr, zero_threshold`` and the per-member tensors ``best_epoch,
+    diverged_epoch, stopped_epoch``.
     """
     k, last = len(members), len(history)
     diverged = info["diverged_epoch"] > 0
     # A diverged member reports its last (non-finite) numbers; others their kept epoch.
     row_of = torch.where(diverged | (info["best_epoch"] == 0), last, info["best_epoch"]) - 1
     df = pd.DataFrame(members)[["member", "strength", "seed"]]
-    for key in ("dataset", "family", "sweep", "strength_name", "task"):
+    for key in ("dataset", "family", "sweep", "strength_name", "task", "optimizer", "lr"):
         df[key] = info[key]
     df["metric_name"] = METRIC_NAME[info["task"]]
     df["status"] = np.where(diverged.numpy(), "diverged", "ok")
@@ -125,17 +153,19 @@ def members_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]
                             for s, d in zip(stopped, info["diverged_epoch"])]
     df["best_epoch"] = (row_of + 1).numpy()
     pick = lambda key: np.array([float(history[int(r)][key][m]) for m, r in enumerate(row_of)])  # noqa: E731
-    for key in ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric", "test_metric",
-                "penalty", "weight_norm", "near_zero_fraction", "alive_neurons"):
+    for key in ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm",
+                "near_zero_fraction", "exact_zero_fraction", "alive_neurons", "removed_neurons"):
         df[key] = pick(key)
+    for key in ("test_loss", "test_metric"):
+        df[key] = final[key].double().numpy()
     df["gap"] = df["val_loss"] - df["train_loss"]
     df["zero_threshold"] = info["zero_threshold"]
     df["total_neurons"] = info["total_neurons"]
     cols = ["member", "dataset", "family", "sweep", "strength_name", "strength", "seed", "status",
-            "diverged_epoch", "epochs_trained", "best_epoch", "task", "metric_name",
+            "diverged_epoch", "epochs_trained", "best_epoch", "task", "metric_name", "optimizer", "lr",
             "train_loss", "val_loss", "test_loss", "train_metric", "val_metric", "test_metric",
             "gap", "penalty", "weight_norm", "near_zero_fraction", "zero_threshold",
-            "alive_neurons", "total_neurons"]
+            "exact_zero_fraction", "alive_neurons", "removed_neurons", "total_neurons"]
     assert len(df) == k
     return df[cols]
 

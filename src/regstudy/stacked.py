@@ -156,6 +156,23 @@ class StackedMLP(nn.Module):
         out = self.out_act(torch.baddbmm(self.biases[-1].unsqueeze(1), x, self.kernels[-1]))
         return (out, hidden_out) if return_hidden else out
 
+    @torch.no_grad()
+    def select(self, members: list[int]) -> "StackedMLP":
+        """A new stack of the given members (copies of their parameters and buffers)."""
+        sub = StackedMLP.__new__(StackedMLP)
+        nn.Module.__init__(sub)
+        sub.__dict__.update({k: v for k, v in self.__dict__.items()
+                             if k not in ("_parameters", "_buffers", "_modules")})
+        sub.n_members = len(members)
+        index = torch.tensor(members)
+        for name in ("kernels", "biases", "norm_weight", "norm_bias"):
+            if hasattr(self, name):
+                setattr(sub, name, nn.ParameterList(nn.Parameter(t[index].clone(), requires_grad=t.requires_grad)
+                                                    for t in getattr(self, name)))
+        for name, buf in self.named_buffers():
+            sub.register_buffer(name, buf[index].clone())
+        return sub
+
     def normalized_layers(self) -> list[bool]:
         """Whether each layer's kernel is followed by normalization (output layer: never)."""
         return [self.norm != "none"] * (self.n_layers - 1) + [False]

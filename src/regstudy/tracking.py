@@ -13,6 +13,7 @@ KILLED (the job was interrupted or died).
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import queue
@@ -32,8 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
-EPOCH_METRICS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
-                 "test_metric", "penalty", "weight_norm", "near_zero_fraction", "alive_neurons")
+# Per epoch; the test split is evaluated only once, at the end (logged as final_test_*).
+EPOCH_METRICS = ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm",
+                 "near_zero_fraction", "exact_zero_fraction", "alive_neurons", "removed_neurons")
 # Per-layer metrics logged to MLflow (layers.csv in the results has them all).
 LAYER_METRICS = {"layer_norm": "weight_norm", "effective_lr": "effective_lr"}
 
@@ -134,6 +136,9 @@ class JobTracker:
         self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
+        # Every n-th epoch (and the first) goes to MLflow: at most max_points_per_curve
+        # points per curve (results/ keeps every epoch).
+        self.every = max(1, math.ceil(cfg.trainer.max_epochs / cfg.logger.max_points_per_curve))
         self.terminated: set[str] = set()
 
     def _terminate(self, run_id: str, status: str) -> None:
@@ -174,6 +179,8 @@ class JobTracker:
                 if row["stopped"][k]:  # early stopping ended this member's curve
                     continue
                 step = int(row["epoch"][k])
+                if step % self.every and step != 1:
+                    continue
                 metrics += [Metric(key, float(row[key][k]), now, step) for key in EPOCH_METRICS]
                 for key, name in LAYER_METRICS.items():
                     for layer, v in enumerate(row[key][k].tolist()):

@@ -1,5 +1,8 @@
 """DVC stage ``generate``: every dataset of ``params.yaml`` into ``data/<name>.npz``.
 
+One draw per seed of ``study.seeds`` (``data.seed`` fixes the task: the signal's
+function); see :mod:`regstudy.data`.
+
 Usage: ``python -m regstudy.stages.generate [--params params.yaml] [--out data]``
 """
 
@@ -19,16 +22,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="data")
     args = parser.parse_args(argv)
-    params = yaml.safe_load(Path(args.params).read_text())["data"]
-    seed = params.get("seed", 0)
+    loaded = yaml.safe_load(Path(args.params).read_text())
+    params, seeds = loaded["data"], loaded.get("study", {}).get("seeds", [0])
+    task_seed = params.get("seed", 0)
     names = [n for n in params if n != "seed"]
+    if not (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        print(f"error: study.seeds={seeds!r} in {args.params}; allowed: a non-empty list of "
+              f"distinct integers >= 0", file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
         print(f"error: data.{unknown[0]} in {args.params} is not a dataset; allowed: "
               f"{sorted(GENERATORS)}", file=sys.stderr)
         return 2
     try:  # make everything first, so a bad parameter leaves no file behind
-        made = {n: make_dataset(n, dict(params[n]), seed) for n in names}
+        made = {n: make_dataset(n, dict(params[n]), seeds, task_seed) for n in names}
     except (TypeError, ValueError) as e:
         print(f"error: bad parameter under data in {args.params}: {e}", file=sys.stderr)
         return 2
