@@ -299,7 +299,7 @@ def sparsity_study(l1, en, column, fractions, seed=0) -> Results:
 def test_texts_sparsity_order_reproduced(l1, en, column):
     r = sparsity_study(l1, en, column, (0.6, 0.4, 0.1))
     res = only(claims.texts_sparsity_order(r))
-    assert (res.key, res.verdict) == (f"signal:{l1} > {en} > l2", REPRODUCED)
+    assert (res.key, res.verdict) == (f"signal:{l1}>{en}>l2", REPRODUCED)
     m = r.members
     assert_interval(res.numbers, "l1_minus_en", at(m, l1, 1e-2, column) - at(m, en, 1e-3, column))
     assert_interval(res.numbers, "en_minus_l2", at(m, en, 1e-3, column) - at(m, "l2", 1e-1, column))
@@ -328,7 +328,7 @@ def exact_zeros_study(l1, l1_fraction, l2_fraction, seed=0) -> Results:
 def test_l1_exact_zeros_reproduced(l1):
     r = exact_zeros_study(l1, 0.5, 0.05)
     res = only(claims.l1_exact_zeros(r))
-    assert (res.key, res.verdict) == (f"signal:{l1} vs l2", REPRODUCED)
+    assert (res.key, res.verdict) == (f"signal:{l1}-vs-l2", REPRODUCED)
     assert_interval(res.numbers, "delta", at(r.members, l1, 1e-2, EXACT) - at(r.members, "l2", 1e-1, EXACT))
 
 
@@ -447,7 +447,7 @@ def decay_study(l2="l2", wd="weight_decay", differ=None, twins=True, dataset="si
 
 def test_adam_l2_is_not_decay_not_reproduced_when_alike():
     res = only(claims.adam_l2_is_not_decay(decay_study()))
-    assert (res.key, res.verdict) == ("signal:l2 (λ) vs weight_decay (2λ), Adam", NOT_REPRODUCED)
+    assert (res.key, res.verdict) == ("signal:l2-vs-weight_decay+Adam", NOT_REPRODUCED)
     assert res.numbers == {"pairs_differing": 0.0}
     assert "λ=0.001 vs 0.002" in res.measurement and "λ=0.01 vs 0.02" in res.measurement
 
@@ -475,7 +475,7 @@ def test_decay_claims_need_twin_strengths(check):
 
 def test_sgd_l2_is_decay_reproduced():
     res = only(claims.sgd_l2_is_decay(decay_study("l2_sgd", "weight_decay_sgd")))
-    assert (res.key, res.verdict) == ("signal:l2_sgd (λ) vs weight_decay_sgd (2λ)", REPRODUCED)
+    assert (res.key, res.verdict) == ("signal:l2_sgd-vs-weight_decay_sgd", REPRODUCED)
     assert res.numbers == {"pairs_same": 2.0}
 
 
@@ -515,7 +515,7 @@ def test_group_lasso_removes_units_reproduced(gl, l1):
     rng = np.random.default_rng(0)
     r = study(units_job(gl, 1e-2, 40, rng), units_job(l1, 1e-3, 97, rng), units_job("l2", 1e-1, 98, rng))
     res = only(claims.group_lasso_removes_units(r))
-    assert (res.key, res.verdict) == (f"signal:{gl} vs {l1}, l2", REPRODUCED)
+    assert (res.key, res.verdict) == (f"signal:{gl}-vs-{l1}+l2", REPRODUCED)
     m = r.members
     assert_interval(res.numbers, "vs_l1", removed(m, gl, 1e-2) - removed(m, l1, 1e-3))
     assert_interval(res.numbers, "vs_l2", removed(m, gl, 1e-2) - removed(m, "l2", 1e-1))
@@ -554,7 +554,7 @@ def sparse_study(l1, l1_loss, l2_loss, relevant=FEW_RELEVANT, seed=0) -> Results
 def test_l1_beats_l2_when_sparse_reproduced(l1):
     r = sparse_study(l1, 0.3, 0.5)
     res = only(claims.l1_beats_l2_when_sparse(r))
-    assert (res.key, res.verdict) == (f"sparse:{l1} vs l2", REPRODUCED)
+    assert (res.key, res.verdict) == (f"sparse:{l1}-vs-l2", REPRODUCED)
     assert_interval(res.numbers, "l2_minus_l1_test_mse",
                     at(r.members, "l2", 1e-3, "test_loss") - at(r.members, l1, 1e-2, "test_loss"))
 
@@ -630,7 +630,7 @@ def share_difference(shares, en, l1, seeds=SEEDS) -> np.ndarray:
 def test_elastic_net_groups_reproduced(en, l1):
     r, shares = groups_study(en, l1, SPREAD, FEW)
     res = only(claims.elastic_net_groups(r))
-    assert (res.key, res.verdict) == (f"sparse:{en} vs {l1}", REPRODUCED)
+    assert (res.key, res.verdict) == (f"sparse:{en}-vs-{l1}", REPRODUCED)
     assert shares[l1, 1e-2, 0] < 0.6 * shares[l1, 1e-2, 1]  # seed 0's dropped block counts as 0
     assert_interval(res.numbers, "delta", share_difference(shares, en, l1))
     assert_interval(res.numbers, en, [shares[en, 1e-3, s] for s in SEEDS])
@@ -671,8 +671,8 @@ def test_claims_json():
     out = claims.claims_json(checked, json_number)
     expected = {
         "texts_l2_sweep": {"signal:l2": REPRODUCED},
-        "l1_exact_zeros": {"sparse:l1 vs l2": REPRODUCED},
-        "adam_l2_is_not_decay": {"moons:l2 (λ) vs weight_decay (2λ), Adam": NOT_REPRODUCED},
+        "l1_exact_zeros": {"sparse:l1-vs-l2": REPRODUCED},
+        "adam_l2_is_not_decay": {"moons:l2-vs-weight_decay+Adam": NOT_REPRODUCED},
     }
     assert set(out) == {c.id for c in CLAIMS} | {"verdicts"}
     for claim in CLAIMS:
@@ -684,10 +684,10 @@ def test_claims_json():
     # numbers ride along, as JSON numbers of 6 significant digits
     m = r.members[r.members["dataset"] == "sparse"]
     mean, lo, hi = t_interval(at(m, "l1", 1e-2, EXACT) - at(m, "l2", 1e-1, EXACT))
-    entry = out["l1_exact_zeros"]["sparse:l1 vs l2"]
+    entry = out["l1_exact_zeros"]["sparse:l1-vs-l2"]
     assert entry == {"verdict": REPRODUCED, "delta_mean": float(f"{mean:.6g}"), "delta_lo": float(f"{lo:.6g}"),
                      "delta_hi": float(f"{hi:.6g}")}
-    assert out["adam_l2_is_not_decay"]["moons:l2 (λ) vs weight_decay (2λ), Adam"]["pairs_differing"] == 0
+    assert out["adam_l2_is_not_decay"]["moons:l2-vs-weight_decay+Adam"]["pairs_differing"] == 0
     assert out["texts_dropout_sweep"] == {"any": {"verdict": NOT_MEASURED}}
 
 

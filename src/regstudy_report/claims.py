@@ -18,6 +18,7 @@ and are printed with it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,7 +51,13 @@ class ClaimResult:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}:{self.variant}" if self.variant else self.dataset
+        """``<dataset>:<what was compared>`` without spaces or parentheses, e.g.
+        ``signal:l2-vs-weight_decay+Adam`` (a plain key for JSON and `dvc metrics`)."""
+        if not self.variant:
+            return self.dataset
+        slug = re.sub(r"\s*\([^)]*\)", "", self.variant)
+        slug = slug.replace(" vs ", "-vs-").replace(", ", "+").replace(" > ", ">").replace(" ", "_")
+        return f"{self.dataset}:{slug}"
 
 
 @dataclass
