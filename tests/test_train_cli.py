@@ -115,3 +115,18 @@ def test_a_failed_job_leaves_no_results_and_no_running_run(workdir):
     assert not list((workdir / "results").glob(".*tmp*"))
     _, runs = store(workdir)
     assert runs and all(r.info.status == "FAILED" for r in runs)
+
+
+def test_mlflow_gets_every_nth_epoch_and_the_results_keep_them_all(workdir):
+    """7 epochs at max_points_per_curve=3: every ceil(7/3) = 3rd epoch and the first go to
+    MLflow; curves.csv keeps all 7, and the test split is logged once, as final_test_*."""
+    job(workdir, "experiment=l2", "members.seeds=[0]", "members.strengths=[0.0]",
+        "trainer.max_epochs=7", "logger.max_points_per_curve=3", "logger.log_figures=false")
+    client, runs = store(workdir)
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")] == [1, 3, 6]
+    curves = pd.read_csv(workdir / "results" / "job" / "curves.csv")
+    assert list(curves.epoch) == list(range(1, 8)) and "test_loss" not in curves
+    members = pd.read_csv(workdir / "results" / "job" / "members.csv")
+    assert child.data.metrics["final_test_loss"] == pytest.approx(members.test_loss[0], rel=1e-6)
+    assert "test_loss" not in child.data.metrics

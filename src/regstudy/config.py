@@ -169,7 +169,7 @@ class LoggerConfig:
     experiment_name: str = "regstudy"
     log_figures: bool = True
     flush_every: int = 10  # epochs of buffered metrics per MLflow write
-    max_points_per_curve: int = 50  # log every ceil(max_epochs / this)-th epoch to MLflow
+    max_points_per_curve: int = 25  # log every ceil(max_epochs / this)-th epoch to MLflow
     background_finish: bool = False  # return before the tracking process ends the runs
 
 
