@@ -727,3 +727,32 @@ def test_predicts_the_mean_is_the_flatness_of_the_predicted_function():
     res = only(claims.texts_l2_sweep(with_predictions(l2_sweep(), "l2", wiggly)))
     assert res.numbers["flatness_l2_lo"] > claims.MEAN_FLAT
     assert res.verdict == NOT_REPRODUCED
+
+
+# --- max-norm with dropout (Srivastava et al. 2014) ---
+
+C_GRID = [0.3, 1.0, 100.0]
+
+
+def max_norm_study(best_c: float, gain: float, noise: float = 0.002, seed: int = 0) -> Results:
+    """dropout_max_norm over C_GRID: validation best at ``best_c``; test there ``gain`` above c = 100."""
+    rng = np.random.default_rng(seed)
+    job_ = members("moons", "dropout_max_norm", C_GRID, lambda c, s: {
+        "val_metric": (0.95 if c == best_c else 0.9) + rng.normal(0, 0.001),
+        "test_metric": 0.9 + (gain if c == best_c else 0.0) + rng.normal(0, noise)})
+    job_["strength_name"] = "c"
+    return study(job_)
+
+
+def test_max_norm_helps_dropout_reproduced_and_not():
+    r = max_norm_study(best_c=1.0, gain=0.02)
+    res = only(claims.max_norm_helps_dropout(r))
+    m = r.members
+    assert_interval(res.numbers, "delta", at(m, "dropout_max_norm", 1.0, "test_metric")
+                    - at(m, "dropout_max_norm", 100.0, "test_metric"))
+    assert (res.key, res.verdict, res.numbers["best_c"]) == ("moons:dropout_max_norm", REPRODUCED, 1.0)
+    assert only(claims.max_norm_helps_dropout(max_norm_study(best_c=1.0, gain=-0.02))).verdict == NOT_REPRODUCED
+    no_bound = only(claims.max_norm_helps_dropout(max_norm_study(best_c=100.0, gain=0.0)))
+    assert no_bound.verdict == NOT_REPRODUCED and "no bound" in no_bound.measurement
+    noisy = only(claims.max_norm_helps_dropout(max_norm_study(best_c=1.0, gain=0.001, noise=0.05)))
+    assert noisy.verdict == INCONCLUSIVE

@@ -25,8 +25,15 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_shipped_experiment_is_valid(experiment):
-    """The baseline: what the study ships passes validation (so the failures below are specific)."""
-    validate(compose_job([f"experiment={experiment}"]))
+    """The baseline: what the study ships passes validation (so the failures below are specific);
+    label smoothing on a classification dataset, where it applies."""
+    data = ["data=moons"] if experiment == "label_smoothing" else []
+    validate(compose_job([f"experiment={experiment}", *data]))
+
+
+def test_label_smoothing_on_regression_is_refused_naming_the_dataset():
+    with pytest.raises(ConfigError, match=r"label_smoothing only for classification \(data.name=signal is regression\)"):
+        validate(compose_job(["experiment=label_smoothing", "data=signal"]))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -63,6 +70,9 @@ BAD = [
     (["model.activation=swish"], "model.activation", "swish", "leaky_relu"),
     (["model.norm=group"], "model.norm", "group", "none, batch or layer"),
     (["optim.lr=abc"], "optim.lr", "abc", "> 0"),
+    (["logger.epoch_metrics=[val_loss,test_loss]"], "logger.epoch_metrics[1]", "test_loss",
+     "exact_zero_fraction"),
+    (["logger.layer_metrics=[bias_norm]"], "logger.layer_metrics[0]", "bias_norm", "effective_lr"),
 ]
 
 

@@ -1,8 +1,8 @@
 """Our l2 and decoupled weight decay against torch's own optimizers, step for step.
 
 The stack (K=2 members, each with its own lam) is trained by the real
-``MemberStackModule`` under a real Lightning Trainer; a callback records every
-parameter after every optimizer step. The reference trains each member alone, as a
+``MemberStackModule`` under a real Lightning Trainer (a subclass records every
+parameter after every optimizer step). The reference trains each member alone, as a
 K=1 net started from the same weights, on the same minibatches, with a torch optimizer
 that does the regularization itself (``SGD(weight_decay=...)`` / ``AdamW``) on kernels
 only, and an MSE written out in the test.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 
-import pytorch_lightning as pl
 import torch
 
 from regstudy.module import MemberStackModule
@@ -45,12 +44,17 @@ def make_net(k: int = len(SEEDS)) -> StackedMLP:
     return net
 
 
-class StepRecorder(pl.Callback):
-    def __init__(self):
+class RecordingModule(MemberStackModule):
+    """The real module, keeping a copy of every parameter after each optimizer step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.states: list[dict[str, torch.Tensor]] = []
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.states.append({n: t.detach().clone() for n, t in pl_module.net.state_dict().items()})
+    def train_on_batch(self, batch):
+        loss = super().train_on_batch(batch)
+        self.states.append({n: t.detach().clone() for n, t in self.net.state_dict().items()})
+        return loss
 
 
 def train_stack(family: str, lams: list[float], optim: str, make_trainer):
@@ -61,13 +65,12 @@ def train_stack(family: str, lams: list[float], optim: str, make_trainer):
     optimizer = functools.partial({"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optim], lr=LR[optim])
     net = make_net()
     init = copy.deepcopy(net)
-    module = MemberStackModule(net, reg, small_data(), "regression", optimizer, batch_size=16, seeds=SEEDS)
-    loader = module.train_dataloader()  # fresh generators: the same batches the Trainer will draw
+    module = RecordingModule(net, reg, small_data(), "regression", optimizer, batch_size=16, seeds=SEEDS)
+    loader = module.minibatches()  # fresh generators: the same batches the Trainer will draw
     batches = [b for _ in range(EPOCHS) for b in loader]
-    rec = StepRecorder()
-    make_trainer(EPOCHS, [rec]).fit(module)
-    assert len(rec.states) == len(batches) == EPOCHS * 3
-    return init, batches, rec.states
+    make_trainer(EPOCHS).fit(module)
+    assert len(module.states) == len(batches) == EPOCHS * 3
+    return init, batches, module.states
 
 
 def member_alone(init: StackedMLP, k: int) -> StackedMLP:

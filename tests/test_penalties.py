@@ -285,3 +285,70 @@ def test_output_layer_false_leaves_the_output_kernel_unpenalized():
     g = grads(net, reg.penalty(net))
     assert g[2] is None or torch.count_nonzero(g[2]) == 0
     assert torch.count_nonzero(g[0]) > 0
+
+
+# --- activity, max-norm and label smoothing ---
+
+
+def test_activity_penalty_is_the_hidden_outputs_norm_over_the_batch_size():
+    """lam_k * scale_l * sum_{b,j} |h| / B (l1) or h^2 (l2), over the hidden layers only."""
+    from regstudy.regularizers import activity_penalty
+
+    net = make_net()
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    _, hidden = net(x, return_hidden=True)
+    for norm, power in (("l1", abs), ("l2", lambda v: v * v)):
+        cfg = compose_job(["regularizer=[activity]", f"regularizer.activity.norm={norm}",
+                           "regularizer.activity.layer_scale=[0.5,2.0]"])
+        reg = Regularization.build(cfg.regularizer, "activity", torch.tensor(LAMS), n_layers=3)
+        got = reg.penalty(net, hidden)
+        for k in range(2):
+            hand = sum(LAMS[k] * scale * sum(power(v) for row in h[k].tolist() for v in row) / 5
+                       for scale, h in zip((0.5, 2.0), hidden))
+            assert got[k].item() == pytest.approx(hand, rel=REL)
+        assert activity_penalty([h[:, :2] for h in hidden], reg.coefs["activity"], norm).shape == (2,)
+    # divided by the batch size: the same examples twice give the same penalty
+    doubled = [torch.cat([h, h], dim=1) for h in hidden]
+    torch.testing.assert_close(reg.penalty(net, doubled), reg.penalty(net, hidden))
+
+
+def test_smoothed_cross_entropy_matches_torch_label_smoothing_member_by_member():
+    from torch.nn import functional as F
+
+    from regstudy.regularizers import smoothed_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    logits, y = torch.randn(3, 7, 4, generator=g), torch.randint(0, 4, (3, 7), generator=g)
+    eps = torch.tensor([0.0, 0.1, 0.5])
+    got = smoothed_cross_entropy(logits, y, eps)
+    for k in range(3):
+        expected = F.cross_entropy(logits[k], y[k], label_smoothing=float(eps[k]))
+        assert got[k].item() == pytest.approx(expected.item(), rel=1e-6)
+        # by hand: - sum_c q_c log p_c with q = (1 - eps) one_hot + eps / C, averaged over the batch
+        logp = logits[k].log_softmax(-1).tolist()
+        hand = sum(-sum(((1 - eps[k].item()) * (c == y[k, b].item()) + eps[k].item() / 4) * logp[b][c]
+                        for c in range(4)) for b in range(7)) / 7
+        assert got[k].item() == pytest.approx(hand, rel=1e-5)
+
+
+def test_max_norm_rescales_only_the_units_above_c_to_norm_c():
+    """w_j <- w_j * min(1, c / ||w_j||) for each hidden unit's incoming weights; the output
+    layer is not touched; member k uses its own c."""
+    net = make_net()
+    before = copy.deepcopy(net)
+    cs = [0.3, 10.0]
+    cfg = compose_job(["regularizer=[max_norm]"])
+    Regularization.build(cfg.regularizer, "max_norm", torch.tensor(cs), n_layers=3).max_norm_(net)
+    clipped = 0
+    for l in range(2):
+        for k in range(2):
+            w0, w1 = before.kernels[l].detach()[k].tolist(), net.kernels[l].detach()[k].tolist()
+            for j in range(len(w0[0])):
+                col = [row[j] for row in w0]
+                norm = math.sqrt(sum(v * v for v in col))
+                factor = min(1.0, cs[k] / norm)
+                clipped += factor < 1
+                for i, v in enumerate(col):
+                    assert w1[i][j] == pytest.approx(v * factor, abs=1e-7)
+    assert clipped >= 3
+    torch.testing.assert_close(net.kernels[2], before.kernels[2], rtol=0, atol=0)

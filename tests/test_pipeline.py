@@ -16,9 +16,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ["signal", "moons"]
-FAMILIES = ["l2", "dropout"]
-STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "weight_decay_sgd": [0.0, 0.02]}
+DATASETS = ["signal", "moons", "mine"]  # mine: a CSV file of our own, with string classes
+FAMILIES = ["l2", "dropout", "label_smoothing"]  # label smoothing: classification only
+STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "label_smoothing": [0.0, 0.2],
+             "weight_decay_sgd": [0.0, 0.02]}
 CONTROLS = {"datasets": ["signal"], "families": ["weight_decay_sgd"], "overrides": ["optim.lr=0.1"]}
 SEEDS = [0, 1]
 
@@ -31,10 +32,28 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def jobs() -> list[tuple[str, str]]:
+    """(dataset, family) of every job of the tiny study (label smoothing: classification only)."""
+    main = [(d, f) for f in FAMILIES for d in DATASETS if not (f == "label_smoothing" and d == "signal")]
+    return main + [(d, f) for f in CONTROLS["families"] for d in CONTROLS["datasets"]]
+
+
+def write_csv(path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(kind=np.where(x[:, 0] + x[:, 1] > 0, "yes", "no"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
 def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"] = {"seed": 0, **{d: params["data"][d] for d in ("signal", "moons")}}
     params["data"]["signal"].update(n_train=40, n_val=20, n_test=20)
     params["data"]["moons"].update(n_train=40, n_val=20, n_test=20)
+    params["csv"] = {"mine": {"path": "data/raw/mine.csv", "target": "kind"}}
     params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS,
                            by_dataset={d: {"epochs": 3, "overrides": []} for d in DATASETS}, controls=CONTROLS, strengths=STRENGTHS,
                            overrides=["model.hidden=[8,8]", "metrics.grid_size=20",
@@ -51,6 +70,11 @@ def study(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "reports").mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_csv(repo / "data" / "raw" / "mine.csv")
+    dvc_yaml = (repo / "dvc.yaml").read_text()  # the tiny study generates two built-in datasets
+    for name in ("sparse", "digits", "diabetes", "breast_cancer"):
+        dvc_yaml = dvc_yaml.replace(f"      - data/{name}.npz\n", "")
+    (repo / "dvc.yaml").write_text(dvc_yaml)
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
          "-m", "empty"], repo)
@@ -62,25 +86,30 @@ def study(tmp_path_factory) -> Path:
 
 
 def test_outputs_exist_with_their_content(study):
-    for ds in DATASETS:
-        for fam in FAMILIES:
-            out = study / "results" / ds / fam
-            members = pd.read_csv(out / "members.csv")
-            grid = [(s, seed) for s in STRENGTHS[fam] for seed in SEEDS]
-            assert list(zip(members.strength, members.seed)) == grid
-            assert (members.epochs_trained == 3).all()
-            curves = pd.read_csv(out / "curves.csv")
-            assert len(curves) == 3 * len(grid)
-            assert (out / "predictions.parquet").is_file()
-            assert (out / "params.parquet").is_file()
-    control = pd.read_csv(study / "results" / "signal" / "weight_decay_sgd" / "members.csv")
+    assert sorted((p.parent.parent.name, p.parent.name) for p in (study / "results").glob("*/*/members.csv")) \
+        == sorted((f, d) for d, f in jobs())  # label smoothing skipped signal
+    for ds, fam in jobs():
+        out = study / "results" / fam / ds
+        members = pd.read_csv(out / "members.csv")
+        assert set(members.dataset) == {ds} and set(members.family) == {fam}
+        grid = [(s, seed) for s in STRENGTHS[fam] for seed in SEEDS]
+        assert list(zip(members.strength, members.seed)) == grid
+        assert (members.epochs_trained == 3).all()
+        curves = pd.read_csv(out / "curves.csv")
+        assert len(curves) == 3 * len(grid)
+        assert (out / "params.parquet").is_file()
+        assert (out / "predictions.parquet").is_file() == (ds != "mine")  # only 1-D and 2-D inputs
+    mine = pd.read_csv(study / "results" / "l2" / "mine" / "members.csv")
+    assert set(mine.task) == {"classification"}  # inferred from the CSV's string target
+    control = pd.read_csv(study / "results" / "weight_decay_sgd" / "signal" / "members.csv")
     assert list(control.strength) == [0.0, 0.0, 0.02, 0.02]
     assert set(control.optimizer) == {"SGD"} and set(control.lr) == {0.1}  # the controls' overrides came last
     html = (study / "reports" / "index.html").read_text()
     assert "data:image/png;base64," in html
     metrics = json.loads((study / "reports" / "metrics.json").read_text())
     assert set(metrics) >= set(DATASETS)
-    assert set(metrics["signal"]) == {*FAMILIES, "weight_decay_sgd"}
+    assert set(metrics["signal"]) == {"l2", "dropout", "weight_decay_sgd"}
+    assert set(metrics["mine"]) == {"l2", "dropout", "label_smoothing"}
 
 
 def test_claims_are_dvc_metrics(study):
@@ -117,10 +146,8 @@ def test_mlflow_store_holds_every_member(study):
     runs = finished_runs(client, exp.experiment_id)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    jobs = [(d, f) for d in DATASETS for f in FAMILIES] + [(d, f) for d in CONTROLS["datasets"]
-                                                         for f in CONTROLS["families"]]
-    assert sorted((r.data.tags["dataset"], r.data.tags["family"]) for r in parents) == sorted(jobs)
-    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for _, f in jobs)
+    assert sorted((r.data.tags["dataset"], r.data.tags["family"]) for r in parents) == sorted(jobs())
+    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for _, f in jobs())
     assert all(r.info.status == "FINISHED" for r in runs)
     for r in children:
         fam, ds = r.data.tags["family"], r.data.tags["dataset"]
@@ -132,7 +159,7 @@ def test_mlflow_store_holds_every_member(study):
         history = client.get_metric_history(r.info.run_id, "val_loss")
         assert [m.step for m in history] == [1, 2, 3]
     # The results point at these runs.
-    run_json = json.loads((study / "results" / "moons" / "l2" / "run.json").read_text())
+    run_json = json.loads((study / "results" / "l2" / "moons" / "run.json").read_text())
     ids = {r.info.run_id for r in children}
     assert set(run_json["member_run_ids"]) <= ids
 
@@ -143,14 +170,17 @@ def test_editing_one_family_reruns_only_its_stages(study):
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
-    assert changed == {"train@signal-l2", "train@moons-l2"}
+    assert changed == {"train@l2"}
 
 
-def test_editing_one_datasets_epochs_reruns_only_its_stages(study):
+def test_editing_the_csv_file_regenerates_it_and_reruns_the_families(study):
     params = yaml.safe_load((study / "params.yaml").read_text())
     params["study"]["strengths"]["l2"] = STRENGTHS["l2"]  # undo the previous test's edit
-    params["study"]["by_dataset"]["moons"]["epochs"] = 4
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path = study / "data" / "raw" / "mine.csv"
+    path.write_text(path.read_text() + "0.1,0.2,0.3,yes\n")
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
-    assert changed == {"train@moons-l2", "train@moons-dropout"}
+    # the CSV's stage, and every family and the report (they read the data folder)
+    assert changed == {"csv@mine", *(f"train@{f}" for f in FAMILIES),
+                       *(f"control@{f}" for f in CONTROLS["families"]), "report"}

@@ -86,3 +86,20 @@ def test_stacked_member_equals_member_alone_classification(moons_npz):
     # member (0.1, 1), on another draw of the data, runs all 8 epochs
     check_members_alone(common, [0.0, 0.1, 1.0], [0, 1], chosen=[(0.1, 0), (0.1, 1)],
                         expect_stop=True)
+
+
+def test_stacked_member_equals_member_alone_with_activity_max_norm_and_label_smoothing(moons_npz):
+    """moons: label smoothing swept per member, with an activity penalty, the max-norm
+    constraint and dropout on every member."""
+    common = ["data=moons", f"data.path={moons_npz}", "data.batch_size=16",
+              "regularizer=[label_smoothing,activity,max_norm,dropout]", "members.sweep=label_smoothing",
+              "regularizer.activity.lam=0.01", "regularizer.max_norm.c=0.5", "regularizer.dropout.p=0.1",
+              "model.hidden=[16,16]", "trainer.max_epochs=6", "optim.lr=0.01", "logger.enabled=false"]
+    check_members_alone(common, [0.0, 0.2, 0.6], [0, 1], chosen=[(0.2, 1), (0.6, 0)], expect_stop=False)
+
+
+def test_stacked_member_equals_member_alone_with_max_norm_swept(signal_npz):
+    common = ["data=signal", f"data.path={signal_npz}", "data.batch_size=16",
+              "regularizer=[max_norm,activity]", "members.sweep=max_norm", "regularizer.activity.norm=l2",
+              "model.hidden=[16,16]", "trainer.max_epochs=6", "optim.lr=0.01", "logger.enabled=false"]
+    check_members_alone(common, [0.2, 1.0, 100.0], [0, 1], chosen=[(0.2, 0), (1.0, 1)], expect_stop=False)

@@ -130,3 +130,25 @@ def test_mlflow_gets_every_nth_epoch_and_the_results_keep_them_all(workdir):
     members = pd.read_csv(workdir / "results" / "job" / "members.csv")
     assert child.data.metrics["final_test_loss"] == pytest.approx(members.test_loss[0], rel=1e-6)
     assert "test_loss" not in child.data.metrics
+
+
+def test_mlflow_gets_the_chosen_curves_and_members_the_params_that_tell_them_apart(workdir):
+    """logger.epoch_metrics and layer_metrics choose the curves; a member's run repeats
+    the config keys that tell members apart, the parent has the whole config."""
+    job(workdir, "experiment=l2", "members.seeds=[0]", "members.strengths=[0.0,0.1]",
+        "trainer.max_epochs=3", "logger.log_figures=false", "logger.epoch_metrics=[val_loss]",
+        "logger.layer_metrics=[weight_norm]")
+    client, runs = store(workdir)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    curves = {k for k in child.data.metrics if not k.startswith("final_")}
+    assert curves == {"val_loss", "weight_norm/layer_0", "weight_norm/layer_1", "weight_norm/layer_2"}
+    layers = pd.read_csv(workdir / "results" / "job" / "layers.csv")
+    member = int(child.data.tags["member"])
+    norms = [m.value for m in client.get_metric_history(child.info.run_id, "weight_norm/layer_1")]
+    expected = layers[(layers.member == member) & (layers.layer == 1)].sort_values("epoch").weight_norm
+    assert norms == pytest.approx(list(expected), rel=1e-5)
+    assert parent.data.params["logger.flush_every"] == "10" and "logger.flush_every" not in child.data.params
+    assert child.data.params["regularizer.l2.lam"] == parent.data.params["regularizer.l2.lam"]
+    assert "regularizer.dropout" not in child.data.params  # off: only on the parent
+    assert {"optim.lr", "data.name", "family", "member.strength"} <= set(child.data.params)

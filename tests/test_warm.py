@@ -40,8 +40,8 @@ def test_warm_stage_equals_a_cold_one_byte_for_byte(tmp_path):
     assert warm.socket_path().exists()
     assert stage(cold_dir, warm_on=False).returncode == 0
     for name in ("members.csv", "curves.csv", "layers.csv", "config.yaml"):
-        warm_bytes = (warm_dir / "results/signal/l2" / name).read_bytes()
-        cold_bytes = (cold_dir / "results/signal/l2" / name).read_bytes()
+        warm_bytes = (warm_dir / "results/l2/signal" / name).read_bytes()
+        cold_bytes = (cold_dir / "results/l2/signal" / name).read_bytes()
         if name == "config.yaml":  # paths.root differs; everything else must not
             warm_bytes, cold_bytes = (b.replace(str(d).encode(), b"") for b, d in
                                       ((warm_bytes, warm_dir), (cold_bytes, cold_dir)))
@@ -76,7 +76,7 @@ def test_background_finish_ends_every_run_with_its_artifacts(tmp_path):
     cwd = workdir(tmp_path, study)
     proc = stage(cwd, warm_on=True)
     assert proc.returncode == 0, proc.stderr
-    assert (cwd / "results/signal/l2/members.csv").is_file()  # committed before the finish
+    assert (cwd / "results/l2/signal/members.csv").is_file()  # committed before the finish
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     exp = client.get_experiment_by_name("regstudy")
     deadline = time.monotonic() + 60
@@ -90,3 +90,29 @@ def test_background_finish_ends_every_run_with_its_artifacts(tmp_path):
         if "mlflow.parentRunId" in r.data.tags:
             assert {a.path for a in client.list_artifacts(r.info.run_id)} == {
                 "config.yaml", "weights.pt", "member.png"}
+
+
+def test_a_family_stage_runs_every_dataset_two_at_a_time_as_a_cold_run_would(tmp_path):
+    """`--family` without `--dataset`: one warm fork per dataset, two at a time; the tables are
+    the same bytes as running each dataset's job cold, one after the other."""
+    study = {**STUDY, "datasets": ["signal", "moons"],
+             "by_dataset": {"signal": {"epochs": 2}, "moons": {"epochs": 2}}}
+    dirs = {}
+    for name in ("warm", "cold"):
+        d = workdir(tmp_path / name, study)
+        save_npz(d / "data" / "moons.npz", make_dataset(
+            "moons", dict(n_train=30, n_val=10, n_test=10, noise=0.3), study["seeds"]))
+        dirs[name] = d
+    env = {**os.environ, "REGSTUDY_WARM": "1"}
+    proc = subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--family", "l2", "--conf", str(ROOT / "conf")],
+                          cwd=dirs["warm"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "signal/l2: 2 members" in proc.stdout and "moons/l2: 2 members" in proc.stdout
+    for dataset in study["datasets"]:
+        env = {**os.environ, "REGSTUDY_WARM": "0"}
+        cold = subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--family", "l2", "--dataset", dataset,
+                               "--conf", str(ROOT / "conf")], cwd=dirs["cold"], env=env, capture_output=True, text=True)
+        assert cold.returncode == 0, cold.stderr
+        for name in ("members.csv", "curves.csv", "layers.csv"):
+            assert (dirs["warm"] / "results/l2" / dataset / name).read_bytes() == \
+                (dirs["cold"] / "results/l2" / dataset / name).read_bytes(), (dataset, name)

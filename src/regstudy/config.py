@@ -92,6 +92,35 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class ActivityConfig:
+    """Activity regularizer: a penalty on the hidden layers' outputs (after activation),
+    divided by the batch size as in Keras: ``lam * layer_scale[l] * sum |h| / B`` (l1) or
+    ``... * sum h^2 / B`` (l2). ``layer_scale`` has one entry per hidden layer."""
+
+    lam: float = 1e-4
+    norm: str = "l1"  # l1 | l2
+    layer_scale: Optional[list[float]] = None
+
+
+@dataclass
+class MaxNormConfig:
+    """Max-norm constraint (Srivastava et al. 2014): after each step, every hidden unit's
+    incoming weight vector is rescaled to norm <= ``c * layer_scale[l]`` (one entry per
+    hidden layer). A smaller c is stronger."""
+
+    c: float = 3.0
+    layer_scale: Optional[list[float]] = None
+
+
+@dataclass
+class LabelSmoothingConfig:
+    """Label smoothing (classification): the training targets are ``(1 - eps) * one_hot +
+    eps / C``. Only the training loss changes; the tables' losses stay plain cross-entropy."""
+
+    eps: float = 0.1
+
+
+@dataclass
 class RegularizerSet:
     """The regularizers of a model: any subset, selected as a list in Hydra."""
 
@@ -103,6 +132,9 @@ class RegularizerSet:
     dropout: Optional[DropoutConfig] = None
     noise: Optional[NoiseConfig] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
+    activity: Optional[ActivityConfig] = None
+    max_norm: Optional[MaxNormConfig] = None
+    label_smoothing: Optional[LabelSmoothingConfig] = None
 
 
 #: The key each regularizer's strength lives under, i.e. what a sweep varies.
@@ -115,17 +147,28 @@ STRENGTH_KEY = {
     "dropout": "p",
     "noise": "sigma",
     "early_stopping": "patience",
+    "activity": "lam",
+    "max_norm": "c",
+    "label_smoothing": "eps",
 }
+#: Regularizers whose per-layer coefficients cover the hidden layers only.
+HIDDEN_ONLY = ("activity", "max_norm")
 
 # --- the rest of a train job ---
 
 
 @dataclass
 class DataConfig:
+    """A built-in dataset (its name, an ``.npz`` path) or your own CSV file (a ``.csv``
+    path and its ``target`` column). ``task`` null: the data file's (inferred for a CSV)."""
+
     name: str = "signal"
-    task: str = "regression"
-    path: str = "data/signal.npz"
+    task: Optional[str] = "regression"  # regression | classification | null
+    path: Optional[str] = "data/signal.npz"
     batch_size: int = 32
+    target: Optional[str] = None  # CSV files: the target column
+    val_fraction: float = 0.2  # CSV files: rows per split (a seed draws the split)
+    test_fraction: float = 0.2
 
 
 @dataclass
@@ -162,14 +205,26 @@ class MetricsConfig:
     grid_size_2d: int = 60  # points per axis of the 2-D plotting grid (moons)
 
 
+# Per-epoch curves of every member (results/.../curves.csv); the test split is
+# evaluated only once, at the end.
+CURVE_METRICS = ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm",
+                 "near_zero_fraction", "exact_zero_fraction", "alive_neurons", "removed_neurons")
+# Per-layer curves (results/.../layers.csv), logged to MLflow as <name>/layer_<l>.
+LAYER_CURVE_METRICS = ("weight_norm", "effective_lr")
+
+
 @dataclass
 class LoggerConfig:
     enabled: bool = True
     tracking_uri: Optional[str] = None  # None: sqlite store mlflow.db at the project root
     experiment_name: str = "regstudy"
     log_figures: bool = True
-    flush_every: int = 10  # epochs of buffered metrics per MLflow write
+    flush_every: int = 10  # logged points buffered per MLflow write (a write costs ~15 ms a run)
     max_points_per_curve: int = 25  # log every ceil(max_epochs / this)-th epoch to MLflow
+    # The per-epoch curves that go to MLflow (each point is a row of its store);
+    # results/ keeps them all (CURVE_METRICS, LAYER_CURVE_METRICS).
+    epoch_metrics: list[str] = field(default_factory=lambda: list(CURVE_METRICS))
+    layer_metrics: list[str] = field(default_factory=lambda: list(LAYER_CURVE_METRICS))
     background_finish: bool = False  # return before the tracking process ends the runs
 
 
@@ -235,6 +290,10 @@ def check_strength(name: str, key: str, value: Any) -> None:
     elif name == "early_stopping":
         _check(_finite(value) and value >= 0 and float(value).is_integer(), key, value,
                "a whole number of epochs >= 0")
+    elif name == "max_norm":
+        _check(_finite(value) and value > 0, key, value, "a finite number > 0 (the largest unit norm)")
+    elif name == "label_smoothing":
+        _check(_finite(value) and 0.0 <= value < 1.0, key, value, "a number in [0, 1)")
     else:
         _check(_finite(value) and value >= 0.0, key, value, "a finite number >= 0")
 
@@ -247,9 +306,16 @@ def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
         check_strength(name, f"{base}.{STRENGTH_KEY[name]}", sub[STRENGTH_KEY[name]])
         if "layer_scale" in sub and sub.layer_scale is not None:
             scales = list(sub.layer_scale)
-            _check(len(scales) == n_layers and all(_finite(s) and s >= 0 for s in scales),
-                   f"{base}.layer_scale", scales,
-                   f"null or a list of {n_layers} finite numbers >= 0 (one per layer, output last)")
+            if name in HIDDEN_ONLY:
+                _check(len(scales) == n_layers - 1 and all(_finite(s) and s > 0 for s in scales),
+                       f"{base}.layer_scale", scales,
+                       f"null or a list of {n_layers - 1} finite numbers > 0 (one per hidden layer)")
+            else:
+                _check(len(scales) == n_layers and all(_finite(s) and s >= 0 for s in scales),
+                       f"{base}.layer_scale", scales,
+                       f"null or a list of {n_layers} finite numbers >= 0 (one per layer, output last)")
+        if name == "activity":
+            _check(sub.norm in ("l1", "l2"), f"{base}.norm", sub.norm, "l1 or l2")
         if name == "group_lasso":
             _check(sub.kernel, f"{base}.kernel", sub.kernel,
                    "true (a group is a unit's incoming kernel weights; bias=true adds its bias)")
@@ -267,10 +333,22 @@ def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value out of range. Touches no file."""
-    _check(cfg.data.name in TASKS, "data.name", cfg.data.name, f"one of {sorted(TASKS)}")
-    _check(cfg.data.task == TASKS[cfg.data.name], "data.task", cfg.data.task,
-           f"{TASKS[cfg.data.name]!r} for data.name={cfg.data.name}")
-    _check(cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "an integer >= 1")
+    d = cfg.data
+    _check(d.task in (None, "regression", "classification"), "data.task", d.task,
+           "regression, classification or null (the data file's; inferred for a CSV)")
+    _check(bool(d.path), "data.path", d.path, "a data file: a .csv of your own or a dataset's .npz")
+    if str(d.path).endswith(".csv"):
+        _check(bool(d.target), "data.target", d.target, "the name of the target column of the CSV file")
+        for key in ("val_fraction", "test_fraction"):
+            _check(_finite(d[key]) and 0 < d[key] < 1, f"data.{key}", d[key], "a number in (0, 1)")
+        _check(d.val_fraction + d.test_fraction < 1, "data.test_fraction", d.test_fraction,
+               f"less than 1 - data.val_fraction = {1 - d.val_fraction:g} (rows must remain to train)")
+    elif d.name in TASKS:
+        _check(d.task in (None, TASKS[d.name]), "data.task", d.task, f"{TASKS[d.name]!r} for data.name={d.name}")
+    else:
+        _check(str(d.path).endswith(".npz"), "data.path", d.path,
+               f"a .csv file (with data.target), or the .npz of a dataset; built-in names: {sorted(TASKS)}")
+    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
     _check(cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
 
     m = cfg.model
@@ -279,9 +357,6 @@ def validate(cfg: DictConfig) -> None:
     _check(m.activation in ACTIVATIONS, "model.activation", m.activation, f"one of {ACTIVATIONS}")
     _check(m.output_activation in ACTIVATIONS, "model.output_activation", m.output_activation,
            f"one of {ACTIVATIONS}")
-    if cfg.data.task == "classification":
-        _check(m.output_activation == "identity", "model.output_activation",
-               m.output_activation, "'identity' for classification (the loss takes logits)")
     _check(m.norm in ("none", "batch", "layer"), "model.norm", m.norm, "none, batch or layer")
     _check(m.init.scheme in ("uniform", "normal", "xavier_uniform", "kaiming_uniform"),
            "model.init.scheme", m.init.scheme, "uniform, normal, xavier_uniform or kaiming_uniform")
@@ -290,6 +365,8 @@ def validate(cfg: DictConfig) -> None:
     _check(m.init.bias in ("same", "zeros"), "model.init.bias", m.init.bias, "same or zeros")
 
     _validate_regularizers(cfg.regularizer, n_layers=len(m.hidden) + 1)
+    if cfg.data.task is not None:
+        validate_task(cfg, cfg.data.task)
 
     mem = cfg.members
     chosen = [k for k, v in cfg.regularizer.items() if v is not None]
@@ -324,6 +401,20 @@ def validate(cfg: DictConfig) -> None:
            "an integer >= 1")
     _check(cfg.logger.max_points_per_curve >= 1, "logger.max_points_per_curve",
            cfg.logger.max_points_per_curve, "an integer >= 1")
+    for key, allowed in (("epoch_metrics", CURVE_METRICS), ("layer_metrics", LAYER_CURVE_METRICS)):
+        names = list(cfg.logger.get(key) or [])
+        for i, name in enumerate(names):
+            _check(name in allowed, f"logger.{key}[{i}]", name, f"one of {allowed}")
+
+
+def validate_task(cfg: DictConfig, task: str) -> None:
+    """What depends on the task, checked once it is known (a CSV's may be inferred)."""
+    if task == "classification":
+        _check(cfg.model.output_activation == "identity", "model.output_activation",
+               cfg.model.output_activation, "'identity' for classification (the loss takes logits)")
+    if cfg.regularizer.get("label_smoothing") is not None:
+        _check(task == "classification", "regularizer", "label_smoothing",
+               f"label_smoothing only for classification (data.name={cfg.data.name} is {task})")
 
 
 def to_container(cfg: DictConfig) -> dict:

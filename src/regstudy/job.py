@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import STRENGTH_KEY, validate
-from .data import DRAWN, load_npz, seed_rows
+from .config import STRENGTH_KEY, ConfigError, validate, validate_task
+from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
 from .member_figures import member_figure
 from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
@@ -44,8 +45,7 @@ def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
 def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
     """Absolute data file and results folder; the results folder defaults to Hydra's."""
     root = project_root(cfg)
-    data = Path(cfg.data.path)
-    data = data if data.is_absolute() else root / data
+    data = data_path(cfg)
     if cfg.paths.results is not None:
         results = Path(cfg.paths.results)
         results = results if results.is_absolute() else root / results
@@ -53,6 +53,51 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
         from hydra.core.hydra_config import HydraConfig
         results = Path(HydraConfig.get().runtime.output_dir) / "results"
     return data, results
+
+
+def data_path(cfg: DictConfig) -> Path:
+    """The absolute data file of the job (relative paths are from the project root)."""
+    path = Path(cfg.data.path)
+    return path if path.is_absolute() else project_root(cfg) / path
+
+
+def not_applicable(cfg: DictConfig) -> str | None:
+    """Why the job's family does not apply to its dataset (label smoothing needs classes),
+    or None. Reads only the data file's task."""
+    task = cfg.data.task
+    if task is None:
+        path = data_path(cfg)
+        task = task_of(load_npz(path)) if path.suffix == ".npz" else None
+    if cfg.regularizer.get("label_smoothing") is not None and task == "regression":
+        return "label_smoothing applies to classification only"
+    return None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Everything a job checks before it starts: the config, then its data (the file, its
+    task, the members' seeds). Raises ConfigError, CsvError or FileNotFoundError."""
+    validate(cfg)
+    seeds = [int(s) for s in cfg.members.seeds]
+    arrays, _ = load_arrays(cfg, data_path(cfg), seeds)
+    seed_rows(arrays, seeds, data_path(cfg))
+
+
+def load_arrays(cfg: DictConfig, path: Path, seeds: list[int]) -> tuple[dict[str, np.ndarray], str]:
+    """The data of the job's seeds (a data file's draws, or a CSV file checked and split)
+    and its task (inferred for a CSV, and said on stderr), with what depends on the task
+    checked; raises ConfigError, CsvError or FileNotFoundError.
+    """
+    if path.suffix == ".csv":
+        entry = {"path": path, **{k: cfg.data[k] for k in ("target", "task", "val_fraction", "test_fraction")}}
+        arrays = make_csv_dataset(entry, sorted(set(seeds)))
+        print(f"data: {text_of(arrays, 'note')}", file=sys.stderr)
+    else:
+        arrays = load_npz(path)
+    task = task_of(arrays) or cfg.data.task
+    if cfg.data.task is not None and task != cfg.data.task:
+        raise ConfigError("data.task", cfg.data.task, f"{task!r}, the task of {path}")
+    validate_task(cfg, task)
+    return arrays, task
 
 
 def load_tensors(arrays: dict[str, np.ndarray], seeds: list[int],
@@ -113,9 +158,10 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     """
     validate(cfg)
     data_path, results_dir = resolve_paths(cfg)
-    arrays = load_npz(data_path)  # a missing file fails here, before any run or output
     members = member_grid(cfg)
-    data = load_tensors(arrays, [m["seed"] for m in members], data_path)  # so does a missing seed
+    # a missing or bad file, or a missing seed, fails here, before any run or output
+    arrays, cfg.data.task = load_arrays(cfg, data_path, [m["seed"] for m in members])
+    data = load_tensors(arrays, [m["seed"] for m in members], data_path)
     torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
 
     module = build_module(cfg, data, members)

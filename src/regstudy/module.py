@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .metrics import alive_units, data_loss, metric, weight_stats
-from .randomness import MemberBatches, Stream, member_generator
-from .regularizers import Regularization
+from .randomness import MemberBatches, Stream, WholeEpochs, member_generator
+from .regularizers import Regularization, smoothed_cross_entropy
 from .stacked import StackedMLP
 
 SPLITS = ("train", "val", "test")
@@ -56,18 +56,36 @@ class MemberStackModule(pl.LightningModule):
         rest = [p for p in self.net.parameters() if id(p) not in ids]
         return self.optimizer_factory([{"params": kernels}, {"params": rest, "weight_decay": 0.0}])
 
-    def train_dataloader(self):
+    def minibatches(self) -> MemberBatches:
+        """The members' minibatches, epoch after epoch (fresh generators: from the start)."""
         gens = [member_generator(s, Stream.TRAIN) for s in self.seeds]
         units = self.net.n_dropout_units if self.reg.dropout_p is not None else 0
         return MemberBatches(self.splits["x_train"], self.splits["y_train"], self.batch_size, gens,
                              n_dropout_units=units, noise=self.reg.noise_sigma is not None)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def train_dataloader(self):
+        return WholeEpochs(self.minibatches())
+
+    def training_step(self, batches: list[dict[str, Tensor]], batch_idx: int) -> None:
+        """One Lightning step is one epoch: an optimizer step per minibatch."""
+        for batch in batches:
+            self.train_on_batch(batch)
+
+    def train_on_batch(self, batch: dict[str, Tensor]) -> Tensor:
+        """One optimizer step of every member on its minibatch; returns the summed loss."""
         x = batch["x"]
         if self.reg.noise_sigma is not None:
             x = x + self.reg.noise_sigma.view(-1, 1, 1) * batch["eps"]
-        out = self.net(x, batch.get("u"), self.reg.dropout_p)
-        loss = data_loss(out, batch["y"], self.task) + self.reg.penalty(self.net)
+        hidden = None
+        if self.reg.needs_hidden:
+            out, hidden = self.net(x, batch.get("u"), self.reg.dropout_p, return_hidden=True)
+        else:
+            out = self.net(x, batch.get("u"), self.reg.dropout_p)
+        if self.reg.label_smoothing is not None:
+            fit = smoothed_cross_entropy(out, batch["y"], self.reg.label_smoothing)
+        else:
+            fit = data_loss(out, batch["y"], self.task)
+        loss = fit + self.reg.penalty(self.net, hidden)
         finite = torch.isfinite(loss)
         self.nonfinite |= ~finite
         # A diverged member contributes no gradient; members never share one anyway.
@@ -79,6 +97,7 @@ class MemberStackModule(pl.LightningModule):
         self.reg.decay_(self.net, lr)
         opt.step()
         self.reg.proximal_(self.net, lr)
+        self.reg.max_norm_(self.net)
         return total
 
     def on_train_epoch_end(self) -> None:
@@ -113,7 +132,7 @@ class MemberStackModule(pl.LightningModule):
         row["layer_alive"] = alive_units([h[:, :n_train] for h in hidden], self.alive_threshold)
         self.net.train(was_training)
         row["alive_neurons"] = row["layer_alive"].sum(1)
-        row["penalty"] = self.reg.penalty(self.net)
+        row["penalty"] = self.reg.penalty(self.net, [h[:, :n_train] for h in hidden])
         lr = self.optimizer_factory.keywords["lr"]
         row.update(weight_stats(self.net, self.zero_threshold, lr))
         return row

@@ -8,6 +8,8 @@ coefficient of layer ``l`` for member ``k`` is ``coef[k, l] = lam_k * layer_scal
 - l2:            ``lam * sum w^2``              (Keras convention, no 1/2)
 - elastic net:   ``lam * (rho * sum |w| + (1 - rho) * sum w^2)``
 - group lasso:   ``lam * sum_g sqrt(|g|) * ||w_g||_2``, a group = one unit's incoming weights
+- activity:      ``lam * sum |h| / B`` (or ``h^2``) over the hidden layers' outputs ``h``
+                 of a batch of B examples (Keras: divided by the batch size)
 
 Two kinds of things live here. **Penalties** are added to the loss (above). **Step
 operators** act on the weights around the optimizer step, with ``t = lr * lam``:
@@ -16,6 +18,8 @@ operators** act on the weights around the optimizer step, with ``t = lr * lam``:
 - proximal l1 (after the step):               ``w <- sign(w) * max(|w| - t, 0)``
 - proximal elastic net (after the step):      ``w <- sign(w) * max(|w| - t*rho, 0) / (1 + 2*t*(1 - rho))``
 - proximal group lasso (after the step):      ``w_g <- w_g * max(0, 1 - t*sqrt(|g|) / ||w_g||)``
+- max-norm (after the step, last):            ``w_j <- w_j * min(1, c / ||w_j||)`` for each hidden
+                                              unit j's incoming weights (a projection, no t)
 
 A proximal step is the exact minimizer of ``||v - w||^2 / 2 + t * penalty(v)`` over ``v``:
 it gives exact zeros, where the penalty's subgradient under Adam only makes weights
@@ -32,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from .config import STRENGTH_KEY
+from .config import HIDDEN_ONLY, STRENGTH_KEY
 from .stacked import StackedMLP
 
 
@@ -80,7 +84,29 @@ def group_lasso_penalty(groups: list[Tensor], coef: Tensor) -> Tensor:
                for l, g in enumerate(groups))
 
 
-# --- step operators: proximal maps (exact zeros) ---
+def activity_penalty(hidden: list[Tensor], coef: Tensor, norm: str) -> Tensor:
+    """``sum_l coef[:, l] * sum_{b,j} |h_l[b, j]| / B`` (``h^2`` for l2), per member.
+
+    ``hidden`` holds each hidden layer's output ``(K, B, units)``; dividing by the batch
+    size B keeps the penalty's weight against the kernel penalties independent of B.
+    """
+    power = (lambda h: h.abs()) if norm == "l1" else (lambda h: h.square())  # noqa: E731
+    return sum(coef[:, l] * power(h).sum(2).mean(1) for l, h in enumerate(hidden))
+
+
+def smoothed_cross_entropy(logits: Tensor, y: Tensor, eps: Tensor) -> Tensor:
+    """Mean cross-entropy against ``(1 - eps) * one_hot(y) + eps / C``, per member ``(K,)``.
+
+    ``logits`` ``(K, B, C)``, ``y`` ``(K, B)``, ``eps`` ``(K,)``: equals
+    ``(1 - eps) * nll(y) + eps * mean_c(-log p_c)``, as ``torch``'s ``label_smoothing``.
+    """
+    logp = logits.log_softmax(-1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+    uniform = -logp.mean(-1).mean(1)
+    return (1 - eps) * nll + eps * uniform
+
+
+# --- step operators: proximal maps (exact zeros) and the max-norm projection ---
 
 
 def soft_threshold(w: Tensor, threshold: Tensor) -> Tensor:
@@ -92,6 +118,13 @@ def elastic_net_prox(w: Tensor, t: Tensor, rho: float) -> Tensor:
     """Proximal map of ``t * (rho * |w| + (1 - rho) * w^2)``:
     ``soft_threshold(w, t * rho) / (1 + 2 * t * (1 - rho))``."""
     return soft_threshold(w, t * rho) / (1 + 2 * t * (1 - rho))
+
+
+def max_norm_projection(w: Tensor, c: Tensor) -> Tensor:
+    """Each column ``w[:, :, j]`` (a unit's incoming weights) rescaled to norm <= ``c``
+    (``(K,)``): ``w_j * min(1, c / ||w_j||)``; a column within the bound is unchanged."""
+    norm = torch.linalg.vector_norm(w, dim=1, keepdim=True)
+    return w * (c.view(-1, 1, 1) / norm.clamp_min(1e-30)).clamp(max=1.0)
 
 
 def group_soft_threshold(g: Tensor, threshold: Tensor) -> Tensor:
@@ -117,6 +150,13 @@ class Regularization:
     patience: Tensor | None = None  # (K,)
     min_delta: float = 0.0
     warmup_drop: float = 0.0
+    max_norm: Tensor | None = None  # (K, n_hidden): each member's bound per hidden layer
+    label_smoothing: Tensor | None = None  # (K,)
+
+    @property
+    def needs_hidden(self) -> bool:
+        """Whether the training loss needs the hidden layers' outputs (activity)."""
+        return "activity" in self.coefs
 
     @classmethod
     def build(cls, reg_cfg: DictConfig, sweep: str, strengths: Tensor, n_layers: int):
@@ -135,6 +175,16 @@ class Regularization:
             elif name == "early_stopping":
                 self.patience, self.min_delta = value, float(sub.min_delta)
                 self.warmup_drop = float(sub.warmup_drop)
+            elif name == "label_smoothing":
+                self.label_smoothing = value
+            elif name in HIDDEN_ONLY:  # one coefficient per hidden layer
+                scale = torch.ones(n_layers - 1) if sub.layer_scale is None else torch.tensor(
+                    list(sub.layer_scale), dtype=torch.float32)
+                per_layer = value[:, None] * scale[None, :]
+                if name == "max_norm":
+                    self.max_norm = per_layer
+                else:
+                    self.coefs[name] = per_layer
             else:
                 scale = torch.ones(n_layers) if sub.layer_scale is None else torch.tensor(
                     list(sub.layer_scale), dtype=torch.float32)
@@ -145,9 +195,14 @@ class Regularization:
 
     # --- penalties (in the loss) ---
 
-    def penalty(self, net: StackedMLP) -> Tensor:
-        """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer)."""
+    def penalty(self, net: StackedMLP, hidden: list[Tensor] | None = None) -> Tensor:
+        """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer).
+
+        ``hidden``: the hidden layers' outputs on the batch, for the activity penalty.
+        """
         total = torch.zeros(net.n_members)
+        if "activity" in self.coefs and hidden is not None:
+            total = total + activity_penalty(hidden, self.coefs["activity"], self.cfg["activity"].norm)
         for name in ("l1", "l2", "elastic_net", "group_lasso"):
             if name not in self.coefs or getattr(self.cfg[name], "proximal", False):
                 continue
@@ -206,3 +261,10 @@ class Regularization:
                 w.copy_(g[:, : w.shape[1]])
                 if c.bias:
                     b.copy_(g[:, -1])
+
+    @torch.no_grad()
+    def max_norm_(self, net: StackedMLP) -> None:
+        """Max-norm: each hidden unit's incoming kernel weights back to norm <= c, last."""
+        if self.max_norm is not None:
+            for l, w in enumerate(net.kernels[:-1]):
+                w.copy_(max_norm_projection(w, self.max_norm[:, l]))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .metrics import METRIC_NAME
-from .tracking import EPOCH_METRICS
+from .config import CURVE_METRICS
 
 FLOAT_FORMAT = "%.8g"
 PARAM_SAMPLE = 512  # entries kept per member, layer and kind in params.parquet
@@ -39,7 +39,7 @@ def _epoch_index(history: list[dict[str, Tensor]], members: list[dict[str, Any]]
 def curves_table(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per member per epoch."""
     df = _epoch_index(history, members)
-    for key in EPOCH_METRICS:
+    for key in CURVE_METRICS:
         df[key] = _stack(history, key).reshape(-1)
     df["stopped"] = _stack(history, "stopped").reshape(-1).astype(bool)
     return df

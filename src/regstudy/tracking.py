@@ -33,11 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
-# Per epoch; the test split is evaluated only once, at the end (logged as final_test_*).
-EPOCH_METRICS = ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm",
-                 "near_zero_fraction", "exact_zero_fraction", "alive_neurons", "removed_neurons")
-# Per-layer metrics logged to MLflow (layers.csv in the results has them all).
-LAYER_METRICS = {"layer_norm": "weight_norm", "effective_lr": "effective_lr"}
+# The key of each per-layer curve in an epoch's row.
+LAYER_ROW_KEY = {"weight_norm": "layer_norm", "effective_lr": "effective_lr"}
 
 
 def project_root(cfg: DictConfig) -> Path:
@@ -79,12 +76,17 @@ class PrepareStoreCallback(Callback):
     """Hydra callback: create the MLflow store in the launching process, before any job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .config import ConfigError, validate
+        """A single run: check the config and the data first. Hydra has not written its
+        output folder yet, so bad input stops here with nothing written (exit code 2)."""
+        from .config import ConfigError
+        from .data import CsvError
+        from .job import preflight
 
         try:
-            validate(config)
-        except ConfigError:
-            return  # the job reports it; bad input must not create a store
+            preflight(config)
+        except (ConfigError, CsvError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         prepare_from_config(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -114,6 +116,23 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# The params of a member's run: what tells members apart and what a reader filters by.
+# Its parent run has the whole config (and every run has config.yaml as an artifact):
+# each param is a row of the store, and copying all of them to every member doubled
+# the cost of opening its runs.
+MEMBER_PARAMS = ("family", "data.name", "data.task", "data.batch_size", "model.hidden",
+                 "model.activation", "model.norm", "optim._target_", "optim.lr",
+                 "trainer.max_epochs", "regularizer.")
+
+
+def member_params(params: dict[str, str]) -> dict[str, str]:
+    """The config params a member's run repeats: :data:`MEMBER_PARAMS` (a key, or a
+    prefix ending in ``.``), leaving out regularizers that are off."""
+    return {k: v for k, v in params.items()
+            if any(k == p or (p.endswith(".") and k.startswith(p)) for p in MEMBER_PARAMS)
+            and not (k.startswith("regularizer.") and v == "None")}
+
+
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -139,9 +158,14 @@ class JobTracker:
         # Every n-th epoch (and the first) goes to MLflow: at most max_points_per_curve
         # points per curve (results/ keeps every epoch).
         self.every = max(1, math.ceil(cfg.trainer.max_epochs / cfg.logger.max_points_per_curve))
+        self.epoch_metrics = list(cfg.logger.epoch_metrics)
+        self.layer_metrics = list(cfg.logger.layer_metrics)
         self.terminated: set[str] = set()
+        self.unlogged_params: dict[str, dict[str, str]] = {}
 
     def _terminate(self, run_id: str, status: str) -> None:
+        if run_id in self.unlogged_params:  # ended before its first write
+            self._log(run_id)
         self.client.set_terminated(run_id, status)
         self.terminated.add(run_id)
 
@@ -151,45 +175,58 @@ class JobTracker:
                                       run_name=f"{tags['family']}-{tags['dataset']}").info.run_id
         params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
         self._log(self.parent_id, params=params)
+        shared = member_params(params)
         for m in self.members:
             run = c.create_run(self.experiment_id, run_name=m["name"], tags={
                 **tags, "mlflow.parentRunId": self.parent_id, "member": str(m["member"])})
             self.child_ids.append(run.info.run_id)
-            self._log(run.info.run_id, params={**params, "member.strength": str(m["strength"]),
-                                               "member.seed": str(m["seed"]),
-                                               "member.strength_name": m["strength_name"]})
+            # Written with the run's first metrics: one write less per member.
+            self.unlogged_params[run.info.run_id] = {
+                **shared, "member.strength": str(m["strength"]), "member.seed": str(m["seed"]),
+                "member.strength_name": m["strength_name"]}
         return self
 
     def _log(self, run_id: str, params: dict[str, str] | None = None,
              metrics: list[Metric] | None = None, tags: dict[str, str] | None = None) -> None:
-        ps = [Param(k, v) for k, v in (params or {}).items()]
-        for chunk in _chunks(ps, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=chunk)
-        for chunk in _chunks(metrics or [], MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
-        if tags:
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        """As few ``log_batch`` calls as MLflow's limits allow: each call costs a transaction.
+        The run's params not yet written go with it."""
+        params = {**self.unlogged_params.pop(run_id, {}), **(params or {})}
+        ps = list(_chunks([Param(k, v) for k, v in params.items()], MAX_PARAMS_PER_BATCH))
+        ts = list(_chunks([RunTag(k, v) for k, v in (tags or {}).items()], MAX_PARAMS_PER_BATCH))
+        ms = list(_chunks(metrics or [], MAX_METRICS_PER_BATCH - 2 * MAX_PARAMS_PER_BATCH))
+        for i in range(max(len(ps), len(ts), len(ms))):
+            self.client.log_batch(run_id, params=ps[i] if i < len(ps) else [],
+                                  metrics=ms[i] if i < len(ms) else [], tags=ts[i] if i < len(ts) else [])
+
+    def logged(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one of the points that go to MLflow."""
+        return epoch == 1 or epoch % self.every == 0
 
     def log_epochs(self, rows: list[dict]) -> None:
         """Log per-epoch rows (dicts of ``(K, ...)`` arrays) to each member's run."""
-        now = int(time.time() * 1000)
         for k, run_id in enumerate(self.child_ids):
-            metrics = []
-            for row in rows:
-                if row["stopped"][k]:  # early stopping ended this member's curve
-                    continue
-                step = int(row["epoch"][k])
-                if step % self.every and step != 1:
-                    continue
-                metrics += [Metric(key, float(row[key][k]), now, step) for key in EPOCH_METRICS]
-                for key, name in LAYER_METRICS.items():
-                    for layer, v in enumerate(row[key][k].tolist()):
-                        if v == v:  # NaN marks "not defined for this layer"
-                            metrics.append(Metric(f"{name}/layer_{layer}", float(v), now, step))
-            self._log(run_id, metrics=metrics)
+            self._log(run_id, metrics=self._epoch_metrics(rows, k))
 
-    def finish(self, members: list[dict[str, Any]], parent_dir: str) -> None:
-        """Artifacts, final numbers and status of every member, then of the parent."""
+    def _epoch_metrics(self, rows: list[dict], k: int) -> list[Metric]:
+        """Member ``k``'s metrics of the logged epochs among ``rows``."""
+        now = int(time.time() * 1000)
+        metrics = []
+        for row in rows:
+            if row["stopped"][k]:  # early stopping ended this member's curve
+                continue
+            step = int(row["epoch"][k])
+            if not self.logged(step):
+                continue
+            metrics += [Metric(key, float(row[key][k]), now, step) for key in self.epoch_metrics]
+            for name in self.layer_metrics:
+                for layer, v in enumerate(row[LAYER_ROW_KEY[name]][k].tolist()):
+                    if v == v:  # NaN marks "not defined for this layer"
+                        metrics.append(Metric(f"{name}/layer_{layer}", float(v), now, step))
+        return metrics
+
+    def finish(self, members: list[dict[str, Any]], parent_dir: str, pending: list[dict] = ()) -> None:
+        """The last epochs (``pending``), artifacts, final numbers and status of every
+        member (one write each), then the parent's artifacts."""
         now = int(time.time() * 1000)
         for k, m in enumerate(members):
             if "figure" in m:  # left for this process to draw
@@ -197,9 +234,9 @@ class JobTracker:
 
                 member_figure(*m["figure"])
             self.client.log_artifacts(self.child_ids[k], m["artifacts"])
+            final = [Metric(f"final_{key}", float(v), now, 0) for key, v in m["summary"].items()]
             self._log(self.child_ids[k], tags={"status": "diverged" if m["diverged"] else "ok"},
-                      metrics=[Metric(f"final_{key}", float(v), now, 0)
-                               for key, v in m["summary"].items()])
+                      metrics=self._epoch_metrics(list(pending), k) + final)
             self._terminate(self.child_ids[k], "FAILED" if m["diverged"] else "FINISHED")
         self.client.log_artifacts(self.parent_id, parent_dir)
 
@@ -233,7 +270,8 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> N
                 if kind == "eof":  # the job process is gone without a word
                     raise JobInterrupted("the job process ended before finishing")
                 if kind == "epoch":
-                    pending.append(payload)
+                    if tracker.logged(int(payload["epoch"][0])):
+                        pending.append(payload)
                     if len(pending) >= flush_every:
                         tracker.log_epochs(pending)
                         pending = []
@@ -242,8 +280,7 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> N
                     if background:
                         _detach_output(project_root(cfg) / "mlflow-tracking.log")
                     try:
-                        tracker.log_epochs(pending)
-                        tracker.finish(members_final, str(Path(artifacts) / "parent"))
+                        tracker.finish(members_final, str(Path(artifacts) / "parent"), pending)
                     finally:
                         shutil.rmtree(artifacts, ignore_errors=True)
                     break

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs
+from .data import CsvError
 from .job import run_job
 from .paths import CONFIG_DIR
 
@@ -22,7 +23,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     try:
         table = run_job(cfg)
-    except (ConfigError, FileNotFoundError) as e:  # bad input: a message, not a traceback
+    except (ConfigError, CsvError, FileNotFoundError) as e:  # bad input: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     return float(table["val_metric"].max())  # what an optimizing sweeper would maximize

@@ -72,6 +72,43 @@ def run(target: str, argv: list[str]) -> int:
         return _client(sock, target, argv)
 
 
+def run_many(target: str, argvs: list[list[str]], workers: int = 2) -> list[int]:
+    """Run ``target`` once per argument list, ``workers`` warm forks at a time; return the
+    exit codes in order. Signals reach every running fork."""
+    if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
+        return [_call(target, argv) for argv in argvs]
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, running, lock = socket_path(), set(), threading.Lock()
+
+    def relay(signum, frame):
+        with lock:
+            for pid in running:
+                os.kill(pid, signum)
+
+    def one(argv: list[str]) -> int:
+        sock = _connect(path) or _start_server(path)
+        if sock is None:
+            return _call(target, argv)
+        pids = []
+        with sock:
+            def started(pid):
+                pids.append(pid)
+                with lock:
+                    running.add(pid)
+            try:
+                return _exchange(sock, target, argv, started)
+            finally:
+                with lock:
+                    running.difference_update(pids)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, relay)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, argvs))
+
+
 def _call(target: str, argv: list[str]) -> int:
     module, func = target.split(":")
     return int(getattr(importlib.import_module(module), func)(argv) or 0)
@@ -107,21 +144,30 @@ def _start_server(path: Path, timeout: float = 120.0) -> socket.socket | None:
 
 
 def _client(sock: socket.socket, target: str, argv: list[str]) -> int:
+    pid = None
+
+    def started(p: int) -> None:
+        nonlocal pid
+        pid = p
+
+    relay = lambda signum, frame: pid and os.kill(pid, signum)  # noqa: E731
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, relay)
+    return _exchange(sock, target, argv, started)
+
+
+def _exchange(sock: socket.socket, target: str, argv: list[str], started) -> int:
+    """Send one job request; call ``started(pid)`` when forked; return its exit code."""
     request = json.dumps({"target": target, "argv": argv, "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     sys.stdout.flush()
     sys.stderr.flush()
     socket.send_fds(sock, [HEADER.pack(len(request))], [1, 2])
     sock.sendall(request)
-    reader = sock.makefile("r")
-    pid = None
-    relay = lambda signum, frame: pid and os.kill(pid, signum)  # noqa: E731
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, relay)
-    for line in reader:
+    for line in sock.makefile("r"):
         kind, value = line.split()
         if kind == "pid":
-            pid = int(value)
+            started(int(value))
         elif kind == "exit":
             return int(value)
     print("regstudy: the warm server ended the job without an exit code", file=sys.stderr)

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m regstudy_report",
         description="Write index.html (figures, best settings, provenance) and metrics.json from the result tables.",
     )
-    parser.add_argument("--results", default="results", help="folder of <dataset>/<family>/ result tables")
+    parser.add_argument("--results", default="results", help="folder of <family>/<dataset>/ result tables")
     parser.add_argument("--data", default="data", help="folder of <dataset>.npz files (for the data points)")
     parser.add_argument("--out", default="reports", help="output folder")
     args = parser.parse_args(argv)

@@ -476,6 +476,24 @@ def elastic_net_groups(r: Results) -> list[ClaimResult]:
     return out or _missing("elastic_net_groups", "a dataset with known feature blocks and families elastic_net, l1")
 
 
+def max_norm_helps_dropout(r: Results) -> list[ClaimResult]:
+    out = []
+    for d in datasets_with(r, "dropout_max_norm"):
+        rows = job(r, d, "dropout_max_norm")
+        strengths = sorted(rows.loc[rows["status"] == "ok", "strength"].unique())
+        if len(strengths) < 2:
+            continue
+        loose, best = strengths[-1], best_strength(rows)  # the largest c never binds: dropout alone
+        diff = paired_difference(seeds_at(rows, best, "test_metric"), seeds_at(rows, loose, "test_metric"))
+        part = False if best == loose else above(diff, 0.0)
+        text = (f"test metric at the best validation bound c={sig(best)} minus dropout alone (c={sig(loose)}, "
+                f"never binding), same p: {effect_text(diff)}"
+                + (" (the best bound is no bound)" if best == loose else ""))
+        out.append(ClaimResult("max_norm_helps_dropout", d, "dropout_max_norm", verdict([part]), text,
+                               {"best_c": float(best), **_iv("delta", diff)}))
+    return out or _missing("max_norm_helps_dropout", "family dropout_max_norm")
+
+
 CLAIMS = [
     Claim("texts_l2_sweep",
           "L2 from small λ to 1: small λ keeps the fit, training loss rises with λ, the strongest λ predicts "
@@ -523,6 +541,12 @@ CLAIMS = [
           "Scardapane et al. 2017",
           f"fraction of hidden units removed (constant output over the training set): group lasso minus L1, "
           f"and minus L2, above {FRACTION_MARGIN}.", group_lasso_removes_units),
+    Claim("max_norm_helps_dropout",
+          "Dropout works better with a max-norm constraint on each unit's incoming weights.",
+          "Srivastava et al. 2014",
+          "test metric of dropout with max-norm at its best validation bound c, minus dropout alone at the same p "
+          "(the family's largest c, which never binds), above 0; not reproduced when the best bound is no bound.",
+          max_norm_helps_dropout),
     Claim("l1_beats_l2_when_sparse",
           "When irrelevant features dominate, L1 beats L2 on test error.",
           "Ng 2004",

@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
 
@@ -57,8 +57,24 @@ def _styled(plot):
     return wrapper
 
 
+def _freeze_ticks(fig: Figure) -> None:
+    """Fix every axis's ticks where its locator puts them now.
+
+    Matplotlib re-runs each locator at every layout pass and at the draw; on figures of
+    dozens of panels that was most of the drawing time. Limits are final here, so the
+    ticks are the same (their number is chosen for the panel's size before the layout
+    fits it, which differs little)."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not isinstance(axis.get_major_locator(), FixedLocator):
+                axis.set_major_locator(FixedLocator(axis.get_majorticklocs()))
+            if not isinstance(axis.get_minor_locator(), (FixedLocator, NullLocator)):
+                axis.set_minor_locator(FixedLocator(axis.get_minorticklocs()))
+
+
 def to_data_uri(fig: Figure) -> str:
     """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible."""
+    _freeze_ticks(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -81,7 +97,8 @@ def _note(ax, text: str, color: str = "0.3") -> None:
 
 
 def _stronger_is_smaller(name: str) -> bool:
-    return name == "patience"  # fewer epochs of patience stop earlier: stronger
+    """Fewer epochs of patience stop earlier, a smaller max-norm bound c binds harder."""
+    return name in ("patience", "c")
 
 
 def strength_palette(strengths, name: str) -> dict:
@@ -167,10 +184,15 @@ def _span(*arrays) -> tuple[float, float]:
 def _same_limits(axes, xlim, ylim) -> None:
     """Equal limits on a grid of panels, tick labels only on the outer ones.
 
-    Cheaper than sharex/sharey, whose limit propagation grows with the square of the panels."""
+    Cheaper than sharex/sharey, whose limit propagation grows with the square of the
+    panels; the ticks are chosen once and fixed, as a locator is re-run on every axis at
+    each layout pass (most of a large grid's drawing time)."""
+    xticks, yticks = (MaxNLocator(nbins=5).tick_values(*lim) for lim in (xlim, ylim))
+    xticks = xticks[(xticks >= min(xlim)) & (xticks <= max(xlim))]
+    yticks = yticks[(yticks >= min(ylim)) & (yticks <= max(ylim))]
     for ax in np.ravel(axes):
         if ax.axison:
-            ax.set(xlim=xlim, ylim=ylim)
+            ax.set(xlim=xlim, ylim=ylim, xticks=xticks, yticks=yticks)
             ax.label_outer()
 
 

@@ -1,7 +1,7 @@
 """Load every train job's result tables, and reduce them to the summary and headline metrics.
 
 The layout and the columns are those of docs/results.md: one folder
-`results/<dataset>/<family>/` per job; the folder names are the job's identity.
+`results/<family>/<dataset>/` per job; its members.csv says which dataset and family.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from regstudy_report.stats import mean_interval
 
-DATASET_ORDER = ("signal", "moons", "sparse", "digits")
+DATASET_ORDER = ("signal", "moons", "sparse", "digits", "diabetes", "breast_cancer")
 FAMILY_ORDER = (
     "none",
     "l1",
@@ -26,12 +26,16 @@ FAMILY_ORDER = (
     "elastic_net_prox",
     "weight_decay",
     "dropout",
+    "max_norm",
+    "dropout_max_norm",
     "batchnorm_l2",
     "layernorm_weight_decay",
     "early_stopping",
     "noise",
+    "activity",
     "group_lasso",
     "group_lasso_prox",
+    "label_smoothing",
     "l2_sgd",
     "weight_decay_sgd",
 )
@@ -39,7 +43,7 @@ MEMBER_KEY = ["dataset", "family", "member"]
 
 
 class NoResultsError(FileNotFoundError):
-    """The results folder holds no `<dataset>/<family>/members.csv`."""
+    """The results folder holds no `<family>/<dataset>/members.csv`."""
 
 
 def ordered(names, order) -> list[str]:
@@ -93,13 +97,14 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     results_dir = Path(results_dir)
     jobs = sorted(p.parent for p in results_dir.glob("*/*/members.csv"))
     if not jobs:
-        raise NoResultsError(f"no results: {results_dir} has no <dataset>/<family>/members.csv")
+        raise NoResultsError(f"no results: {results_dir} has no <family>/<dataset>/members.csv")
     tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": [],
                                              "features": []}
     predictions: dict[str, list[pd.DataFrame]] = {}
     runs = []
     for job in jobs:
-        dataset, family = job.parent.name, job.name
+        first = pd.read_csv(job / "members.csv", nrows=1)
+        dataset, family = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
         for name, filename in [
             ("members", "members.csv"),
             ("curves", "curves.csv"),

@@ -1,12 +1,17 @@
-"""DVC stage ``train@<dataset>-<family>``: one train job of the study.
+"""DVC stage ``train@<family>``: one family of the study on every dataset.
 
-Usage: ``python -m regstudy.stages.train --dataset signal --family l2``
+Usage: ``python -m regstudy.stages.train --family l2`` (every dataset of
+``study.datasets``; with ``--control``, the datasets and overrides of
+``study.controls``), or ``... --family l2 --dataset signal`` for one job.
 
-Composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and the
-study's values from ``params.yaml`` (seeds, epochs, the family's strengths, extra
-overrides), then runs the same job as ``python -m regstudy.train``. The job runs in a
-process forked from a warm server (see :mod:`regstudy.warm`), so the stage does not pay
-the imports again; this module imports only the standard library at the top.
+Each job composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and
+the study's values from ``params.yaml`` (seeds, epochs, the family's strengths, extra
+overrides), then runs the same job as ``python -m regstudy.train``, writing
+``results/<family>/<dataset>/``. A family that does not apply to a dataset (label
+smoothing on a regression set) is skipped there, and says so. Jobs run in processes
+forked from a warm server (see :mod:`regstudy.warm`), two at a time (``--jobs``), so
+the stage does not pay the imports again and both cores work; this module imports only
+the standard library at the top.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from ..paths import CONFIG_DIR
 
 
 def study_overrides(study: dict, dataset: str, family: str, results: Path,
-                    control: bool = False) -> list[str]:
+                    control: bool = False, csv_names=()) -> list[str]:
     """Hydra overrides of one job of the study described by ``params.yaml``'s ``study``;
-    a control job (``control``) adds ``study.controls.overrides`` last."""
+    a control job (``control``) adds ``study.controls.overrides`` last. A dataset named in
+    ``csv_names`` (an entry of ``csv``) is read from its ``data/<name>.npz``."""
     from ..config import ConfigError
 
     strengths = study["strengths"].get(family)
@@ -33,7 +39,9 @@ def study_overrides(study: dict, dataset: str, family: str, results: Path,
     if not isinstance(own, dict) or "epochs" not in own:
         raise ConfigError(f"study.by_dataset.{dataset}", own,
                           "for every dataset of the study, a mapping with epochs (and overrides)")
-    return [f"data={dataset}", f"experiment={family}",
+    data = (["data=csv", f"data.name={dataset}", f"data.path=data/{dataset}.npz"] if dataset in csv_names
+            else [f"data={dataset}"])
+    return [*data, f"experiment={family}",
             f"members.strengths={list(strengths)}", f"members.seeds={list(study['seeds'])}",
             f"trainer.max_epochs={own['epochs']}", f"paths.results={results}",
             # The next stage trains while this one's tracking process ends its runs.
@@ -62,21 +70,22 @@ def run_stage(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from ..config import ConfigError
+    from ..data import CsvError
 
-    parser = argparse.ArgumentParser(prog="python -m regstudy.stages.train", description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--family", required=True)
-    parser.add_argument("--control", action="store_true", help="a control job: add study.controls.overrides")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="results")
-    parser.add_argument("--conf", default="conf", help="config dir (the stage's deps)")
-    args = parser.parse_args(argv)
-    study = yaml.safe_load(Path(args.params).read_text())["study"]
+    args = parser().parse_args(argv)
+    params = yaml.safe_load(Path(args.params).read_text())
+    study, csv_names = params["study"], list(params.get("csv") or {})
     try:
         cfg = compose_job(study_overrides(study, args.dataset, args.family,
-                                          Path(args.out) / args.dataset / args.family, args.control),
+                                          Path(args.out) / args.family / args.dataset, args.control,
+                                          csv_names),
                           Path(args.conf))
-        from ..job import run_job  # heavy imports only once the config is known good
+        from ..job import not_applicable, run_job  # heavy imports only once the config is known good
+
+        reason = not_applicable(cfg)
+        if reason:
+            print(f"{args.dataset}/{args.family}: skipped, {reason}", flush=True)
+            return 0
 
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # quiet stage logs
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, not ours
@@ -85,16 +94,83 @@ def run_stage(argv: list[str] | None = None) -> int:
         diverged = int((table["status"] == "diverged").sum())
         print(f"{args.dataset}/{args.family}: {len(table)} members in {time.perf_counter() - start:.1f} s"
               + (f", {diverged} diverged" if diverged else ""), flush=True)
-    except (ConfigError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
+    except (ConfigError, CsvError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..warm import run
+def prepare_store(argv: list[str]) -> int:
+    """Create the MLflow store and experiment of the study (if logging is on), unless the
+    job's input is bad: then its job says why, and nothing is created."""
+    import yaml
 
-    return run("regstudy.stages.train:run_stage", sys.argv[1:] if argv is None else argv)
+    from ..job import preflight
+    from ..tracking import prepare_from_config
+
+    args = parser().parse_args(argv)
+    params = yaml.safe_load(Path(args.params).read_text())
+    try:
+        cfg = compose_job(study_overrides(params["study"], args.dataset, args.family, Path(args.out),
+                                          args.control, list(params.get("csv") or {})), Path(args.conf))
+        preflight(cfg)
+    except Exception:  # noqa: BLE001 - the job reports bad input with its own message
+        return 0
+    prepare_from_config(cfg)
+    return 0
+
+
+def job_cost(study: dict, dataset: str, data_dir: Path) -> float:
+    """A rough cost of a dataset's job: epochs x examples seen per epoch (train, then
+    train and validation evaluated) x input width + 64 (a hidden layer); 0 if unknown.
+    It only orders the jobs, so it need not be exact."""
+    import numpy as np
+
+    try:
+        with np.load(data_dir / f"{dataset}.npz") as f:
+            x_train, x_val = f["x_train"], f["x_val"]
+        epochs = float(study["by_dataset"][dataset]["epochs"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0.0
+    return epochs * (2 * x_train.shape[-2] + x_val.shape[-2]) * (x_train.shape[-1] + 64)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m regstudy.stages.train", description=__doc__)
+    p.add_argument("--family", required=True)
+    p.add_argument("--dataset", help="one dataset only (default: every dataset of the study)")
+    p.add_argument("--control", action="store_true", help="a control: study.controls' datasets and overrides")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="results")
+    p.add_argument("--conf", default="conf", help="config dir (the stage's deps)")
+    p.add_argument("--jobs", type=int, default=2, help="jobs at a time (one torch thread each)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One job (``--dataset``), or the family on every dataset of the study, in warm forks."""
+    import yaml
+
+    from ..warm import run, run_many
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    if args.dataset is not None:
+        return run("regstudy.stages.train:run_stage", argv)
+    study = (yaml.safe_load(Path(args.params).read_text()) or {}).get("study", {})
+    datasets = (study.get("controls") or {}).get("datasets", []) if args.control else study.get("datasets", [])
+    if not datasets:
+        print(f"error: no datasets for family {args.family} in {args.params}", file=sys.stderr)
+        return 2
+    # Longest first, so that neither worker is left alone with a long job at the end.
+    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, Path("data")))
+    jobs = [[*argv, "--dataset", d] for d in datasets]
+    # The first writes to a fresh MLflow store race on its schema: create it before fanning out.
+    code = run("regstudy.stages.train:prepare_store", jobs[0])
+    if code:
+        return code
+    codes = run_many("regstudy.stages.train:run_stage", jobs, workers=max(1, args.jobs))
+    return next((code for code in codes if code), 0)  # the first failure, if any
 
 
 if __name__ == "__main__":
