@@ -78,19 +78,21 @@ def preflight(cfg: DictConfig) -> None:
     task, the members' seeds). Raises ConfigError, CsvError or FileNotFoundError."""
     validate(cfg)
     seeds = [int(s) for s in cfg.members.seeds]
-    arrays, _ = load_arrays(cfg, data_path(cfg), seeds)
+    arrays, _ = load_arrays(cfg, data_path(cfg), seeds, say=False)  # the job says it
     seed_rows(arrays, seeds, data_path(cfg))
 
 
-def load_arrays(cfg: DictConfig, path: Path, seeds: list[int]) -> tuple[dict[str, np.ndarray], str]:
+def load_arrays(cfg: DictConfig, path: Path, seeds: list[int],
+                say: bool = True) -> tuple[dict[str, np.ndarray], str]:
     """The data of the job's seeds (a data file's draws, or a CSV file checked and split)
-    and its task (inferred for a CSV, and said on stderr), with what depends on the task
-    checked; raises ConfigError, CsvError or FileNotFoundError.
+    and its task (inferred for a CSV, and said on stderr if ``say``), with what depends on
+    the task checked; raises ConfigError, CsvError or FileNotFoundError.
     """
     if path.suffix == ".csv":
         entry = {"path": path, **{k: cfg.data[k] for k in ("target", "task", "val_fraction", "test_fraction")}}
         arrays = make_csv_dataset(entry, sorted(set(seeds)))
-        print(f"data: {text_of(arrays, 'note')}", file=sys.stderr)
+        if say:
+            print(f"data: {text_of(arrays, 'note')}", file=sys.stderr)
     else:
         arrays = load_npz(path)
     task = task_of(arrays) or cfg.data.task
