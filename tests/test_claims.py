@@ -64,7 +64,7 @@ def study(*jobs, params=(), layers=(), features=(), data=None) -> Results:
 
     return Results(members=table(jobs, MEMBER_COLUMNS), curves=pd.DataFrame(columns=KEY),
                    layers=table(layers, LAYER_COLUMNS), params=table(params, PARAM_COLUMNS),
-                   features=table(features, FEATURE_COLUMNS), predictions={}, runs=[], data=data or {})
+                   features=table(features, FEATURE_COLUMNS), predictions={}, data=data or {})
 
 
 def combine(*studies: Results) -> Results:

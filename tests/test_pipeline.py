@@ -79,6 +79,7 @@ def study(tmp_path_factory) -> Path:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
          "-m", "empty"], repo)
     run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # the plots' templates
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "study"], repo)
     run([sys.executable, "-m", "dvc", "repro"], repo)
@@ -121,6 +122,25 @@ def test_claims_are_dvc_metrics(study):
     assert data == claims
     counts = claims["verdicts"]
     assert sum(counts.values()) == sum(len(v) for k, v in claims.items() if k != "verdicts")
+
+
+def test_dvc_plots_show_a_line_per_family_of_each_dataset(study):
+    """The plots declared in dvc.yaml: per dataset, loss curves and metric against
+    strength, coloured by family; the values are the seed means of members.csv."""
+    proc = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], study)
+    shown = json.loads(proc.stdout)["data"]
+    assert set(shown) == {f"reports/plots/{kind}/{d}.csv" for kind in ("loss_curves", "metric_vs_strength")
+                          for d in DATASETS}
+    spec = shown["reports/plots/metric_vs_strength/signal.csv"][0]["content"]
+    assert spec["encoding"]["color"]["field"] == "family"
+    values = spec["data"]["values"]
+    assert {v["family"] for v in values} == {"l2", "dropout", "weight_decay_sgd"}
+    members = pd.read_csv(study / "results" / "l2" / "signal" / "members.csv")
+    for strength, rows in members.groupby("strength"):
+        plotted = next(float(v["val_metric"]) for v in values if v["family"] == "l2" and float(v["strength"]) == strength)
+        assert plotted == pytest.approx(rows.val_metric.mean(), rel=1e-5)
+    curves = shown["reports/plots/loss_curves/moons.csv"][0]["content"]["data"]["values"]
+    assert sorted(int(v["epoch"]) for v in curves if v["family"] == "l2") == [1, 2, 3]
 
 
 def test_second_repro_does_nothing(study):
@@ -184,3 +204,24 @@ def test_editing_the_csv_file_regenerates_it_and_reruns_the_families(study):
     # the CSV's stage, and every family and the report (they read the data folder)
     assert changed == {"csv@mine", *(f"train@{f}" for f in FAMILIES),
                        *(f"control@{f}" for f in CONTROLS["families"]), "report"}
+
+
+def test_push_then_pull_in_a_second_clone_needs_no_repro(study, tmp_path):
+    """The DVC remote round trip: `dvc push` from the study, `git clone` + `dvc pull` in a
+    second clone; there `dvc repro` runs nothing and the report is the same bytes."""
+    dvc = [sys.executable, "-m", "dvc"]
+    run([*dvc, "repro"], study)  # up to date after the edits of the tests before
+    run([*dvc, "remote", "add", "-f", "-d", "storage", str(tmp_path / "storage")], study)
+    run(["git", "add", "-A"], study)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "lock and remote"], study)
+    run([*dvc, "push"], study)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(study), str(clone)], tmp_path)
+    run([*dvc, "pull"], clone)
+    proc = run([*dvc, "repro"], clone)
+    assert "Running stage" not in proc.stdout and "up to date" in proc.stdout
+    assert (clone / "reports" / "index.html").read_bytes() == (study / "reports" / "index.html").read_bytes()
+    for path in (study / "results").rglob("*.csv"):
+        assert (clone / path.relative_to(study)).read_bytes() == path.read_bytes()
+    status = run(["git", "status", "--porcelain"], clone).stdout
+    assert "dvc.lock" not in status  # nothing rewritten

@@ -243,9 +243,10 @@ def test_report_content(tmp_path):
         for key, entry in claims[claim.id].items():
             assert entry["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not measured")
 
-    # provenance: commit, versions, run ids
-    assert "0123456789abcdef0123456789abcdef01234567" in html
-    assert "parent-moons-dropout" in html and "run-moons-dropout-3" in html
+    # provenance: versions and each job's MLflow filter; nothing that differs per clone or
+    # run (run ids, tracking URI, commit), as the report is a hashed DVC output
+    assert "tags.dataset = &#39;moons&#39; and tags.family = &#39;dropout&#39;" in html
+    assert "0123456789abcdef" not in html and "parent-moons-dropout" not in html and "127.0.0.1:5000" not in html
     for package in ("torch", "pytorch_lightning", "hydra-core", "mlflow", "seaborn", "dvc", "pandas", "numpy"):
         assert f"<td>{package}</td>" in html
 
@@ -261,9 +262,12 @@ def test_reproducible_and_cli(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     build_report(root / "results", root / "data", root / "second")
-    for name in ("index.html", "metrics.json", "claims.json"):
+    written = sorted(p.relative_to(root / "first").as_posix() for p in (root / "first").rglob("*") if p.is_file())
+    assert written == sorted(["claims.json", "index.html", "metrics.json",
+                              *(f"plots/{kind}/{d}.csv" for kind in ("loss_curves", "metric_vs_strength")
+                                for d in ("signal", "moons"))])  # no temporary file left
+    for name in written:
         assert (root / "first" / name).read_bytes() == (root / "second" / name).read_bytes()
-    assert sorted(p.name for p in (root / "first").iterdir()) == ["claims.json", "index.html", "metrics.json"]
 
 
 def test_no_results_fails_naming_the_path(tmp_path, capsys):

@@ -19,9 +19,12 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.states import TrainerStatus
 
 from .config import STRENGTH_KEY, ConfigError, validate, validate_task
 from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
+from .console import quiet
+from .lifecycle import interrupt_on_signals, reraise_interrupt
 from .member_figures import member_figure
 from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
@@ -165,6 +168,8 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     arrays, cfg.data.task = load_arrays(cfg, data_path, [m["seed"] for m in members])
     data = load_tensors(arrays, [m["seed"] for m in members], data_path)
     torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
+    interrupt_on_signals()  # SIGTERM and SIGHUP clean up as Ctrl-C does: runs end KILLED
+    quiet()
 
     module = build_module(cfg, data, members)
     root = project_root(cfg)
@@ -193,7 +198,12 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     init = snapshot(module.net)
     callbacks = [MLflowEpochLogger(tracking)] if tracking else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
-    trainer.fit(module)
+    try:
+        trainer.fit(module)
+    except SystemExit:
+        if trainer.state.status == TrainerStatus.INTERRUPTED:
+            reraise_interrupt()  # so that the runs end KILLED, not FAILED
+        raise
     module.restore_best()
     final_eval = module.evaluate(SPLITS)  # the kept weights; the only look at the test split
 

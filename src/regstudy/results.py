@@ -170,13 +170,25 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
     return df[cols]
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 class ResultsWriter:
     """Writes a job's tables into a temporary folder, renamed into place only on success."""
 
     def __init__(self, target: Path):
         self.target = target
         self.tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        for old in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed job
+            if old == self.tmp or not _alive(old.name.rsplit("-", 1)[1]):
+                shutil.rmtree(old, ignore_errors=True)
         self.tmp.mkdir(parents=True)
 
     def table(self, name: str, df: pd.DataFrame) -> None:

@@ -31,6 +31,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from .console import quiet
+from .lifecycle import interrupt_on_signals, owner, owner_alive
+
+OWNER_TAG = "regstudy.owner"  # host:pid:start of the process that ends the run
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
 # The key of each per-layer curve in an epoch's row.
@@ -52,6 +56,7 @@ def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
     Must run before jobs fan out: parallel first writes to a fresh SQLite store race
     on its schema migration.
     """
+    quiet()  # MLflow announces each schema migration at INFO
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is not None:
@@ -169,8 +174,22 @@ class JobTracker:
         self.client.set_terminated(run_id, status)
         self.terminated.add(run_id)
 
+    def close_stale_runs(self) -> list[str]:
+        """End ``KILLED`` the experiment's ``RUNNING`` runs whose owner process is dead
+        (killed outright, so it could not end them); returns their ids."""
+        stale = [r.info.run_id for r in self.client.search_runs(
+            [self.experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
+            if OWNER_TAG in r.data.tags and not owner_alive(r.data.tags[OWNER_TAG])]
+        for run_id in stale:
+            self.client.set_terminated(run_id, "KILLED")
+        if stale:
+            print(f"regstudy tracking: ended {len(stale)} runs left RUNNING by a dead process as KILLED",
+                  file=sys.stderr, flush=True)
+        return stale
+
     def __enter__(self) -> "JobTracker":
-        c, tags = self.client, self.tags
+        self.close_stale_runs()
+        c, tags = self.client, {**self.tags, OWNER_TAG: owner()}
         self.parent_id = c.create_run(self.experiment_id, tags=tags,
                                       run_name=f"{tags['family']}-{tags['dataset']}").info.run_id
         params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
@@ -248,7 +267,7 @@ class JobTracker:
                 self._terminate(run_id, status)
 
 
-def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> None:
+def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox, job_ends: tuple) -> None:
     """The tracking process: runs opened first, then epochs batched, then the finish.
 
     The finish carries the members' final numbers and an artifact folder, which this
@@ -256,6 +275,11 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox) -> N
     In the background, its output goes to ``mlflow-tracking.log`` at the project root
     (not to the stage's stdout, which DVC reads until every writer has closed it).
     """
+    # The job's ends of the pipes came with the fork: close them, or the inbox never
+    # reports EOF when the job dies.
+    for end in job_ends:
+        end.close()
+    interrupt_on_signals()
     cfg = OmegaConf.create(cfg_yaml)
     flush_every = cfg.logger.flush_every
     messages = _drain_in_background(inbox)
@@ -334,7 +358,7 @@ class TrackingProcess:
         # and leaves it to finish in the background).
         self.process = ctx.Process(target=_tracking_main, daemon=False, name="regstudy-tracking",
                                    args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags,
-                                         inbox, outbox))
+                                         inbox, outbox, (self._send, self._recv)))
         self.process.start()
         inbox.close()  # so the tracking process sees EOF if this one dies
         outbox.close()

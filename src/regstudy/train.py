@@ -7,11 +7,13 @@ with the basic launcher or ``hydra/launcher=joblib`` for parallel jobs.
 from __future__ import annotations
 
 import sys
+import time
 
 import hydra
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs
+from .console import job_line
 from .data import CsvError
 from .job import run_job
 from .paths import CONFIG_DIR
@@ -21,8 +23,10 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
+    start = time.perf_counter()
     try:
         table = run_job(cfg)
+        print(job_line(table, time.perf_counter() - start), flush=True)
     except (ConfigError, CsvError, FileNotFoundError) as e:  # bad input: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

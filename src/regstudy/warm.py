@@ -110,8 +110,16 @@ def run_many(target: str, argvs: list[list[str]], workers: int = 2) -> list[int]
 
 
 def _call(target: str, argv: list[str]) -> int:
+    """Call ``target`` with ``argv``; a signal ends it with the shell's code (130, 143...)."""
+    from .lifecycle import exit_code, interrupt_on_signals
+
+    interrupt_on_signals()
     module, func = target.split(":")
-    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    except KeyboardInterrupt as e:
+        print(f"regstudy: interrupted ({e or 'SIGINT'}); the job's runs end KILLED", file=sys.stderr, flush=True)
+        return exit_code(e)
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -186,15 +194,21 @@ def serve(path: Path) -> None:
     listener.listen(8)
     idle = float(os.environ.get("REGSTUDY_WARM_IDLE", "60"))
     jobs: dict[int, socket.socket] = {}
+    orphans: set[int] = set()  # jobs whose client died, already told to stop
     last = time.monotonic()
     try:
         while jobs or time.monotonic() - last < idle:
-            ready, _, _ = select.select([listener], [], [], 0.05)
-            if ready:
+            watched = [conn for pid, conn in jobs.items() if pid not in orphans]
+            ready, _, _ = select.select([listener, *watched], [], [], 0.05)
+            if listener in ready:
                 conn, _ = listener.accept()
                 pid = _fork_job(conn, listener)
                 if pid:
                     jobs[pid] = conn
+            for pid, conn in list(jobs.items()):
+                if conn in ready and not _peek(conn):  # the client is gone (killed): so is its job
+                    _terminate(pid)
+                    orphans.add(pid)
             for pid, conn in list(jobs.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
@@ -202,9 +216,28 @@ def serve(path: Path) -> None:
                     _send(conn, f"exit {code if code >= 0 else 128 - code}\n")
                     conn.close()
                     del jobs[pid]
+                    orphans.discard(pid)
                     last = time.monotonic()
     finally:
         path.unlink(missing_ok=True)
+
+
+def _peek(conn: socket.socket) -> bool:
+    """False once the client has closed its end (the client never writes after its request)."""
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM to a job whose client died: it ends its runs KILLED and commits nothing."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def _send(conn: socket.socket, text: str) -> None:
@@ -240,9 +273,6 @@ def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
         os.dup2(fds[1], 2)
         for fd in fds:
             os.close(fd)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
-                          else signal.SIG_DFL)
         code = 1
         try:
             os.chdir(request["cwd"])

@@ -30,6 +30,7 @@ from regstudy_report.tables import (
     jobs,
     json_number,
     load_results,
+    plot_tables,
     summary_table,
 )
 
@@ -123,11 +124,12 @@ def _render(dataset: str, slug: str, title: str, plot, args: tuple) -> dict:
 
 
 
-def _runs(results: Results) -> list[dict]:
-    """run.json of each job, in report order."""
-    defaults = {"experiment_id": "unknown", "parent_run_id": "unknown", "git_commit": "unknown", "member_run_ids": []}
-    by_job = {(r["dataset"], r["family"]): {**defaults, **r} for r in results.runs}
-    return [by_job[(d, f)] for d, f, _ in jobs(results.members) if (d, f) in by_job]
+def _mlflow_filters(results: Results) -> list[dict]:
+    """Each job's MLflow search filter, in report order. Run ids, the tracking URI and the
+    git commit differ from one clone (and one run) to the next; the report, a hashed DVC
+    output, holds none of them (each job's ``run.json`` has them, outside DVC's hash)."""
+    return [{"dataset": d, "family": f, "filter": f"tags.dataset = '{d}' and tags.family = '{f}'"}
+            for d, f, _ in jobs(results.members)]
 
 
 def render_html(results: Results, found: list, checked: list) -> str:
@@ -142,7 +144,6 @@ def render_html(results: Results, found: list, checked: list) -> str:
     env.filters["estimate"] = estimate
     env.filters["estimate_of"] = estimate_text
     env.filters["effect"] = effect_text
-    runs = _runs(results)
     figures_by_dataset = render_all_figures(results)
     checks = {c.dataset: c for c in data_checks(results.members, results.curves)}
     return env.get_template("index.html.j2").render(
@@ -156,8 +157,7 @@ def render_html(results: Results, found: list, checked: list) -> str:
         claims_tolerance=METRIC_TOL,
         summary=summary_table(results.members).to_dict("records"),
         diverged=diverged_members(results.members).to_dict("records"),
-        runs=runs,
-        commits=sorted({str(r["git_commit"]) for r in runs}),
+        runs=_mlflow_filters(results),
         versions=package_versions(),
     )
 
@@ -192,4 +192,6 @@ def build_report(results_dir: str | Path, data_dir: str | Path, out_dir: str | P
     _write_atomic(out_dir / "index.html", html)
     _write_atomic(out_dir / "metrics.json", metrics)
     _write_atomic(out_dir / "claims.json", claims)
+    for name, table in plot_tables(results.members, results.curves).items():
+        _write_atomic(out_dir / "plots" / name, table.to_csv(index=False, float_format="%.6g"))
     return out_dir / "index.html", out_dir / "metrics.json"

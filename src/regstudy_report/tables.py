@@ -6,7 +6,6 @@ The layout and the columns are those of docs/results.md: one folder
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,6 @@ class Results:
     params: pd.DataFrame
     features: pd.DataFrame
     predictions: dict[str, pd.DataFrame]  # per dataset: signal and moons have other columns
-    runs: list[dict]
     data: dict[str, dict[str, np.ndarray]]
 
     @property
@@ -101,7 +99,6 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": [],
                                              "features": []}
     predictions: dict[str, list[pd.DataFrame]] = {}
-    runs = []
     for job in jobs:
         first = pd.read_csv(job / "members.csv", nrows=1)
         dataset, family = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
@@ -116,8 +113,6 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
                 tables[name].append(_read(job / filename, dataset, family))
         if (job / "predictions.parquet").exists():
             predictions.setdefault(dataset, []).append(_read(job / "predictions.parquet", dataset, family))
-        if (job / "run.json").exists():
-            runs.append({"dataset": dataset, "family": family, **json.loads((job / "run.json").read_text())})
     frames = {name: _concat(parts) for name, parts in tables.items()}
     # The baseline sweeps nothing: a missing strength there means no regularization.
     for name in ["members", "curves", "layers", "params", "features"]:
@@ -135,7 +130,6 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
         params=frames["params"],
         features=frames["features"],
         predictions={ds: _concat(parts) for ds, parts in predictions.items()},
-        runs=runs,
         data={ds: load_data(data_dir, ds) for ds in datasets},
     )
 
@@ -279,3 +273,26 @@ def diverged_members(members: pd.DataFrame) -> pd.DataFrame:
     diverged = members.loc[members["status"] == "diverged", columns]
     parts = [rows.sort_values(["strength", "seed"]) for _, _, rows in jobs(diverged)]
     return pd.concat(parts, ignore_index=True) if parts else diverged
+
+
+def plot_tables(members: pd.DataFrame, curves: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The data of DVC's own plots (``dvc plots show`` / ``diff``), one file per dataset:
+
+    - ``loss_curves/<dataset>.csv``: ``family, epoch, train_loss, val_loss``, the mean over
+      seeds of each family's members at its best strength (ok members, epochs they trained);
+    - ``metric_vs_strength/<dataset>.csv``: ``family, strength, val_metric, test_metric``,
+      the mean over seeds of the ok members at each strength.
+    """
+    out = {}
+    ok = members[members["status"] == "ok"]
+    live = ok_rows(curves[~curves["stopped"]], members) if "stopped" in curves else ok_rows(curves, members)
+    for dataset, family, job in jobs(ok):
+        best = best_strength(job)
+        rows = live[(live["dataset"] == dataset) & (live["family"] == family) & (live["strength"] == best)]
+        mean = rows.groupby("epoch", as_index=False)[["train_loss", "val_loss"]].mean()
+        out.setdefault(f"loss_curves/{dataset}.csv", []).append(mean.assign(family=family))
+        by_strength = job.groupby("strength", as_index=False)[["val_metric", "test_metric"]].mean()
+        out.setdefault(f"metric_vs_strength/{dataset}.csv", []).append(by_strength.assign(family=family))
+    columns = {"loss_curves": ["family", "epoch", "train_loss", "val_loss"],
+               "metric_vs_strength": ["family", "strength", "val_metric", "test_metric"]}
+    return {name: pd.concat(parts, ignore_index=True)[columns[name.split("/")[0]]] for name, parts in out.items()}

@@ -62,9 +62,6 @@ def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR):
 
 def run_stage(argv: list[str] | None = None) -> int:
     """Parse the stage's arguments, compose its config and run the job."""
-    import logging
-    import warnings
-
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -80,6 +77,7 @@ def run_stage(argv: list[str] | None = None) -> int:
                                           Path(args.out) / args.family / args.dataset, args.control,
                                           csv_names),
                           Path(args.conf))
+        from ..console import job_line
         from ..job import not_applicable, run_job  # heavy imports only once the config is known good
 
         reason = not_applicable(cfg)
@@ -87,16 +85,15 @@ def run_stage(argv: list[str] | None = None) -> int:
             print(f"{args.dataset}/{args.family}: skipped, {reason}", flush=True)
             return 0
 
-        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # quiet stage logs
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, not ours
         start = time.perf_counter()
         table = run_job(cfg)
-        diverged = int((table["status"] == "diverged").sum())
-        print(f"{args.dataset}/{args.family}: {len(table)} members in {time.perf_counter() - start:.1f} s"
-              + (f", {diverged} diverged" if diverged else ""), flush=True)
+        print(job_line(table, time.perf_counter() - start), flush=True)
     except (ConfigError, CsvError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk or an unwritable folder: nothing was committed
+        print(f"error: {args.dataset}/{args.family}: could not write: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,39 @@
+"""The committed dvc.lock matches the committed sources, configs and params: a fresh
+clone's `dvc repro` (or `dvc pull` and `dvc repro`) has nothing to re-run for them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stale_entries(status: dict) -> list[str]:
+    """Deps, params or commands that differ from dvc.lock. Missing files are not stale:
+    in a fresh clone the stages' outputs (and so the data the train stages read) are
+    simply not there yet."""
+    stale = []
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else []:
+            if not isinstance(change, dict):
+                stale.append(f"{stage}: {change}")
+                continue
+            for kind, items in change.items():
+                if kind == "changed outs":
+                    continue
+                for path, what in (items.items() if isinstance(items, dict) else [(items, "changed")]):
+                    if isinstance(what, dict):  # params: {file: {key: status}}
+                        stale += [f"{stage}: {kind} {path}:{k} {v}" for k, v in what.items()]
+                    elif what not in ("deleted", "not in cache"):
+                        stale.append(f"{stage}: {kind} {path} {what}")
+    return stale
+
+
+def test_the_lock_is_not_stale_against_the_sources():
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    stale = stale_entries(json.loads(proc.stdout or "{}"))
+    assert not stale, "dvc.lock is stale (run `dvc repro` and commit dvc.lock):\n" + "\n".join(stale)
