@@ -59,6 +59,39 @@ def test_joblib_multirun_logs_every_job(workdir):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_submitit_sweep_runs_each_job_as_its_own_process(workdir):
+    """The cluster launcher, tested through submitit's local executor (the same launcher
+    code as on SLURM, with local processes): every job trains, logs and finishes."""
+    cmd = [sys.executable, "-m", "regstudy.train", "-m", "hydra/launcher=submitit_local",
+           "hydra.launcher.timeout_min=5", "experiment=l2,dropout", "model.hidden=[8]",
+           "trainer.max_epochs=2", "members.seeds=[0]", "logger.log_figures=false"]
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    _, runs = store(workdir)
+    parents = {r.data.tags["family"] for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert parents == {"l2", "dropout"} and all(r.info.status == "FINISHED" for r in runs)
+    for family in parents:
+        members = pd.read_csv(next(workdir.glob(f"multirun/*/*_{family}_signal/results/members.csv")))
+        assert len([r for r in runs if r.data.tags.get("family") == family]) == 1 + len(members)
+    assert list(workdir.glob("multirun/*/.submitit/*"))  # submitit's own job folders
+
+
+def test_the_slurm_launcher_settings_compose_and_override():
+    from hydra import compose, initialize_config_dir
+
+    from regstudy.config import register_configs
+    from regstudy.paths import CONFIG_DIR
+
+    register_configs()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu",
+                                          "hydra.launcher.mem_gb=8"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.mem_gb, launcher.cpus_per_task, launcher.timeout_min) == ("cpu", 8, 1, 60)
+
+
 def test_a_diverging_member_is_recorded_and_the_others_finish(workdir):
     # SGD on lam * sum w^2 multiplies w by (1 - 2 lr lam) per step: |1 - 2e3| explodes.
     table = job(workdir, "experiment=l2", "optim=sgd", "optim.lr=0.1", "members.seeds=[0]",
