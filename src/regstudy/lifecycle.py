@@ -67,6 +67,11 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # state; start time is field 22
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    return _start_time(pid) is not None
+
+
 def owner(pid: int | None = None) -> str:
     """``host:pid:start``: this process (or ``pid``), told apart from a later one with its pid."""
     pid = os.getpid() if pid is None else pid

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .lifecycle import alive as process_alive
 from .metrics import METRIC_NAME
 from .config import CURVE_METRICS
 
@@ -170,16 +171,6 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
     return df[cols]
 
 
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 class ResultsWriter:
     """Writes a job's tables into a temporary folder, renamed into place only on success."""
 
@@ -187,7 +178,8 @@ class ResultsWriter:
         self.target = target
         self.tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         for old in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed job
-            if old == self.tmp or not _alive(old.name.rsplit("-", 1)[1]):
+            pid = old.name.rsplit("-", 1)[1]
+            if old == self.tmp or not (pid.isdigit() and process_alive(int(pid))):
                 shutil.rmtree(old, ignore_errors=True)
         self.tmp.mkdir(parents=True)
 
