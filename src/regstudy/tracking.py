@@ -177,9 +177,12 @@ class JobTracker:
     def close_stale_runs(self) -> list[str]:
         """End ``KILLED`` the experiment's ``RUNNING`` runs whose owner process is dead
         (killed outright, so it could not end them); returns their ids."""
-        stale = [r.info.run_id for r in self.client.search_runs(
+        candidates = [r.info.run_id for r in self.client.search_runs(
             [self.experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
             if OWNER_TAG in r.data.tags and not owner_alive(r.data.tags[OWNER_TAG])]
+        # The search is a moment old: the owner may have ended the run and exited since.
+        # Its death is final, so a run still RUNNING now stays so unless we end it.
+        stale = [i for i in candidates if self.client.get_run(i).info.status == "RUNNING"]
         for run_id in stale:
             self.client.set_terminated(run_id, "KILLED")
         if stale:
@@ -283,6 +286,7 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox, job_
     cfg = OmegaConf.create(cfg_yaml)
     flush_every = cfg.logger.flush_every
     messages = _drain_in_background(inbox)
+    background = False
     try:
         with JobTracker(cfg, members, tags) as tracker:
             outbox.send(("runs", {"experiment_id": tracker.experiment_id,
@@ -312,7 +316,8 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox, job_
                     raise JobInterrupted(payload)
                 else:
                     raise JobFailed(payload)
-        outbox.send(("done", None))
+        if not background:  # in the background the job is gone: nobody to tell
+            outbox.send(("done", None))
     except BaseException as e:  # noqa: BLE001 - reported to the job, runs already terminated
         print(f"regstudy tracking: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         try:
