@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: env study test bench ui clean
+.PHONY: env study test bench ui postgres server server-stop server-status clean
 
 env: $(STAMP)
 
@@ -29,7 +29,29 @@ bench: env
 	$(RUN) $(BIN)/python -m benchmarks.run
 
 ui: env
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
+	$(BIN)/python -m regstudy.ui --store $(CURDIR)/mlflow.db --port 5000
+
+# A shared tracking server: PostgreSQL + `mlflow server` in SERVER_DIR, on 127.0.0.1.
+# Jobs log to it with MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) (see the README).
+SERVER_DIR  ?= $(CURDIR)/.server
+SERVER_PORT ?= 5001
+SERVER_HOST ?= 127.0.0.1
+PG_PORT     ?= 5433
+SERVER      := $(BIN)/python -m regstudy.server --dir $(SERVER_DIR)
+
+# PostgreSQL from the OS's package manager (Debian/Ubuntu), if no pg_ctl is found.
+postgres:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+server: env postgres
+	$(SERVER) start --port $(SERVER_PORT) --pg-port $(PG_PORT) --host $(SERVER_HOST)
+
+server-stop: env
+	$(SERVER) stop
+
+server-status: env
+	$(SERVER) status
 
 clean:
 	rm -rf outputs multirun

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -11,6 +17,38 @@ from regstudy.stages.train import compose_job
 
 SIGNAL = dict(n_train=72, n_val=32, n_test=32, noise=0.2, n_components=3, phase_std=1.0)
 MOONS = dict(n_train=72, n_val=32, n_test=32, noise=0.3)
+SMALL_SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_std=1.0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _local_store():
+    """Tests choose their store: a developer's MLFLOW_TRACKING_URI (conf/logger/mlflow.yaml
+    reads it) must not send them to a shared server."""
+    uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    if uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tracking_server():
+    """A real shared server, as `make server` starts it: a PostgreSQL cluster and
+    `mlflow server` on free ports, in a folder the postgres user can reach."""
+    from regstudy.server import Server
+
+    folder = Path(tempfile.mkdtemp(prefix="regstudy-server-"))
+    folder.chmod(0o755)
+    server = Server(folder, port=free_port(), pg_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +76,14 @@ def signal_npz(tmp_path_factory) -> str:
 def moons_npz(tmp_path_factory) -> str:
     """A small moons dataset (72/32/32 examples) written with the real generator."""
     return _dataset(tmp_path_factory, "moons", MOONS)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A project folder for command-line jobs: data/signal.npz (40/20/20 examples, seeds 0-3)."""
+    (tmp_path / "data").mkdir()
+    save_npz(tmp_path / "data" / "signal.npz", make_dataset("signal", SMALL_SIGNAL, seeds=range(4)))
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

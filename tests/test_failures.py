@@ -238,4 +238,6 @@ def test_dvc_repro_after_kill_9_of_the_worker_finishes_the_study(tmp_path):
     proc = subprocess.run([dvc, "repro", "train@l2"], cwd=repo, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (repo / "results" / "l2" / "signal" / "members.csv").is_file()
+    # A stage's runs end a moment after it (its tracking process finishes in the background).
+    wait_until(lambda: all(r.info.status != "RUNNING" for r in runs(repo)), 30, "the runs end")
     assert all(r.info.status in ("KILLED", "FINISHED") for r in runs(repo))

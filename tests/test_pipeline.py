@@ -225,3 +225,26 @@ def test_push_then_pull_in_a_second_clone_needs_no_repro(study, tmp_path):
         assert (clone / path.relative_to(study)).read_bytes() == path.read_bytes()
     status = run(["git", "status", "--porcelain"], clone).stdout
     assert "dvc.lock" not in status  # nothing rewritten
+
+
+def test_one_setting_sends_the_study_to_a_shared_server(study, tracking_server):
+    """MLFLOW_TRACKING_URI in the environment of `dvc repro`: the stages log to the
+    server, with the same results (so DVC finds nothing changed)."""
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_server.url
+    start = int(time.time() * 1000)  # the server is shared by the session's tests: runs from now on
+    try:
+        run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train@l2"], study)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_server.url)
+    runs = [r for r in finished_runs(client, client.get_experiment_by_name("regstudy").experiment_id)
+            if r.info.start_time >= start]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.data.tags["dataset"] for r in parents) == sorted(DATASETS)
+    assert {r.data.tags["family"] for r in parents} == {"l2"}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}]
+    assert len(children) == len(DATASETS) * len(STRENGTHS["l2"]) * len(SEEDS)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert json.loads((study / "results" / "l2" / "moons" / "run.json").read_text())["tracking_uri"] \
+        == tracking_server.url
+    assert "Running stage" not in run([sys.executable, "-m", "dvc", "repro"], study).stdout

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +14,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from regstudy.data import load_npz, make_dataset, save_npz
+from regstudy.data import load_npz, save_npz
 from regstudy.job import run_job
+from regstudy.lifecycle import alive
 from regstudy.stages.train import compose_job
 
-SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_std=1.0)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "data").mkdir()
-    save_npz(tmp_path / "data" / "signal.npz", make_dataset("signal", SIGNAL, seeds=range(4)))
-    return tmp_path
 
 
 def store(root: Path) -> tuple[MlflowClient, list]:
@@ -59,6 +54,16 @@ def test_joblib_multirun_logs_every_job(workdir):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def assert_every_job_trained_and_logged(workdir: Path) -> None:
+    """The l2 and dropout jobs of a sweep: results, and a FINISHED run per job and member."""
+    _, runs = store(workdir)
+    parents = {r.data.tags["family"] for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert parents == {"l2", "dropout"} and all(r.info.status == "FINISHED" for r in runs)
+    for family in parents:
+        members = pd.read_csv(next(workdir.glob(f"multirun/*/*_{family}_signal/results/members.csv")))
+        assert len([r for r in runs if r.data.tags.get("family") == family]) == 1 + len(members)
+
+
 def test_submitit_sweep_runs_each_job_as_its_own_process(workdir):
     """The cluster launcher, tested through submitit's local executor (the same launcher
     code as on SLURM, with local processes): every job trains, logs and finishes."""
@@ -68,13 +73,27 @@ def test_submitit_sweep_runs_each_job_as_its_own_process(workdir):
     env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    _, runs = store(workdir)
-    parents = {r.data.tags["family"] for r in runs if "mlflow.parentRunId" not in r.data.tags}
-    assert parents == {"l2", "dropout"} and all(r.info.status == "FINISHED" for r in runs)
-    for family in parents:
-        members = pd.read_csv(next(workdir.glob(f"multirun/*/*_{family}_signal/results/members.csv")))
-        assert len([r for r in runs if r.data.tags.get("family") == family]) == 1 + len(members)
+    assert_every_job_trained_and_logged(workdir)
     assert list(workdir.glob("multirun/*/.submitit/*"))  # submitit's own job folders
+
+
+@pytest.mark.slow  # 25 s: Ray's start-up
+def test_ray_sweep_runs_each_job_as_a_ray_task_on_a_local_instance(workdir):
+    """hydra-ray-launcher on a real local Ray instance: every job trains, logs and
+    finishes in a Ray worker process, and no Ray process outlives the sweep."""
+    cmd = [sys.executable, "-m", "regstudy.train", "-m", "hydra/launcher=ray_local",
+           "hydra.launcher.ray.init.num_cpus=2", "experiment=l2,dropout", "model.hidden=[8]",
+           "trainer.max_epochs=2", "members.seeds=[0]", "logger.log_figures=false"]
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run(cmd, cwd=workdir, env={**env, "RAY_AUTH_MODE": "disabled"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Ray Launcher is launching 2 jobs" in proc.stdout + proc.stderr
+    workers = set(re.findall(r"\(_run_job pid=(\d+)\)", proc.stdout + proc.stderr))
+    assert workers and all(int(p) != os.getpid() for p in workers)
+    assert_every_job_trained_and_logged(workdir)
+    time.sleep(1)
+    assert not [p for p in map(int, workers) if alive(p)]  # Ray's workers ended with the sweep
 
 
 def test_the_slurm_launcher_settings_compose_and_override():

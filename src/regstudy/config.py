@@ -195,6 +195,13 @@ class MembersConfig:
     sweep: str = "none"  # the regularizer whose strength varies, or none
     strengths: list[float] = field(default_factory=lambda: [0.0])
     seeds: list[int] = field(default_factory=lambda: [0])
+    # One strength instead of the list: what a search sets (Optuna proposes scalars).
+    strength: Optional[float] = None
+
+
+def member_strengths(members) -> list[float]:
+    """The strengths of a job's members: ``members.strength`` if set, else ``strengths``."""
+    return [float(members.strength)] if members.strength is not None else list(members.strengths)
 
 
 @dataclass
@@ -226,6 +233,7 @@ class LoggerConfig:
     epoch_metrics: list[str] = field(default_factory=lambda: list(CURVE_METRICS))
     layer_metrics: list[str] = field(default_factory=lambda: list(LAYER_CURVE_METRICS))
     background_finish: bool = False  # return before the tracking process ends the runs
+    parent_run_id: Optional[str] = None  # nest the job's parent run under this run (a search's)
 
 
 @dataclass
@@ -250,6 +258,20 @@ class TrainerConfig:
 
 
 @dataclass
+class SearchConfig:
+    """A batched Optuna search of ``members.sweep``'s strength (``python -m regstudy.search``)."""
+
+    trials: int = 32
+    batch: int = 8  # trials asked at once and trained as one stacked job
+    low: float = 1e-5  # the strength's range
+    high: float = 1.0
+    log: bool = True  # log-uniform (low > 0)
+    sampler_seed: int = 0  # TPE's
+    storage: Optional[str] = None  # None: the MLflow store's database (SQLite or PostgreSQL URI)
+    study_name: Optional[str] = None  # None: <family>-<data.name>
+
+
+@dataclass
 class TrainConfig:
     family: str = "custom"
     threads: int = 1
@@ -262,6 +284,7 @@ class TrainConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    search: Optional[SearchConfig] = None  # set by conf/search.yaml (python -m regstudy.search)
 
 
 def register_configs() -> None:
@@ -331,6 +354,25 @@ def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
                    sub.warmup_drop, "a number in [0, 1)")
 
 
+def validate_search(cfg) -> None:
+    """The search's own keys; raises ConfigError naming the key, its value and the rule."""
+    s = cfg.search
+    if cfg.members.sweep == "none":
+        raise ConfigError("members.sweep", "none", "a regularizer whose strength to search "
+                          "(choose a family: experiment=l2, ...)")
+    if s.trials < 1:
+        raise ConfigError("search.trials", s.trials, "an integer >= 1")
+    if s.batch < 1:
+        raise ConfigError("search.batch", s.batch, "an integer >= 1")
+    if not (0 <= s.low < s.high):
+        raise ConfigError("search.low", s.low, f"0 <= low < high (search.high={s.high})")
+    if s.log and s.low <= 0:
+        raise ConfigError("search.low", s.low, "> 0 with search.log=true (a log-uniform range)")
+    from .search import storage_url
+
+    storage_url(cfg)  # a server's study needs its database URI
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value out of range. Touches no file."""
     d = cfg.data
@@ -368,11 +410,13 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.task is not None:
         validate_task(cfg, cfg.data.task)
 
+    if cfg.get("search") is not None:
+        validate_search(cfg)
     mem = cfg.members
     chosen = [k for k, v in cfg.regularizer.items() if v is not None]
     _check(mem.sweep == "none" or mem.sweep in chosen, "members.sweep", mem.sweep,
            f"none or one of the selected regularizers {chosen}")
-    strengths, seeds = list(mem.strengths), list(mem.seeds)
+    strengths, seeds = member_strengths(mem), list(mem.seeds)
     _check(len(strengths) >= 1, "members.strengths", strengths, "a non-empty list")
     _check(len(seeds) >= 1, "members.seeds", seeds, "a non-empty list")
     _check(len(set(seeds)) == len(seeds), "members.seeds", seeds, "distinct seeds")
@@ -385,7 +429,8 @@ def validate(cfg: DictConfig) -> None:
                "[0.0] when members.sweep=none (nothing is swept)")
     else:
         for i, s in enumerate(strengths):
-            check_strength(mem.sweep, f"members.strengths[{i}]", s)
+            key = "members.strength" if mem.strength is not None else f"members.strengths[{i}]"
+            check_strength(mem.sweep, key, s)
 
     opt = cfg.optim
     _check(opt is not None and opt.get("_target_") in OPTIMIZERS, "optim._target_",

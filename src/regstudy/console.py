@@ -1,16 +1,19 @@
 """What a job prints: one line when it ends, and no third-party chatter.
 
-Lightning's start-up notes and tips, MLflow's store messages and a known Lightning
-deprecation warning say nothing about the study; they are silenced. Warnings and
+Lightning's start-up notes and tips, MLflow's store messages and run links, and a known
+Lightning deprecation warning say nothing about the study; they are silenced. Warnings and
 errors still show.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import pandas as pd
+
+from .results import best_strength
 
 NOISY_LOGGERS = ("pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "alembic")
 
@@ -20,6 +23,8 @@ def quiet() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning, not ours
+    # With a tracking server, MLflow prints "View run ... at: <url>" for every run it ends.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def job_line(table: pd.DataFrame, seconds: float) -> str:
@@ -30,10 +35,8 @@ def job_line(table: pd.DataFrame, seconds: float) -> str:
     """
     first = table.iloc[0]
     line = f"{first.dataset}/{first.family}: {len(table)} members in {seconds:.1f} s"
-    ok = table[table["status"] == "ok"]
-    if len(ok):
-        means = ok.groupby("strength")["val_metric"].mean()
-        line += (f", best {first.strength_name}={means.idxmax():g}"
-                 f" (val {first.metric_name} {means.max():.3g})")
+    best = best_strength(table)
+    if best:
+        line += f", best {first.strength_name}={best[0]:g} (val {first.metric_name} {best[1]:.3g})"
     diverged = int((table["status"] == "diverged").sum())
     return line + (f", {diverged} diverged" if diverged else "")

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
-from .config import STRENGTH_KEY, ConfigError, validate, validate_task
+from .config import STRENGTH_KEY, ConfigError, member_strengths, validate, validate_task
 from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
 from .console import quiet
 from .lifecycle import interrupt_on_signals, reraise_interrupt
@@ -30,10 +30,13 @@ from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
 from .regularizers import Regularization
 from .metrics import feature_norms
-from .results import (MAX_FEATURES, ResultsWriter, curves_table, features_table, layers_table,
+from .results import (MAX_FEATURES, ResultsWriter, best_strength, curves_table, features_table, layers_table,
                       members_table, params_table, predictions_table, sample_indices)
+from .describe import dataset_entity, job_description, source_tags
+from .export import best_member, member_model
 from .stacked import StackedMLP
-from .tracking import MLflowEpochLogger, TrackingProcess, git_commit, project_root, tracking_uri
+from .tracking import (MLflowEpochLogger, TrackingFailed, TrackingProcess, check_server, git_commit, project_root,
+                       tracking_uri)
 
 
 def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -42,7 +45,14 @@ def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
     key = STRENGTH_KEY.get(sweep, "none")
     return [{"member": i, "strength": float(s), "seed": int(seed), "strength_name": key,
              "name": f"{cfg.family}-{cfg.data.name}-{key}={s:g}-seed={seed}"}
-            for i, (s, seed) in enumerate(itertools.product(cfg.members.strengths, cfg.members.seeds))]
+            for i, (s, seed) in enumerate(itertools.product(member_strengths(cfg.members), cfg.members.seeds))]
+
+
+def objective(table: pd.DataFrame) -> float:
+    """The job's best mean validation metric over seeds, across its strengths (higher is
+    better for every task: accuracy, R²); -inf if every member diverged."""
+    best = best_strength(table)
+    return best[1] if best else float("-inf")
 
 
 def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
@@ -80,6 +90,7 @@ def preflight(cfg: DictConfig) -> None:
     """Everything a job checks before it starts: the config, then its data (the file, its
     task, the members' seeds). Raises ConfigError, CsvError or FileNotFoundError."""
     validate(cfg)
+    check_server(cfg)
     seeds = [int(s) for s in cfg.members.seeds]
     arrays, _ = load_arrays(cfg, data_path(cfg), seeds, say=False)  # the job says it
     seed_rows(arrays, seeds, data_path(cfg))
@@ -162,6 +173,7 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     tracking process finishes the runs on the second core.
     """
     validate(cfg)
+    check_server(cfg)
     data_path, results_dir = resolve_paths(cfg)
     members = member_grid(cfg)
     # a missing or bad file, or a missing seed, fails here, before any run or output
@@ -173,10 +185,12 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
 
     module = build_module(cfg, data, members)
     root = project_root(cfg)
-    tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": git_commit(root),
-            "sweep": cfg.members.sweep}
+    commit = git_commit(root)
+    tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
+            "sweep": cfg.members.sweep, **source_tags(root, commit)}
     writer = ResultsWriter(results_dir)
-    tracking = TrackingProcess(cfg, members, tags) if cfg.logger.enabled else None
+    tracking = TrackingProcess(cfg, members, tags, dataset_entity(cfg, data_path, arrays)) \
+        if cfg.logger.enabled else None
     artifacts = Path(tempfile.mkdtemp(prefix="regstudy-artifacts-")) if tracking else None
     try:
         table, handover = _train_and_write(cfg, module, members, arrays, writer, tracking,
@@ -189,7 +203,12 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
             shutil.rmtree(artifacts, ignore_errors=True)
         raise
     if tracking:
-        tracking.finish(handover, artifacts, background=cfg.logger.background_finish)
+        try:
+            tracking.finish(handover, artifacts, background=cfg.logger.background_finish)
+        except TrackingFailed as e:
+            shutil.rmtree(artifacts, ignore_errors=True)
+            raise TrackingFailed(f"{e}\nThe job's results are complete in {results_dir}; its runs "
+                                 "stay RUNNING until the next job on this host ends them KILLED") from None
     return table
 
 
@@ -232,16 +251,40 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
         preds = module.predict_grid(torch.from_numpy(grid), mc)
         writer.table("predictions.parquet", predictions_table(grid, preds, members, cfg.data.task))
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    writer.text("config.yaml", resolved)
-    runs = tracking.runs() if tracking else {"experiment_id": None, "parent_run_id": None,
-                                             "member_run_ids": []}
+    # Where the runs went is in run.json (which DVC ignores): the same study logged to
+    # another store has the same results.
+    kept = OmegaConf.to_container(cfg, resolve=True)
+    del kept["logger"]["tracking_uri"]
+    writer.text("config.yaml", OmegaConf.to_yaml(kept))
+    runs = {"experiment_id": None, "parent_run_id": None, "member_run_ids": []}
+    if tracking:
+        try:
+            runs = tracking.runs()
+        except TrackingFailed:  # the results are written all the same; the finish says why
+            pass
     writer.json("run.json", {"git_commit": tags["git_commit"],
                              "tracking_uri": tracking_uri(cfg) if tracking else None, **runs})
     handover = None
-    if tracking:
+    if runs["parent_run_id"]:
         handover = _member_artifacts(cfg, artifacts, table, curves, params, final, resolved,
                                      draw_here=not cfg.logger.background_finish)
+        _best_artifacts(cfg, artifacts / "best", table, module)
     return table, handover
+
+
+def _best_artifacts(cfg: DictConfig, folder: Path, table: pd.DataFrame, module) -> None:
+    """For the tracking process: the best member as a model with an input example (its
+    seed's first test rows), and the parent run's description."""
+    folder.mkdir()
+    (folder / "description.md").write_text(job_description(cfg, table))
+    k = best_member(table)
+    if k is None:
+        return
+    m = cfg.model
+    torch.save(member_model(module.net, k, m.activation, m.negative_slope, m.output_activation),
+               folder / "model.pt")
+    np.save(folder / "example.npy", module.splits["x_test"][k, :5].numpy())
+    (folder / "member.txt").write_text(str(k))
 
 
 SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",

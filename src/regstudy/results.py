@@ -203,3 +203,13 @@ class ResultsWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def best_strength(table: pd.DataFrame) -> tuple[float, float] | None:
+    """The job's best strength and its mean validation metric over seeds (higher is better
+    for every task: accuracy, R²), among members that did not diverge; None if all did."""
+    ok = table[table["status"] == "ok"]
+    if not len(ok):
+        return None
+    means = ok.groupby("strength")["val_metric"].mean()
+    return float(means.idxmax()), float(means.max())

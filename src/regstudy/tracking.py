@@ -50,24 +50,53 @@ def tracking_uri(cfg: DictConfig) -> str:
     return cfg.logger.tracking_uri or f"sqlite:///{project_root(cfg) / 'mlflow.db'}"
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server's (which keeps the artifacts itself)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def check_server(cfg: DictConfig) -> None:
+    """A job logging to a tracking server stops before it trains if no server answers
+    there (MLflow itself would retry each request for minutes); raises ConfigError."""
+    uri = tracking_uri(cfg)
+    if cfg.logger.enabled and is_server(uri):
+        from .config import ConfigError
+        from .server import server_answers
+
+        if not server_answers(uri, timeout=5.0):
+            raise ConfigError("logger.tracking_uri", uri,
+                              "the URL of a running MLflow server (none answers there: start it "
+                              "with `make server`), or null for the local store mlflow.db")
+
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's "Machine learning" view
+
+
 def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
     """Create the store and the experiment if needed; return the experiment id.
 
     Must run before jobs fan out: parallel first writes to a fresh SQLite store race
-    on its schema migration.
+    on its schema migration. The experiment is marked a model-training experiment, so
+    that MLflow's UI opens it on its runs table, not on its GenAI views.
     """
     quiet()  # MLflow announces each schema migration at INFO
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        # A server chooses where artifacts go (it serves them); a local store keeps them here.
+        location = None if is_server(uri) else artifact_root.as_uri()
+        try:
+            exp_id = client.create_experiment(experiment_name, artifact_location=location,
+                                              tags=dict([EXPERIMENT_KIND]))
+        except Exception:  # created meanwhile by another process
+            exp = client.get_experiment_by_name(experiment_name)
+            if exp is None:
+                raise
     if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(experiment_name, artifact_location=artifact_root.as_uri())
-    except Exception:  # created meanwhile by another process
-        exp = client.get_experiment_by_name(experiment_name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
+            client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return exp_id
 
 
 def prepare_from_config(cfg: DictConfig) -> str | None:
@@ -151,11 +180,16 @@ class JobFailed(Exception):
     """The job raised (its runs end FAILED)."""
 
 
+class TrackingFailed(RuntimeError):
+    """MLflow could not take the job's runs (a store or server gone): the message says why."""
+
+
 class JobTracker:
     """The MLflow runs of one train job, written synchronously. Use as a context manager."""
 
-    def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str]):
-        self.cfg, self.members, self.tags = cfg, members, tags
+    def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str],
+                 dataset: dict[str, str] | None = None):
+        self.cfg, self.members, self.tags, self.dataset = cfg, members, tags, dataset
         self.client = MlflowClient(tracking_uri(cfg))
         self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
@@ -193,7 +227,8 @@ class JobTracker:
     def __enter__(self) -> "JobTracker":
         self.close_stale_runs()
         c, tags = self.client, {**self.tags, OWNER_TAG: owner()}
-        self.parent_id = c.create_run(self.experiment_id, tags=tags,
+        nest = {"mlflow.parentRunId": self.cfg.logger.parent_run_id} if self.cfg.logger.parent_run_id else {}
+        self.parent_id = c.create_run(self.experiment_id, tags={**tags, **nest},
                                       run_name=f"{tags['family']}-{tags['dataset']}").info.run_id
         params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
         self._log(self.parent_id, params=params)
@@ -206,7 +241,18 @@ class JobTracker:
             self.unlogged_params[run.info.run_id] = {
                 **shared, "member.strength": str(m["strength"]), "member.seed": str(m["seed"]),
                 "member.strength_name": m["strength_name"]}
+        self._log_dataset([self.parent_id, *self.child_ids])
         return self
+
+    def _log_dataset(self, run_ids: list[str]) -> None:
+        """The job's data as each run's dataset input (MLflow's Dataset column)."""
+        if self.dataset is None:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])]
+        for run_id in run_ids:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def _log(self, run_id: str, params: dict[str, str] | None = None,
              metrics: list[Metric] | None = None, tags: dict[str, str] | None = None) -> None:
@@ -248,8 +294,12 @@ class JobTracker:
 
     def finish(self, members: list[dict[str, Any]], parent_dir: str, pending: list[dict] = ()) -> None:
         """The last epochs (``pending``), artifacts, final numbers and status of every
-        member (one write each), then the parent's artifacts."""
+        member (one write each), the best member's model, then the parent's artifacts
+        and description."""
         now = int(time.time() * 1000)
+        best = Path(parent_dir).parent / "best"
+        if (best / "model.pt").exists():
+            self._log_best_model(best)
         for k, m in enumerate(members):
             if "figure" in m:  # left for this process to draw
                 from .member_figures import member_figure
@@ -261,6 +311,30 @@ class JobTracker:
                       metrics=self._epoch_metrics(list(pending), k) + final)
             self._terminate(self.child_ids[k], "FAILED" if m["diverged"] else "FINISHED")
         self.client.log_artifacts(self.parent_id, parent_dir)
+        if (best / "description.md").exists():
+            self.client.set_tag(self.parent_id, "mlflow.note.content", (best / "description.md").read_text())
+
+    def _log_best_model(self, best: Path) -> None:
+        """Log the best member's model (``best/model.pt``, an ``nn.Sequential``) to its run
+        as an MLflow PyTorch model, with a signature and an input example."""
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        model = torch.load(best / "model.pt", weights_only=False)
+        example = np.load(best / "example.npy")
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        run_id = self.child_ids[int((best / "member.txt").read_text())]
+        # The fluent API, in this process only (a fresh fork per job): log_model needs an active run.
+        mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="model", signature=signature, input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])  # no inference: it costs seconds
+        self.client.set_tag(self.parent_id, "best_model_uri", info.model_uri)
+        self.client.set_tag(run_id, "best_member", "true")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else (
@@ -270,7 +344,8 @@ class JobTracker:
                 self._terminate(run_id, status)
 
 
-def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox, job_ends: tuple) -> None:
+def _tracking_main(cfg_yaml: str, members: list, tags: dict, dataset: dict | None, inbox, outbox,
+                   job_ends: tuple) -> None:
     """The tracking process: runs opened first, then epochs batched, then the finish.
 
     The finish carries the members' final numbers and an artifact folder, which this
@@ -288,7 +363,7 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, inbox, outbox, job_
     messages = _drain_in_background(inbox)
     background = False
     try:
-        with JobTracker(cfg, members, tags) as tracker:
+        with JobTracker(cfg, members, tags, dataset) as tracker:
             outbox.send(("runs", {"experiment_id": tracker.experiment_id,
                                   "parent_run_id": tracker.parent_id,
                                   "member_run_ids": tracker.child_ids}))
@@ -355,22 +430,32 @@ def _drain_in_background(inbox) -> queue.Queue:
 class TrackingProcess:
     """The job's side of the tracking process (forked, so it shares the imports)."""
 
-    def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str]):
+    def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str],
+                 dataset: dict[str, str] | None = None):
         ctx = multiprocessing.get_context("fork")
         inbox, self._send = ctx.Pipe(duplex=False)
         self._recv, outbox = ctx.Pipe(duplex=False)
         # Not a daemon: an exiting job waits for it (a warm fork exits with os._exit
         # and leaves it to finish in the background).
         self.process = ctx.Process(target=_tracking_main, daemon=False, name="regstudy-tracking",
-                                   args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags,
+                                   args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags, dataset,
                                          inbox, outbox, (self._send, self._recv)))
         self.process.start()
         inbox.close()  # so the tracking process sees EOF if this one dies
         outbox.close()
         self._runs: dict[str, Any] | None = None
+        self._lost = False  # the tracking process failed (its store or server is gone)
+        self._failure: str | None = None  # and why, once known
 
     def log_epoch(self, row: dict) -> None:
-        self._send.send(("epoch", {k: v.numpy() for k, v in row.items()}))
+        """Send an epoch; if the tracking process has failed, train on without it (the
+        results are still written, and the job fails after them, saying why)."""
+        if self._lost:
+            return
+        try:
+            self._send.send(("epoch", {k: v.numpy() for k, v in row.items()}))
+        except (BrokenPipeError, ConnectionResetError):
+            self._lost = True
 
     def _reply(self) -> tuple[str, Any]:
         try:
@@ -383,7 +468,8 @@ class TrackingProcess:
         if self._runs is None:
             kind, payload = self._reply()
             if kind != "runs":
-                raise RuntimeError(f"MLflow logging failed: {payload}")
+                self._failure = payload
+                raise TrackingFailed(f"MLflow logging failed: {payload}")
             self._runs = payload
         return self._runs
 
@@ -393,14 +479,23 @@ class TrackingProcess:
         With ``background``, return at once: the tracking process logs the artifacts
         and ends the runs on its own. Otherwise wait until it has.
         """
-        self.runs()
-        self._send.send(("finish", (members, str(artifacts), background)))
+        if self._failure is None:
+            self.runs()
+            try:
+                self._send.send(("finish", (members, str(artifacts), background)))
+            except (BrokenPipeError, ConnectionResetError):
+                self._lost = True
+            if self._lost:
+                self._failure = self._reply()[1]
+        if self._failure is not None:
+            self.process.join()
+            raise TrackingFailed(f"MLflow logging failed: {self._failure}")
         if background:
             return
         kind, message = self._reply()
         self.process.join()
         if kind != "done":
-            raise RuntimeError(f"MLflow logging failed: {message}")
+            raise TrackingFailed(f"MLflow logging failed: {message}")
 
     def abort(self, exc: BaseException) -> None:
         """The job failed: its runs end FAILED (KILLED if interrupted)."""

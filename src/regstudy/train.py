@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from .config import ConfigError, register_configs
 from .console import job_line
 from .data import CsvError
-from .job import run_job
+from .job import objective, run_job
 from .paths import CONFIG_DIR
+from .tracking import TrackingFailed
 
 register_configs()
 
@@ -30,7 +31,10 @@ def main(cfg: DictConfig) -> float:
     except (ConfigError, CsvError, FileNotFoundError) as e:  # bad input: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    return float(table["val_metric"].max())  # what an optimizing sweeper would maximize
+    except TrackingFailed as e:  # trained, but MLflow did not take the runs
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    return objective(table)  # what an optimizing sweeper (hydra/sweeper=optuna) maximizes
 
 
 if __name__ == "__main__":

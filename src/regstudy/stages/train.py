@@ -94,6 +94,9 @@ def run_stage(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full disk or an unwritable folder: nothing was committed
         print(f"error: {args.dataset}/{args.family}: could not write: {e}", file=sys.stderr)
         return 1
+    except RuntimeError as e:  # TrackingFailed: MLflow did not take the runs
+        print(f"error: {args.dataset}/{args.family}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
