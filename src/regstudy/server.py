@@ -140,11 +140,11 @@ class Server:
         if server_answers(f"http://{self.host}:{self.port}", 1.0, path="/"):
             raise ServerError(f"port {self.port} is taken by another program; choose another (SERVER_PORT=...)")
         # The schema first, in this process: the server's workers would race on it.
-        from .console import quiet
-
-        quiet()
         from mlflow.tracking import MlflowClient
 
+        from .console import quiet
+
+        quiet()  # after importing MLflow, which sets its loggers up at import
         MlflowClient(self.database_uri).search_experiments(max_results=1)
         self.artifacts.mkdir(exist_ok=True)
         log = open(self.folder / "mlflow-server.log", "ab")
