@@ -176,6 +176,9 @@ def test_mlflow_store_holds_every_member(study):
         assert r.data.params["data.name"] == ds
         assert r.data.params["trainer.max_epochs"] == "3"
         assert r.data.tags["git_commit"] != "unknown"
+        # MLflow's own Source and commit: the stage's module, as `python -m` runs it cold
+        assert r.data.tags["mlflow.source.name"].endswith("src/regstudy/stages/train.py")  # the installed copy
+        assert r.data.tags["mlflow.source.git.commit"] == r.data.tags["git_commit"].removesuffix("-dirty")
         history = client.get_metric_history(r.info.run_id, "val_loss")
         assert [m.step for m in history] == [1, 2, 3]
     # The results point at these runs.

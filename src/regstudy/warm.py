@@ -116,7 +116,9 @@ def _call(target: str, argv: list[str]) -> int:
     interrupt_on_signals()
     module, func = target.split(":")
     try:
-        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+        mod = importlib.import_module(module)
+        sys.argv = [mod.__file__, *argv]  # as `python -m <module>` has it (MLflow's source tag reads it)
+        return int(getattr(mod, func)(argv) or 0)
     except KeyboardInterrupt as e:
         print(f"regstudy: interrupted ({e or 'SIGINT'}); the job's runs end KILLED", file=sys.stderr, flush=True)
         return exit_code(e)
