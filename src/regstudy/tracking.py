@@ -86,17 +86,15 @@ def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
         # A server chooses where artifacts go (it serves them); a local store keeps them here.
         location = None if is_server(uri) else artifact_root.as_uri()
         try:
-            exp_id = client.create_experiment(experiment_name, artifact_location=location,
-                                              tags=dict([EXPERIMENT_KIND]))
+            return client.create_experiment(experiment_name, artifact_location=location,
+                                            tags=dict([EXPERIMENT_KIND]))
         except Exception:  # created meanwhile by another process
             exp = client.get_experiment_by_name(experiment_name)
             if exp is None:
                 raise
-    if exp is not None:
-        exp_id = exp.experiment_id
-        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
-            client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
-    return exp_id
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 def prepare_from_config(cfg: DictConfig) -> str | None:
