@@ -227,6 +227,51 @@ def bench_study(r: Report, tmp: Path) -> None:
     r.table("The whole default study", ["what", "measured", "detail"], rows)
 
 
+def bench_study_profile(r: Report, tmp: Path) -> None:
+    p = study.profile(tmp)
+    on, off = p[True], p[False]
+    jobs = on["jobs"]
+    job_total = sum(jobs.values())
+    train_jobs_wall = job_total / 2  # two jobs at a time
+    mlflow = on["wall"] - off["wall"]
+    rows = [
+        ["DVC: stage start-up and lock writes (per stage, warm server found)", on["stage_overhead"]],
+        ["imports (the warm server's start, once)", on["imports"]],
+        ["generate stage", on["generate"]],
+        ["train jobs: training steps (incl. Lightning's loop)", jobs.get("training_steps", 0) / 2],
+        ["train jobs: per-epoch evaluation", jobs.get("evaluation", 0) / 2],
+        ["train jobs: set-up, final evaluation, result tables", jobs.get("setup_and_tables", 0) / 2],
+        ["train stages: waiting on the slower of two workers",
+         on["train"] - on["stage_overhead"] - on["imports"] - train_jobs_wall],
+        ["MLflow (wall with it − wall without it)", mlflow],
+        ["report stage (figures, claims, HTML)", on["report"]],
+    ]
+    body = [[what, f"{sec:.1f}", f"{sec / on['wall']:.0%}"] for what, sec in rows]
+    body.append(["**whole study**", f"{on['wall']:.1f}", "100%"])
+    r.table("Where one whole study's time goes", ["part", "seconds (wall)", "share"], body,
+            note=(f"Two clean `dvc repro` runs in fresh clones, {on['n_jobs']} train jobs each: with MLflow "
+                  f"({on['wall']:.0f} s) and with `logger.enabled=false` ({off['wall']:.0f} s). The job parts "
+                  "come from each job's own timings (results/*/*/run.json) and are halved: two jobs run at a "
+                  "time. MLflow's part is the difference of the two runs, so it includes what its tracking "
+                  "processes take from the jobs' core; it is also inside the job parts above, which were "
+                  "measured with MLflow on, so the rows overlap by that much."))
+
+
+def bench_members(r: Report, tmp: Path) -> None:
+    families = ["none", "l2", "dropout"]
+    rows = study.members_scaling(tmp, families)
+    first = rows[0]
+    body = []
+    for row in rows:
+        added = (row["wall"] - first["wall"]) / (row["members"] - first["members"]) if row is not first else None
+        body.append([f"{row['multiple']}× ({row['seeds']} seeds)", row["members"], f"{row['wall']:.0f}",
+                     f"{row['report']:.0f}", "" if added is None else f"{added * 1000:.0f}"])
+    r.table("Study time against members", ["seeds", "members", "`dvc repro` from clean (s)", "of which report (s)",
+                                            "ms per added member"], body,
+            note=(f"A smaller study (families {', '.join(families)}, the two SGD controls, every dataset) "
+                  "from clean in a fresh clone, MLflow on, at 1, 2 and 4 times the default seeds."))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -249,6 +294,8 @@ def main() -> None:
         bench_search(r, tmp, args.quick)
         if not args.skip_study:
             bench_study(r, tmp)
+            bench_study_profile(r, tmp)
+            bench_members(r, tmp)
     total = time.perf_counter() - start
     lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks.run`).", "",
              *header, f"- suite wall time: {total:.0f} s", ""]

@@ -8,6 +8,7 @@ every process whose command line mentions regstudy or dvc is sampled from /proc)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -60,13 +61,26 @@ def cpu_times() -> tuple[int, int]:
 
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    elapsed, lines = _run_timed(cmd, cwd)
+    return elapsed, "".join(line for _, line in lines)
+
+
+def _run_timed(cmd: list[str], cwd: Path) -> tuple[float, list[tuple[float, str]]]:
+    """Run ``cmd``; its wall time and each stdout line with the time it came (from the start)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    lines = [(time.perf_counter() - start, line) for line in proc.stdout]
+    proc.wait()
+    reader.join()
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return elapsed, proc.stdout
+        out = "".join(line for _, line in lines)
+        raise RuntimeError(f"{cmd} failed:\n{out[-3000:]}\n{''.join(err)[-3000:]}")
+    return elapsed, lines
 
 
 def ran_stages(stdout: str) -> list[str]:
@@ -97,3 +111,87 @@ def whole_study(tmp: Path) -> dict:
             "cpu_busy": (busy1 - busy0) / (total1 - total0),
             "noop_s": noop, "noop_ran": ran_stages(out_noop), "edit_s": edit,
             "edit_ran": ran_stages(out_edit)}
+
+
+def edit_params(repo: Path, edit) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stage_spans(lines: list[tuple[float, str]], end: float) -> list[dict]:
+    """Each stage DVC ran: its start and end (the next stage's start) and its jobs' spans
+    (a job line "... in 4.2 s ..." ends at its arrival)."""
+    stages: list[dict] = []
+    for t, line in lines:
+        m = re.match(r"Running stage '([^']+)'", line)
+        if m:
+            stages.append({"name": m.group(1), "start": t, "jobs": []})
+        m = re.search(r"members in ([\d.]+) s", line)
+        if m and stages:
+            stages[-1]["jobs"].append((t - float(m.group(1)), t))
+    for i, stage in enumerate(stages):
+        stage["end"] = stages[i + 1]["start"] if i + 1 < len(stages) else end
+    return stages
+
+
+def job_seconds(repo: Path) -> dict[str, float]:
+    """The train jobs' own timings (run.json), summed over the study."""
+    total: dict[str, float] = {}
+    for run in (repo / "results").glob("*/*/run.json"):
+        for key, value in json.loads(run.read_text()).get("seconds", {}).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def profile(tmp: Path) -> dict:
+    """Where one whole study's wall time goes, from two clean `dvc repro` runs in fresh
+    clones: with MLflow (as the study runs) and without (``logger.enabled=false``).
+
+    The train stages run two jobs at a time, so a job-second is half a second of wall
+    time; the MLflow share is the difference of the two runs' wall times.
+    """
+    out = {}
+    for logging in (True, False):
+        repo = clone(tmp / f"profile-{logging}")
+        if not logging:
+            edit_params(repo, lambda p: p["study"]["overrides"].append("logger.enabled=false"))
+        wall, lines = _run_timed([sys.executable, "-m", "dvc", "repro"], repo)
+        stages = stage_spans(lines, wall)
+        train = [s for s in stages if s["jobs"]]
+        heads = [min(a for a, _ in s["jobs"]) - s["start"] for s in train]
+        tails = [s["end"] - max(b for _, b in s["jobs"]) for s in train]
+        typical = sorted(heads)[len(heads) // 2]
+        out[logging] = {
+            "wall": wall,
+            "generate": sum(s["end"] - s["start"] for s in stages if s["name"] == "generate"),
+            "report": sum(s["end"] - s["start"] for s in stages if s["name"] == "report"),
+            "train": sum(s["end"] - s["start"] for s in train),
+            # the first stage starts the warm server (the imports); the others find it
+            "imports": heads[0] - typical,
+            "stage_overhead": sum(heads) - (heads[0] - typical) + sum(tails),
+            "jobs": job_seconds(repo),
+            "n_jobs": sum(len(s["jobs"]) for s in train),
+        }
+    return out
+
+
+def members_scaling(tmp: Path, families: list[str], multiples=(1, 2, 4)) -> list[dict]:
+    """Clean `dvc repro` of a smaller study (``families`` only) at multiples of the
+    default seeds: the time a member adds."""
+    rows = []
+    for m in multiples:
+        repo = clone(tmp / f"seeds-{m}")
+
+        def edit(p, m=m):
+            p["study"]["families"] = families
+            p["study"]["seeds"] = list(range(m * len(p["study"]["seeds"])))
+
+        edit_params(repo, edit)
+        wall, lines = _run_timed([sys.executable, "-m", "dvc", "repro"], repo)
+        seeds = len(yaml.safe_load((repo / "params.yaml").read_text())["study"]["seeds"])
+        members = sum(len(f.read_text().splitlines()) - 1 for f in (repo / "results").glob("*/*/members.csv"))
+        stages = stage_spans(lines, wall)
+        rows.append({"multiple": m, "seeds": seeds, "members": members, "wall": wall,
+                     "report": sum(s["end"] - s["start"] for s in stages if s["name"] == "report")})
+    return rows

@@ -73,6 +73,7 @@ BAD = [
     (["logger.epoch_metrics=[val_loss,test_loss]"], "logger.epoch_metrics[1]", "test_loss",
      "exact_zero_fraction"),
     (["logger.layer_metrics=[bias_norm]"], "logger.layer_metrics[0]", "bias_norm", "effective_lr"),
+    (["logger.flush_every=0"], "logger.flush_every", "0", "or null"),
 ]
 
 

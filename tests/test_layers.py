@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from regstudy.metrics import alive_units
 from regstudy.randomness import Stream, member_generator
 from regstudy.stacked import BN_MOMENTUM, NORM_EPS, StackedMLP, inverted_dropout
 
@@ -185,3 +186,21 @@ def test_layer_norm_matches_torch_layernorm(mode):
             ln.bias.copy_(net.norm_bias[0][k])
         ref = ln(x[k] @ net.kernels[0][k].detach() + net.biases[0][k].detach())
         torch.testing.assert_close(hidden[0][k], ref, rtol=1e-5, atol=1e-5)
+
+
+# --- alive units ---
+
+
+def test_alive_units_counts_units_whose_output_varies_over_the_rows_of_a_strided_slice():
+    """A unit is alive if max - min of its output over the inputs exceeds the threshold. The
+    evaluation passes slices h[:, :n_train] (strided); rows past n_train must not count."""
+    h = torch.zeros(2, 6, 4)  # (K, rows, units); the first 4 rows are the training split
+    h[0, :4, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0])  # alive
+    h[0, :4, 1] = 5.0  # constant: dead
+    h[0, :4, 2] = torch.tensor([0.0, 0.0, 0.0, 1e-7])  # spread below the threshold
+    h[0, 4:, 3] = 9.0  # varies only outside the slice: dead
+    h[1, :4, :] = torch.arange(16.0).view(4, 4)  # every unit alive
+    sliced = h[:, :4]
+    assert not sliced.is_contiguous()
+    counts = alive_units([sliced, h[:, :4, :2]], threshold=1e-6)
+    assert counts.tolist() == [[1, 1], [4, 2]]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import pytest
 import scipy.stats
 
 from regstudy_report import build_report, figures
@@ -304,3 +305,24 @@ def test_constant_parameters_do_not_break_kdes():
                             for family in ("l2", "dropout") for m, s in enumerate([0.0, 1.0])])
     uri = figures.to_data_uri(figures.parameter_kdes(pd.DataFrame(rows), members))
     assert uri.startswith("data:image/png;base64,")
+
+
+def test_params_load_as_categoricals_and_an_unknown_kind_is_refused(tmp_path):
+    """params (millions of rows in a study) holds its string columns as categoricals with
+    the same categories in every job, so they stay categorical when concatenated; a kind
+    the report does not know is refused, naming the file, not silently turned into NaN."""
+    from regstudy_report.tables import load_results
+
+    root = write_study(tmp_path)
+    params = load_results(root / "results", root / "data").params
+    for column in ("dataset", "family", "kind", "when"):
+        assert isinstance(params[column].dtype, pd.CategoricalDtype), column
+    expected = pd.concat([pd.read_parquet(f) for f in sorted((root / "results").glob("*/*/params.parquet"))])
+    assert len(params) == len(expected)
+    assert params["value"].sum() == pytest.approx(expected["value"].sum())
+    one = next((root / "results").glob("*/*/params.parquet"))
+    frame = pd.read_parquet(one)
+    frame.loc[0, "kind"] = "gain"
+    frame.to_parquet(one, index=False)
+    with pytest.raises(ValueError, match=r"params.parquet: column kind holds \['gain'\]"):
+        load_results(root / "results", root / "data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -182,6 +183,31 @@ def test_mlflow_gets_every_nth_epoch_and_the_results_keep_them_all(workdir):
     members = pd.read_csv(workdir / "results" / "job" / "members.csv")
     assert child.data.metrics["final_test_loss"] == pytest.approx(members.test_loss[0], rel=1e-6)
     assert "test_loss" not in child.data.metrics
+
+
+def test_flush_every_null_writes_each_run_once_at_the_end_with_every_logged_point(workdir):
+    """logger.flush_every=null (the DVC study's setting): no write during training, and at
+    the end each member's run has the same points, params and final numbers as with 10;
+    run.json says where the job's time went."""
+    job(workdir, "experiment=l2", "members.seeds=[0,1]", "members.strengths=[0.0,0.1]",
+        "trainer.max_epochs=7", "logger.max_points_per_curve=3", "logger.log_figures=false",
+        "logger.flush_every=null")
+    client, runs = store(workdir)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    members = pd.read_csv(workdir / "results" / "job" / "members.csv")
+    curves = pd.read_csv(workdir / "results" / "job" / "curves.csv")
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    for child in children:
+        k = int(child.data.tags["member"])
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [m.step for m in history] == [1, 3, 6]
+        expected = curves[(curves.member == k) & curves.epoch.isin([1, 3, 6])].val_loss
+        assert [m.value for m in history] == pytest.approx(list(expected), rel=1e-5)
+        assert float(child.data.params["member.strength"]) == members.strength[k]
+        assert child.data.metrics["final_test_loss"] == pytest.approx(members.test_loss[k], rel=1e-6)
+    seconds = json.loads((workdir / "results" / "job" / "run.json").read_text())["seconds"]
+    assert set(seconds) == {"training_steps", "evaluation", "setup_and_tables"}
+    assert all(v > 0 for v in seconds.values())
 
 
 def test_mlflow_gets_the_chosen_curves_and_members_the_params_that_tell_them_apart(workdir):

@@ -116,3 +116,20 @@ def test_a_family_stage_runs_every_dataset_two_at_a_time_as_a_cold_run_would(tmp
         for name in ("members.csv", "curves.csv", "layers.csv"):
             assert (dirs["warm"] / "results/l2" / dataset / name).read_bytes() == \
                 (dirs["cold"] / "results/l2" / dataset / name).read_bytes(), (dataset, name)
+
+
+def test_the_server_pays_mlflows_one_time_costs_before_forking():
+    """The warm server calls WARM_UP once: after it, MLflow's map of installed packages
+    (a scan of site-packages that log_model's requirement check would do in every job) is
+    built, and SQLAlchemy's mappers of MLflow's tables are configured."""
+    import importlib
+
+    import sqlalchemy.orm
+    from mlflow.utils import requirements_utils
+
+    module, function = warm.WARM_UP.split(":")
+    getattr(importlib.import_module(module), function)()
+    assert requirements_utils._MODULES_TO_PACKAGES and "torch" in requirements_utils._MODULES_TO_PACKAGES
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+
+    assert sqlalchemy.orm.class_mapper(SqlRun).configured

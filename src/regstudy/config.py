@@ -226,7 +226,9 @@ class LoggerConfig:
     tracking_uri: Optional[str] = None  # None: sqlite store mlflow.db at the project root
     experiment_name: str = "regstudy"
     log_figures: bool = True
-    flush_every: int = 10  # logged points buffered per MLflow write (a write costs ~15 ms a run)
+    # logged points buffered per MLflow write (a write costs ~15 ms a run); null: one
+    # write per run at the job's end (no live curves, fewest writes)
+    flush_every: Optional[int] = 10
     max_points_per_curve: int = 25  # log every ceil(max_epochs / this)-th epoch to MLflow
     # The per-epoch curves that go to MLflow (each point is a row of its store);
     # results/ keeps them all (CURVE_METRICS, LAYER_CURVE_METRICS).
@@ -442,8 +444,8 @@ def validate(cfg: DictConfig) -> None:
            "a number > 0")
     for key in ("grid_size", "grid_size_2d"):
         _check(cfg.metrics[key] >= 2, f"metrics.{key}", cfg.metrics[key], "an integer >= 2")
-    _check(cfg.logger.flush_every >= 1, "logger.flush_every", cfg.logger.flush_every,
-           "an integer >= 1")
+    _check(cfg.logger.flush_every is None or cfg.logger.flush_every >= 1, "logger.flush_every",
+           cfg.logger.flush_every, "an integer >= 1, or null (write at the job's end)")
     _check(cfg.logger.max_points_per_curve >= 1, "logger.max_points_per_curve",
            cfg.logger.max_points_per_curve, "an integer >= 1")
     for key, allowed in (("epoch_metrics", CURVE_METRICS), ("layer_metrics", LAYER_CURVE_METRICS)):

@@ -11,6 +11,7 @@ import itertools
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,15 +215,18 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
 
 def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artifacts):
     """Fit, then write every table; return the members' table and the MLflow handover."""
+    start = time.perf_counter()
     init = snapshot(module.net)
     callbacks = [MLflowEpochLogger(tracking)] if tracking else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
+    fit_start = time.perf_counter()
     try:
         trainer.fit(module)
     except SystemExit:
         if trainer.state.status == TrainerStatus.INTERRUPTED:
             reraise_interrupt()  # so that the runs end KILLED, not FAILED
         raise
+    fit_end = time.perf_counter()
     module.restore_best()
     final_eval = module.evaluate(SPLITS)  # the kept weights; the only look at the test split
 
@@ -262,8 +266,14 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
             runs = tracking.runs()
         except TrackingFailed:  # the results are written all the same; the finish says why
             pass
+    # Where the job's time went (benchmarks/study.py sums them over a study): the training
+    # steps, the per-epoch evaluations, and the rest (set-up, final evaluation, tables).
+    fit, evaluation = fit_end - fit_start, module.evaluation_seconds
+    timings = {"training_steps": fit - evaluation, "evaluation": evaluation,
+               "setup_and_tables": time.perf_counter() - start - fit}
     writer.json("run.json", {"git_commit": tags["git_commit"],
-                             "tracking_uri": tracking_uri(cfg) if tracking else None, **runs})
+                             "tracking_uri": tracking_uri(cfg) if tracking else None, **runs,
+                             "seconds": {k: round(v, 3) for k, v in timings.items()}})
     handover = None
     if runs["parent_run_id"]:
         handover = _member_artifacts(cfg, artifacts, table, curves, params, final, resolved,

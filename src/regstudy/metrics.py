@@ -75,8 +75,7 @@ def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:
     a pruned unit (all incoming weights zero), a dead ReLU and a collapsed layer all
     output a constant.
     """
-    spans = []
-    for h in hidden:
-        lo, hi = torch.aminmax(h, dim=1)
-        spans.append((hi - lo > threshold).sum(-1))
+    # amax and amin, not aminmax: on the strided (K, n, units) slices evaluation passes in,
+    # aminmax takes a slow path (13x slower, measured); the values are the same.
+    spans = [(h.amax(1) - h.amin(1) > threshold).sum(-1) for h in hidden]
     return torch.stack(spans, 1)

@@ -9,6 +9,7 @@ evaluated once, on the kept weights, after training (``evaluate(SPLITS)``).
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -46,6 +47,7 @@ class MemberStackModule(pl.LightningModule):
         self.wait = torch.zeros(k, dtype=torch.long)
         self.first_val: Tensor | None = None  # validation loss after the first epoch
         self.best_state: dict[str, Tensor] | None = None
+        self.evaluation_seconds = 0.0  # wall time of the per-epoch evaluations (run.json's timings)
 
     # --- training ---
 
@@ -101,7 +103,9 @@ class MemberStackModule(pl.LightningModule):
         return total
 
     def on_train_epoch_end(self) -> None:
+        start = time.perf_counter()
         self.history.append(self.evaluate_epoch(self.current_epoch + 1))
+        self.evaluation_seconds += time.perf_counter() - start
         done = (self.stopped_epoch > 0) | (self.diverged_epoch > 0)
         if bool(done.all()):
             self.trainer.should_stop = True

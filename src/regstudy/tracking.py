@@ -125,6 +125,23 @@ class PrepareStoreCallback(Callback):
         prepare_from_config(config)
 
 
+def warm_up() -> None:
+    """Pay once, in the warm server (:mod:`regstudy.warm`), what each job's tracking process
+    would pay on its first use of MLflow (about 1 CPU-s a job): SQLAlchemy's mapper set-up
+    of MLflow's tables, ``torch.export`` (``log_model``'s pt2 format imports it lazily) and
+    MLflow's map of installed packages (a scan of site-packages, for its requirements check)."""
+    import sqlalchemy.orm
+    import torch.export._trace  # noqa: F401
+    from mlflow.store.tracking.dbmodels import models  # noqa: F401
+
+    sqlalchemy.orm.configure_mappers()
+    try:
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+    except ImportError:  # a private helper: without it, each job pays the scan itself
+        return
+    _init_modules_to_packages_map()
+
+
 def git_commit(root: Path) -> str:
     """HEAD's commit id (with ``-dirty`` if the tree has changes), or ``unknown``."""
     try:
@@ -189,6 +206,7 @@ class JobTracker:
                  dataset: dict[str, str] | None = None):
         self.cfg, self.members, self.tags, self.dataset = cfg, members, tags, dataset
         self.client = MlflowClient(tracking_uri(cfg))
+        self.artifact_uris: dict[str, str] = {}  # run id -> its artifact root, from create_run
         self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
@@ -226,8 +244,9 @@ class JobTracker:
         self.close_stale_runs()
         c, tags = self.client, {**self.tags, OWNER_TAG: owner()}
         nest = {"mlflow.parentRunId": self.cfg.logger.parent_run_id} if self.cfg.logger.parent_run_id else {}
-        self.parent_id = c.create_run(self.experiment_id, tags={**tags, **nest},
-                                      run_name=f"{tags['family']}-{tags['dataset']}").info.run_id
+        parent = c.create_run(self.experiment_id, tags={**tags, **nest},
+                              run_name=f"{tags['family']}-{tags['dataset']}").info
+        self.parent_id, self.artifact_uris[parent.run_id] = parent.run_id, parent.artifact_uri
         params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
         self._log(self.parent_id, params=params)
         shared = member_params(params)
@@ -235,6 +254,7 @@ class JobTracker:
             run = c.create_run(self.experiment_id, run_name=m["name"], tags={
                 **tags, "mlflow.parentRunId": self.parent_id, "member": str(m["member"])})
             self.child_ids.append(run.info.run_id)
+            self.artifact_uris[run.info.run_id] = run.info.artifact_uri
             # Written with the run's first metrics: one write less per member.
             self.unlogged_params[run.info.run_id] = {
                 **shared, "member.strength": str(m["strength"]), "member.seed": str(m["seed"]),
@@ -303,14 +323,21 @@ class JobTracker:
                 from .member_figures import member_figure
 
                 member_figure(*m["figure"])
-            self.client.log_artifacts(self.child_ids[k], m["artifacts"])
+            self._log_artifacts(self.child_ids[k], m["artifacts"])
             final = [Metric(f"final_{key}", float(v), now, 0) for key, v in m["summary"].items()]
             self._log(self.child_ids[k], tags={"status": "diverged" if m["diverged"] else "ok"},
                       metrics=self._epoch_metrics(list(pending), k) + final)
             self._terminate(self.child_ids[k], "FAILED" if m["diverged"] else "FINISHED")
-        self.client.log_artifacts(self.parent_id, parent_dir)
+        self._log_artifacts(self.parent_id, parent_dir)
         if (best / "description.md").exists():
             self.client.set_tag(self.parent_id, "mlflow.note.content", (best / "description.md").read_text())
+
+    def _log_artifacts(self, run_id: str, folder: str) -> None:
+        """``MlflowClient.log_artifacts`` without its ``get_run`` (a query per run): the
+        artifact root came with the run."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(self.artifact_uris[run_id], tracking_uri=tracking_uri(self.cfg)).log_artifacts(folder)
 
     def _log_best_model(self, best: Path) -> None:
         """Log the best member's model (``best/model.pt``, an ``nn.Sequential``) to its run
@@ -373,7 +400,7 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, dataset: dict | Non
                 if kind == "epoch":
                     if tracker.logged(int(payload["epoch"][0])):
                         pending.append(payload)
-                    if len(pending) >= flush_every:
+                    if flush_every is not None and len(pending) >= flush_every:
                         tracker.log_epochs(pending)
                         pending = []
                 elif kind == "finish":

@@ -159,9 +159,7 @@ def _regression_or_first(r: Results, family: str) -> list[str]:
 
 def _spread_ratio(r: Results, dataset: str, family: str, strength) -> pd.Series:
     """Per seed: std of the trained kernel sample over std of the initial one."""
-    p = ok_rows(r.params, r.members)
-    rows = p[(p["dataset"] == dataset) & (p["family"] == family) & (p["kind"] == "kernel")
-             & np.isclose(p["strength"], strength)]
+    rows = _kernels(r, dataset, family, strength)
     spread = rows.groupby(["seed", "when"])["value"].std().unstack("when")
     return (spread["final"] / spread["init"]).dropna() if len(spread) else pd.Series(dtype=float)
 
@@ -235,7 +233,7 @@ def texts_dropout_sweep(r: Results) -> list[ClaimResult]:
                 f"{flat_text} (about the mean: {_word(parts[1])})")
         numbers = {"train_loss_rho": rho, "train_loss_p": p, **flat_numbers}
         if 1.0 in strengths:
-            one = _init_final(ok_rows(r.params, r.members), d, "dropout", 1.0)
+            one = _init_final(_kernels(r, d, "dropout", 1.0))
             moved = float(np.nanmax(np.abs(one["final"] - one["init"]))) if len(one) else math.nan
             parts.append(None if not math.isfinite(moved) else moved == 0.0)
             text += f"; largest |trained − initial| kernel weight at p=1: {sig(moved)} (initial kept: {_word(parts[-1])})"
@@ -244,10 +242,17 @@ def texts_dropout_sweep(r: Results) -> list[ClaimResult]:
     return out or _missing("texts_dropout_sweep", "family dropout on a regression dataset")
 
 
-def _init_final(params: pd.DataFrame, dataset: str, family: str, strength: float) -> pd.DataFrame:
-    """The sampled kernel entries of a family at one strength, init and final side by side."""
-    rows = params[(params["dataset"] == dataset) & (params["family"] == family)
-                  & (params["kind"] == "kernel") & np.isclose(params["strength"], strength)]
+def _kernels(r: Results, dataset: str, family: str, strength: float) -> pd.DataFrame:
+    """The sampled kernel entries of a family's members that ended ok, at one strength.
+    The job's rows are picked before ``ok_rows`` joins them: the params table holds
+    millions of rows, and joining it whole doubled the report's memory."""
+    p = r.params
+    p = ok_rows(p[(p["dataset"] == dataset) & (p["family"] == family) & (p["kind"] == "kernel")], r.members)
+    return p[np.isclose(p["strength"], strength)]
+
+
+def _init_final(rows: pd.DataFrame) -> pd.DataFrame:
+    """Kernel entries (:func:`_kernels`), init and final side by side."""
     if rows.empty:
         return pd.DataFrame(columns=["init", "final"])
     rows = rows.assign(entry=rows.groupby(["member", "layer", "when"]).cumcount())

@@ -39,6 +39,10 @@ FAMILY_ORDER = (
     "weight_decay_sgd",
 )
 MEMBER_KEY = ["dataset", "family", "member"]
+# params.parquet's kind and when, in the order regstudy.results.params_table writes them
+# (seaborn draws a categorical hue in its categories' order, a string one as it comes)
+PARAM_KINDS = ("kernel", "bias")
+PARAM_WHEN = ("init", "final")
 
 
 class NoResultsError(FileNotFoundError):
@@ -58,7 +62,7 @@ class Results:
     members: pd.DataFrame
     curves: pd.DataFrame
     layers: pd.DataFrame
-    params: pd.DataFrame
+    params: pd.DataFrame  # without strength and seed: take them from members (ok_rows)
     features: pd.DataFrame
     predictions: dict[str, pd.DataFrame]  # per dataset: signal and moons have other columns
     data: dict[str, dict[str, np.ndarray]]
@@ -85,9 +89,31 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MEMBER_KEY)
 
 
-def _read(path: Path, dataset: str, family: str) -> pd.DataFrame:
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    return frame.assign(dataset=dataset, family=family)
+# params.parquet holds about 3,000 rows a member (10 million in the default study): read
+# lean, without strength and seed (ok_rows takes them from members.csv), small integers,
+# and its strings as categoricals with the same categories in every job, so that they stay
+# categorical when concatenated (a byte a row instead of a string).
+PARAM_COLUMNS = ["member", "layer", "kind", "when", "value"]
+
+
+def _read(path: Path, dataset: str, family: str, categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """A job's table tagged with its dataset and family; with ``categories``, a params table
+    read lean (see :data:`PARAM_COLUMNS`)."""
+    if path.suffix != ".parquet":
+        return pd.read_csv(path).assign(dataset=dataset, family=family)
+    if categories is None:
+        return pd.read_parquet(path).assign(dataset=dataset, family=family)
+    frame = pd.read_parquet(path, columns=PARAM_COLUMNS, read_dictionary=["kind", "when"])
+    frame = frame.astype({"member": "int32", "layer": "int32"})
+    for column, value in (("dataset", dataset), ("family", family)):  # one value: its code, repeated
+        frame[column] = pd.Categorical.from_codes(np.full(len(frame), categories[column].index(value), "int8"),
+                                                  categories=categories[column])
+    for column in ("kind", "when"):
+        unknown = set(frame[column].cat.categories) - set(categories[column])
+        if unknown:
+            raise ValueError(f"{path}: column {column} holds {sorted(unknown)}; expected one of {categories[column]}")
+        frame[column] = frame[column].cat.set_categories(categories[column])
+    return frame
 
 
 def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
@@ -99,9 +125,15 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": [],
                                              "features": []}
     predictions: dict[str, list[pd.DataFrame]] = {}
+    tags = {}
     for job in jobs:
         first = pd.read_csv(job / "members.csv", nrows=1)
-        dataset, family = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
+        tags[job] = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
+    categories = {"params": {"dataset": sorted({d for d, _ in tags.values()}),
+                             "family": sorted({f for _, f in tags.values()}),
+                             "kind": list(PARAM_KINDS), "when": list(PARAM_WHEN)}}
+    for job in jobs:
+        dataset, family = tags[job]
         for name, filename in [
             ("members", "members.csv"),
             ("curves", "curves.csv"),
@@ -110,7 +142,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
             ("features", "features.csv"),
         ]:
             if (job / filename).exists():
-                tables[name].append(_read(job / filename, dataset, family))
+                tables[name].append(_read(job / filename, dataset, family, categories.get(name)))
         if (job / "predictions.parquet").exists():
             predictions.setdefault(dataset, []).append(_read(job / "predictions.parquet", dataset, family))
     frames = {name: _concat(parts) for name, parts in tables.items()}
