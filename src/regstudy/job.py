@@ -36,8 +36,8 @@ from .results import (MAX_FEATURES, ResultsWriter, best_strength, curves_table, 
 from .describe import dataset_entity, job_description, source_tags
 from .export import best_member, member_model
 from .stacked import StackedMLP
-from .tracking import (MLflowEpochLogger, TrackingFailed, TrackingProcess, check_server, git_commit, project_root,
-                       tracking_uri)
+from .tracking import (MLflowEpochLogger, TrackingFailed, TrackingProcess, check_server, git_commit, logged_every,
+                       project_root, tracking_uri)
 
 
 def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -217,7 +217,7 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     """Fit, then write every table; return the members' table and the MLflow handover."""
     start = time.perf_counter()
     init = snapshot(module.net)
-    callbacks = [MLflowEpochLogger(tracking)] if tracking else []
+    callbacks = [MLflowEpochLogger(tracking, logged_every(cfg))] if tracking else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
     fit_start = time.perf_counter()
     try:

@@ -199,6 +199,16 @@ class TrackingFailed(RuntimeError):
     """MLflow could not take the job's runs (a store or server gone): the message says why."""
 
 
+def logged_every(cfg: DictConfig) -> int:
+    """Every n-th epoch (and the first) goes to MLflow: at most ``max_points_per_curve``
+    points per curve (results/ keeps every epoch)."""
+    return max(1, math.ceil(cfg.trainer.max_epochs / cfg.logger.max_points_per_curve))
+
+
+def is_logged(epoch: int, every: int) -> bool:
+    return epoch == 1 or epoch % every == 0
+
+
 class JobTracker:
     """The MLflow runs of one train job, written synchronously. Use as a context manager."""
 
@@ -210,9 +220,7 @@ class JobTracker:
         self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
-        # Every n-th epoch (and the first) goes to MLflow: at most max_points_per_curve
-        # points per curve (results/ keeps every epoch).
-        self.every = max(1, math.ceil(cfg.trainer.max_epochs / cfg.logger.max_points_per_curve))
+        self.every = logged_every(cfg)
         self.epoch_metrics = list(cfg.logger.epoch_metrics)
         self.layer_metrics = list(cfg.logger.layer_metrics)
         self.terminated: set[str] = set()
@@ -286,7 +294,7 @@ class JobTracker:
 
     def logged(self, epoch: int) -> bool:
         """Whether ``epoch`` is one of the points that go to MLflow."""
-        return epoch == 1 or epoch % self.every == 0
+        return is_logged(epoch, self.every)
 
     def log_epochs(self, rows: list[dict]) -> None:
         """Log per-epoch rows (dicts of ``(K, ...)`` arrays) to each member's run."""
@@ -535,10 +543,11 @@ class TrackingProcess:
 
 
 class MLflowEpochLogger(pl.Callback):
-    """Lightning callback: sends each epoch's row to the tracking process."""
+    """Lightning callback: sends the tracking process the rows of the epochs that go to
+    MLflow (every ``every``-th and the first; pickling the others cost about 1 ms an epoch)."""
 
-    def __init__(self, tracking: TrackingProcess):
-        self.tracking, self.sent = tracking, 0
+    def __init__(self, tracking: TrackingProcess, every: int = 1):
+        self.tracking, self.every, self.sent = tracking, every, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._send(pl_module)
@@ -548,5 +557,6 @@ class MLflowEpochLogger(pl.Callback):
 
     def _send(self, pl_module) -> None:
         for row in pl_module.history[self.sent:]:
-            self.tracking.log_epoch(row)
+            if is_logged(int(row["epoch"][0]), self.every):
+                self.tracking.log_epoch(row)
         self.sent = len(pl_module.history)
