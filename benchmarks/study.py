@@ -83,8 +83,11 @@ def _run_timed(cmd: list[str], cwd: Path) -> tuple[float, list[tuple[float, str]
     return elapsed, lines
 
 
+STAGE_LINE = r"Running stage '([^']+)'"  # what `dvc repro` prints as each stage starts
+
+
 def ran_stages(stdout: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", stdout)
+    return re.findall(STAGE_LINE, stdout)
 
 
 def clone(tmp: Path) -> Path:
@@ -124,7 +127,7 @@ def stage_spans(lines: list[tuple[float, str]], end: float) -> list[dict]:
     (a job line "... in 4.2 s ..." ends at its arrival)."""
     stages: list[dict] = []
     for t, line in lines:
-        m = re.match(r"Running stage '([^']+)'", line)
+        m = re.match(STAGE_LINE, line)
         if m:
             stages.append({"name": m.group(1), "start": t, "jobs": []})
         m = re.search(r"members in ([\d.]+) s", line)

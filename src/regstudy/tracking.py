@@ -546,7 +546,7 @@ class MLflowEpochLogger(pl.Callback):
     """Lightning callback: sends the tracking process the rows of the epochs that go to
     MLflow (every ``every``-th and the first; pickling the others cost about 1 ms an epoch)."""
 
-    def __init__(self, tracking: TrackingProcess, every: int = 1):
+    def __init__(self, tracking: TrackingProcess, every: int):
         self.tracking, self.every, self.sent = tracking, every, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -96,13 +96,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 PARAM_COLUMNS = ["member", "layer", "kind", "when", "value"]
 
 
-def _read(path: Path, dataset: str, family: str, categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """A job's table tagged with its dataset and family; with ``categories``, a params table
-    read lean (see :data:`PARAM_COLUMNS`)."""
-    if path.suffix != ".parquet":
-        return pd.read_csv(path).assign(dataset=dataset, family=family)
-    if categories is None:
-        return pd.read_parquet(path).assign(dataset=dataset, family=family)
+def _read(path: Path, dataset: str, family: str) -> pd.DataFrame:
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return frame.assign(dataset=dataset, family=family)
+
+
+def _read_params(path: Path, dataset: str, family: str, categories: dict[str, list[str]]) -> pd.DataFrame:
+    """A job's params.parquet read lean (see :data:`PARAM_COLUMNS`); ``categories``: the
+    categories of dataset, family, kind and when, the same for every job."""
     frame = pd.read_parquet(path, columns=PARAM_COLUMNS, read_dictionary=["kind", "when"])
     frame = frame.astype({"member": "int32", "layer": "int32"})
     for column, value in (("dataset", dataset), ("family", family)):  # one value: its code, repeated
@@ -129,9 +130,8 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     for job in jobs:
         first = pd.read_csv(job / "members.csv", nrows=1)
         tags[job] = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
-    categories = {"params": {"dataset": sorted({d for d, _ in tags.values()}),
-                             "family": sorted({f for _, f in tags.values()}),
-                             "kind": list(PARAM_KINDS), "when": list(PARAM_WHEN)}}
+    categories = {"dataset": sorted({d for d, _ in tags.values()}), "family": sorted({f for _, f in tags.values()}),
+                  "kind": list(PARAM_KINDS), "when": list(PARAM_WHEN)}
     for job in jobs:
         dataset, family = tags[job]
         for name, filename in [
@@ -141,8 +141,10 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
             ("params", "params.parquet"),
             ("features", "features.csv"),
         ]:
-            if (job / filename).exists():
-                tables[name].append(_read(job / filename, dataset, family, categories.get(name)))
+            if name == "params" and (job / filename).exists():
+                tables[name].append(_read_params(job / filename, dataset, family, categories))
+            elif (job / filename).exists():
+                tables[name].append(_read(job / filename, dataset, family))
         if (job / "predictions.parquet").exists():
             predictions.setdefault(dataset, []).append(_read(job / "predictions.parquet", dataset, family))
     frames = {name: _concat(parts) for name, parts in tables.items()}
