@@ -276,9 +276,20 @@ class JobTracker:
             return
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
+        from mlflow.exceptions import MlflowException
+
         inputs = [DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])]
-        for run_id in run_ids:
-            self.client.log_inputs(run_id, datasets=inputs)
+        for i, run_id in enumerate(run_ids):
+            try:
+                self.client.log_inputs(run_id, datasets=inputs)
+            except MlflowException:
+                # The first run inserts the experiment's dataset row unless it exists. Two jobs
+                # on the same data racing there make one fail a unique constraint (seen on a
+                # server, 4 jobs at once); once the row exists, the retry only links it.
+                if i > 0:
+                    raise
+                time.sleep(0.2)
+                self.client.log_inputs(run_id, datasets=inputs)
 
     def _log(self, run_id: str, params: dict[str, str] | None = None,
              metrics: list[Metric] | None = None, tags: dict[str, str] | None = None) -> None:
