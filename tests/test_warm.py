@@ -127,8 +127,9 @@ def test_the_server_pays_mlflows_one_time_costs_before_forking():
     import sqlalchemy.orm
     from mlflow.utils import requirements_utils
 
-    module, function = warm.WARM_UP.split(":")
-    getattr(importlib.import_module(module), function)()
+    for target in warm.WARM_UP:
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)()
     assert requirements_utils._MODULES_TO_PACKAGES and "torch" in requirements_utils._MODULES_TO_PACKAGES
     from mlflow.store.tracking.dbmodels.models import SqlRun
 

@@ -13,6 +13,8 @@ KILLED (the job was interrupted or died).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import multiprocessing
 import os
@@ -27,16 +29,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.experimental.callback import Callback
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .console import quiet
 from .lifecycle import interrupt_on_signals, owner, owner_alive
+from .run_writer import NewRun, RunData, writer_for
 
 OWNER_TAG = "regstudy.owner"  # host:pid:start of the process that ends the run
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
-MAX_METRICS_PER_BATCH = 1000
 # The key of each per-layer curve in an epoch's row.
 LAYER_ROW_KEY = {"weight_norm": "layer_norm", "effective_lr": "effective_lr"}
 
@@ -75,26 +76,44 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflo
 def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
     """Create the store and the experiment if needed; return the experiment id.
 
-    Must run before jobs fan out: parallel first writes to a fresh SQLite store race
-    on its schema migration. The experiment is marked a model-training experiment, so
-    that MLflow's UI opens it on its runs table, not on its GenAI views.
+    Jobs that start together may all call it: for a SQLite store they take turns, under a
+    lock file beside the database, because parallel first writes to a fresh store race on
+    its schema migration ("duplicate column name"). The experiment is marked a
+    model-training experiment, so that MLflow's UI opens it on its runs table, not on its
+    GenAI views.
     """
     quiet()  # MLflow announces each schema migration at INFO
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
-        # A server chooses where artifacts go (it serves them); a local store keeps them here.
-        location = None if is_server(uri) else artifact_root.as_uri()
-        try:
-            return client.create_experiment(experiment_name, artifact_location=location,
-                                            tags=dict([EXPERIMENT_KIND]))
-        except Exception:  # created meanwhile by another process
-            exp = client.get_experiment_by_name(experiment_name)
-            if exp is None:
-                raise
-    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
-        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
-    return exp.experiment_id
+    with _store_lock(uri):
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment_name)
+        if exp is None:
+            # A server chooses where artifacts go (it serves them); a local store keeps them here.
+            location = None if is_server(uri) else artifact_root.as_uri()
+            try:
+                return client.create_experiment(experiment_name, artifact_location=location,
+                                                tags=dict([EXPERIMENT_KIND]))
+            except Exception:  # created meanwhile by another process
+                exp = client.get_experiment_by_name(experiment_name)
+                if exp is None:
+                    raise
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+        return exp.experiment_id
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock on ``<database>.lock`` for a SQLite store; nothing for others (a
+    server or a database server migrates its own schema)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    db = Path(uri[len(prefix):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def prepare_from_config(cfg: DictConfig) -> str | None:
@@ -126,12 +145,17 @@ class PrepareStoreCallback(Callback):
 
 
 def warm_up() -> None:
-    """Pay once, in the warm server (:mod:`regstudy.warm`), what each job's tracking process
-    would pay on its first use of MLflow (about 1 CPU-s a job): SQLAlchemy's mapper set-up
-    of MLflow's tables, ``torch.export`` (``log_model``'s pt2 format imports it lazily) and
-    MLflow's map of installed packages (a scan of site-packages, for its requirements check)."""
+    """Pay once, in the warm server (:mod:`regstudy.warm`), what each job and its tracking
+    process would pay on their first use of MLflow and pandas: SQLAlchemy's mapper set-up of
+    MLflow's tables, the modules ``log_model`` imports lazily (the pyfunc flavour, its input
+    check, GitPython for its source tags), pyarrow's parquet writer, and MLflow's map of
+    installed packages (a scan of site-packages, for its requirements check)."""
+    import git  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+    import mlflow.pytorch  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
     import sqlalchemy.orm
-    import torch.export._trace  # noqa: F401
+    from mlflow.models import utils  # noqa: F401
     from mlflow.store.tracking.dbmodels import models  # noqa: F401
 
     sqlalchemy.orm.configure_mappers()
@@ -182,11 +206,6 @@ def member_params(params: dict[str, str]) -> dict[str, str]:
             and not (k.startswith("regularizer.") and v == "None")}
 
 
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 class JobInterrupted(Exception):
     """The job stopped before it finished (its runs end KILLED)."""
 
@@ -210,27 +229,26 @@ def is_logged(epoch: int, every: int) -> bool:
 
 
 class JobTracker:
-    """The MLflow runs of one train job, written synchronously. Use as a context manager."""
+    """The MLflow runs of one train job, written synchronously. Use as a context manager.
+
+    Every write goes through a :mod:`regstudy.run_writer`: all the member runs of one
+    step (opening them, a flush of epochs, the finish) in one call, so that a store that
+    is a database takes them in one transaction.
+    """
 
     def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str],
                  dataset: dict[str, str] | None = None):
         self.cfg, self.members, self.tags, self.dataset = cfg, members, tags, dataset
+        self.experiment_id = prepare_from_config(cfg)  # first: it may create the store
         self.client = MlflowClient(tracking_uri(cfg))
+        self.writer = writer_for(self.client)
         self.artifact_uris: dict[str, str] = {}  # run id -> its artifact root, from create_run
-        self.experiment_id = prepare_from_config(cfg)
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
         self.every = logged_every(cfg)
         self.epoch_metrics = list(cfg.logger.epoch_metrics)
         self.layer_metrics = list(cfg.logger.layer_metrics)
         self.terminated: set[str] = set()
-        self.unlogged_params: dict[str, dict[str, str]] = {}
-
-    def _terminate(self, run_id: str, status: str) -> None:
-        if run_id in self.unlogged_params:  # ended before its first write
-            self._log(run_id)
-        self.client.set_terminated(run_id, status)
-        self.terminated.add(run_id)
 
     def close_stale_runs(self) -> list[str]:
         """End ``KILLED`` the experiment's ``RUNNING`` runs whose owner process is dead
@@ -250,58 +268,27 @@ class JobTracker:
 
     def __enter__(self) -> "JobTracker":
         self.close_stale_runs()
-        c, tags = self.client, {**self.tags, OWNER_TAG: owner()}
+        tags = {**self.tags, OWNER_TAG: owner()}
         nest = {"mlflow.parentRunId": self.cfg.logger.parent_run_id} if self.cfg.logger.parent_run_id else {}
-        parent = c.create_run(self.experiment_id, tags={**tags, **nest},
-                              run_name=f"{tags['family']}-{tags['dataset']}").info
-        self.parent_id, self.artifact_uris[parent.run_id] = parent.run_id, parent.artifact_uri
         params = flatten(OmegaConf.to_container(self.cfg, resolve=True))
-        self._log(self.parent_id, params=params)
+        [(self.parent_id, uri)] = self.writer.create_runs(self.experiment_id, [NewRun(
+            f"{tags['family']}-{tags['dataset']}", {**tags, **nest}, params)])
+        self.artifact_uris[self.parent_id] = uri
+        self.writer.log([RunData(self.parent_id)])  # its params now, whatever the writer
         shared = member_params(params)
-        for m in self.members:
-            run = c.create_run(self.experiment_id, run_name=m["name"], tags={
-                **tags, "mlflow.parentRunId": self.parent_id, "member": str(m["member"])})
-            self.child_ids.append(run.info.run_id)
-            self.artifact_uris[run.info.run_id] = run.info.artifact_uri
-            # Written with the run's first metrics: one write less per member.
-            self.unlogged_params[run.info.run_id] = {
-                **shared, "member.strength": str(m["strength"]), "member.seed": str(m["seed"]),
-                "member.strength_name": m["strength_name"]}
-        self._log_dataset([self.parent_id, *self.child_ids])
+        children = self.writer.create_runs(self.experiment_id, [NewRun(
+            m["name"], {**tags, "mlflow.parentRunId": self.parent_id, "member": str(m["member"])},
+            {**shared, "member.strength": str(m["strength"]), "member.seed": str(m["seed"]),
+             "member.strength_name": m["strength_name"]}) for m in self.members])
+        self.child_ids = [run_id for run_id, _ in children]
+        self.artifact_uris.update(children)
+        if self.dataset is not None:  # the job's data as each run's dataset input (MLflow's Dataset column)
+            self.writer.log_inputs([self.parent_id, *self.child_ids], self.dataset, "training")
         return self
 
-    def _log_dataset(self, run_ids: list[str]) -> None:
-        """The job's data as each run's dataset input (MLflow's Dataset column)."""
-        if self.dataset is None:
-            return
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        from mlflow.exceptions import MlflowException
-
-        inputs = [DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])]
-        for i, run_id in enumerate(run_ids):
-            try:
-                self.client.log_inputs(run_id, datasets=inputs)
-            except MlflowException:
-                # The first run inserts the experiment's dataset row unless it exists. Two jobs
-                # on the same data racing there make one fail a unique constraint (seen on a
-                # server, 4 jobs at once); once the row exists, the retry only links it.
-                if i > 0:
-                    raise
-                time.sleep(0.2)
-                self.client.log_inputs(run_id, datasets=inputs)
-
-    def _log(self, run_id: str, params: dict[str, str] | None = None,
-             metrics: list[Metric] | None = None, tags: dict[str, str] | None = None) -> None:
-        """As few ``log_batch`` calls as MLflow's limits allow: each call costs a transaction.
-        The run's params not yet written go with it."""
-        params = {**self.unlogged_params.pop(run_id, {}), **(params or {})}
-        ps = list(_chunks([Param(k, v) for k, v in params.items()], MAX_PARAMS_PER_BATCH))
-        ts = list(_chunks([RunTag(k, v) for k, v in (tags or {}).items()], MAX_PARAMS_PER_BATCH))
-        ms = list(_chunks(metrics or [], MAX_METRICS_PER_BATCH - 2 * MAX_PARAMS_PER_BATCH))
-        for i in range(max(len(ps), len(ts), len(ms))):
-            self.client.log_batch(run_id, params=ps[i] if i < len(ps) else [],
-                                  metrics=ms[i] if i < len(ms) else [], tags=ts[i] if i < len(ts) else [])
+    def _end(self, entries: list[RunData]) -> None:
+        self.writer.log(entries)
+        self.terminated.update(e.run_id for e in entries if e.status is not None)
 
     def logged(self, epoch: int) -> bool:
         """Whether ``epoch`` is one of the points that go to MLflow."""
@@ -309,8 +296,8 @@ class JobTracker:
 
     def log_epochs(self, rows: list[dict]) -> None:
         """Log per-epoch rows (dicts of ``(K, ...)`` arrays) to each member's run."""
-        for k, run_id in enumerate(self.child_ids):
-            self._log(run_id, metrics=self._epoch_metrics(rows, k))
+        self.writer.log([RunData(run_id, metrics=self._epoch_metrics(rows, k))
+                         for k, run_id in enumerate(self.child_ids)])
 
     def _epoch_metrics(self, rows: list[dict], k: int) -> list[Metric]:
         """Member ``k``'s metrics of the logged epochs among ``rows``."""
@@ -330,13 +317,14 @@ class JobTracker:
         return metrics
 
     def finish(self, members: list[dict[str, Any]], parent_dir: str, pending: list[dict] = ()) -> None:
-        """The last epochs (``pending``), artifacts, final numbers and status of every
-        member (one write each), the best member's model, then the parent's artifacts
-        and description."""
+        """The best member's model; every member's artifacts, then its last epochs
+        (``pending``), final numbers and status (all members in one write); then the
+        parent's artifacts and description."""
         now = int(time.time() * 1000)
         best = Path(parent_dir).parent / "best"
         if (best / "model.pt").exists():
             self._log_best_model(best)
+        entries = []
         for k, m in enumerate(members):
             if "figure" in m:  # left for this process to draw
                 from .member_figures import member_figure
@@ -344,12 +332,13 @@ class JobTracker:
                 member_figure(*m["figure"])
             self._log_artifacts(self.child_ids[k], m["artifacts"])
             final = [Metric(f"final_{key}", float(v), now, 0) for key, v in m["summary"].items()]
-            self._log(self.child_ids[k], tags={"status": "diverged" if m["diverged"] else "ok"},
-                      metrics=self._epoch_metrics(list(pending), k) + final)
-            self._terminate(self.child_ids[k], "FAILED" if m["diverged"] else "FINISHED")
+            entries.append(RunData(self.child_ids[k], metrics=self._epoch_metrics(list(pending), k) + final,
+                                   tags={"status": "diverged" if m["diverged"] else "ok"},
+                                   status="FAILED" if m["diverged"] else "FINISHED"))
+        self._end(entries)
         self._log_artifacts(self.parent_id, parent_dir)
         if (best / "description.md").exists():
-            self.client.set_tag(self.parent_id, "mlflow.note.content", (best / "description.md").read_text())
+            self.writer.log([RunData(self.parent_id, tags={"mlflow.note.content": (best / "description.md").read_text()})])
 
     def _log_artifacts(self, run_id: str, folder: str) -> None:
         """``MlflowClient.log_artifacts`` without its ``get_run`` (a query per run): the
@@ -374,18 +363,20 @@ class JobTracker:
         # The fluent API, in this process only (a fresh fork per job): log_model needs an active run.
         mlflow.set_tracking_uri(tracking_uri(self.cfg))
         with mlflow.start_run(run_id=run_id):
+            # Pickled, not torch.export-ed (pt2): an nn.Sequential of torch's own layers loads
+            # wherever torch does, and export traced the model anew in every job (0.1-0.2 s).
+            # The requirements are given: inferring them costs seconds.
             info = mlflow.pytorch.log_model(
-                model, name="model", signature=signature, input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])  # no inference: it costs seconds
-        self.client.set_tag(self.parent_id, "best_model_uri", info.model_uri)
-        self.client.set_tag(run_id, "best_member", "true")
+                model, name="model", signature=signature, input_example=example, serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.writer.log([RunData(self.parent_id, tags={"best_model_uri": info.model_uri}),
+                         RunData(run_id, tags={"best_member": "true"})])
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else (
             "KILLED" if issubclass(exc_type, (KeyboardInterrupt, JobInterrupted)) else "FAILED")
-        for run_id in [*self.child_ids, self.parent_id]:
-            if run_id is not None and run_id not in self.terminated:
-                self._terminate(run_id, status)
+        self._end([RunData(run_id, status=status) for run_id in [*self.child_ids, self.parent_id]
+                   if run_id is not None and run_id not in self.terminated])
 
 
 def _tracking_main(cfg_yaml: str, members: list, tags: dict, dataset: dict | None, inbox, outbox,

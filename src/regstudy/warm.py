@@ -37,7 +37,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 PRELOAD = ("regstudy.job", "regstudy.stages.train", "mlflow.store.tracking.sqlalchemy_store",
            "alembic", "matplotlib.pyplot")
-WARM_UP = "regstudy.tracking:warm_up"  # one-time costs of MLflow, paid here once, not per job
+# One-time costs paid here once, not in every job: MLflow's, and Hydra's plugin scan at the first compose.
+WARM_UP = ("regstudy.tracking:warm_up", "regstudy.stages.train:warm_up")
 HEADER = struct.Struct("!I")
 
 
@@ -191,8 +192,9 @@ def _exchange(sock: socket.socket, target: str, argv: list[str], started) -> int
 def serve(path: Path) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
-    module, function = WARM_UP.split(":")
-    getattr(importlib.import_module(module), function)()
+    for target in WARM_UP:
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
