@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
+from .allocator import keep_freed_memory
 from .config import STRENGTH_KEY, ConfigError, member_strengths, validate, validate_task
 from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
 from .console import quiet
@@ -181,6 +182,7 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     arrays, cfg.data.task = load_arrays(cfg, data_path, [m["seed"] for m in members])
     data = load_tensors(arrays, [m["seed"] for m in members], data_path)
     torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
+    keep_freed_memory()
     interrupt_on_signals()  # SIGTERM and SIGHUP clean up as Ctrl-C does: runs end KILLED
     quiet()
 

@@ -87,7 +87,7 @@ class MemberStackModule(pl.LightningModule):
             fit = smoothed_cross_entropy(out, batch["y"], self.reg.label_smoothing)
         else:
             fit = data_loss(out, batch["y"], self.task)
-        loss = fit + self.reg.penalty(self.net, hidden)
+        loss = fit + self.reg.penalty(self.net, hidden) if self.reg.has_penalty else fit
         finite = torch.isfinite(loss)
         self.nonfinite |= ~finite
         # A diverged member contributes no gradient; members never share one anyway.

@@ -46,8 +46,19 @@ def _selected(net: StackedMLP, kernel: bool, bias: bool) -> list[list[Tensor]]:
             for w, b in zip(net.kernels, net.biases)]
 
 
-def _per_member(t: Tensor) -> Tensor:
-    return t.flatten(1)
+def _total(terms):
+    """``t0 + t1 + ...`` in order; 0 if there are none. Python's ``sum`` would add the first
+    to 0: the same value, but one more operation (and autograd node) each time."""
+    terms = iter(terms)
+    total = next(terms, 0)
+    for t in terms:
+        total = total + t
+    return total
+
+
+def _sum_per_member(ts: list[Tensor], f) -> Tensor:
+    """``sum over the tensors of sum over each member's entries of f(t)``, shape ``(K,)``."""
+    return _total(f(t.flatten(1)).sum(1) for t in ts)
 
 
 # --- penalties: added to the loss ---
@@ -55,14 +66,12 @@ def _per_member(t: Tensor) -> Tensor:
 
 def l1_penalty(tensors: list[list[Tensor]], coef: Tensor) -> Tensor:
     """``sum_l coef[:, l] * sum |w_l|``."""
-    return sum(coef[:, l] * sum(_per_member(t).abs().sum(1) for t in ts)
-               for l, ts in enumerate(tensors) if ts)
+    return _total(coef[:, l] * _sum_per_member(ts, torch.abs) for l, ts in enumerate(tensors) if ts)
 
 
 def l2_penalty(tensors: list[list[Tensor]], coef: Tensor) -> Tensor:
     """``sum_l coef[:, l] * sum w_l^2``."""
-    return sum(coef[:, l] * sum(_per_member(t).square().sum(1) for t in ts)
-               for l, ts in enumerate(tensors) if ts)
+    return _total(coef[:, l] * _sum_per_member(ts, torch.square) for l, ts in enumerate(tensors) if ts)
 
 
 def elastic_net_penalty(tensors: list[list[Tensor]], coef: Tensor, rho: float) -> Tensor:
@@ -80,8 +89,8 @@ def unit_groups(w: Tensor, b: Tensor | None) -> Tensor:
 
 def group_lasso_penalty(groups: list[Tensor], coef: Tensor) -> Tensor:
     """``sum_l coef[:, l] * sum_j sqrt(|g|) * ||g_j||_2`` over each layer's unit groups."""
-    return sum(coef[:, l] * math.sqrt(g.shape[1]) * torch.linalg.vector_norm(g, dim=1).sum(1)
-               for l, g in enumerate(groups))
+    return _total(coef[:, l] * math.sqrt(g.shape[1]) * torch.linalg.vector_norm(g, dim=1).sum(1)
+                  for l, g in enumerate(groups))
 
 
 def activity_penalty(hidden: list[Tensor], coef: Tensor, norm: str) -> Tensor:
@@ -90,8 +99,8 @@ def activity_penalty(hidden: list[Tensor], coef: Tensor, norm: str) -> Tensor:
     ``hidden`` holds each hidden layer's output ``(K, B, units)``; dividing by the batch
     size B keeps the penalty's weight against the kernel penalties independent of B.
     """
-    power = (lambda h: h.abs()) if norm == "l1" else (lambda h: h.square())  # noqa: E731
-    return sum(coef[:, l] * power(h).sum(2).mean(1) for l, h in enumerate(hidden))
+    power = torch.abs if norm == "l1" else torch.square
+    return _total(coef[:, l] * power(h).sum(2).mean(1) for l, h in enumerate(hidden))
 
 
 def smoothed_cross_entropy(logits: Tensor, y: Tensor, eps: Tensor) -> Tensor:
@@ -195,29 +204,35 @@ class Regularization:
 
     # --- penalties (in the loss) ---
 
+    @property
+    def has_penalty(self) -> bool:
+        """Whether any regularizer adds a penalty to the loss (a proximal one does not)."""
+        return any(name == "activity" or not getattr(self.cfg[name], "proximal", False)
+                   for name in self.coefs if name in ("activity", "l1", "l2", "elastic_net", "group_lasso"))
+
     def penalty(self, net: StackedMLP, hidden: list[Tensor] | None = None) -> Tensor:
         """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer).
 
         ``hidden``: the hidden layers' outputs on the batch, for the activity penalty.
         """
-        total = torch.zeros(net.n_members)
+        terms = []
         if "activity" in self.coefs and hidden is not None:
-            total = total + activity_penalty(hidden, self.coefs["activity"], self.cfg["activity"].norm)
+            terms.append(activity_penalty(hidden, self.coefs["activity"], self.cfg["activity"].norm))
         for name in ("l1", "l2", "elastic_net", "group_lasso"):
             if name not in self.coefs or getattr(self.cfg[name], "proximal", False):
                 continue
             c, coef = self.cfg[name], self.coefs[name]
             if name == "group_lasso":
-                total = total + group_lasso_penalty(self._groups(net), coef)
+                terms.append(group_lasso_penalty(self._groups(net), coef))
                 continue
             ts = _selected(net, c.kernel, c.bias)
             if name == "l1":
-                total = total + l1_penalty(ts, coef)
+                terms.append(l1_penalty(ts, coef))
             elif name == "l2":
-                total = total + l2_penalty(ts, coef)
+                terms.append(l2_penalty(ts, coef))
             else:
-                total = total + elastic_net_penalty(ts, coef, float(c.rho))
-        return total
+                terms.append(elastic_net_penalty(ts, coef, float(c.rho)))
+        return _total(terms) if terms else torch.zeros(net.n_members)
 
     def _groups(self, net: StackedMLP) -> list[Tensor]:
         c = self.cfg["group_lasso"]

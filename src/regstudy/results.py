@@ -171,6 +171,33 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
     return df[cols]
 
 
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """``df.to_csv(path, index=False, float_format=FLOAT_FORMAT)``, byte for byte.
+
+    A job's curves and layers tables hold up to a million numbers, and pandas formats each
+    through a Python call with a missing-value check (0.6 s for signal's). A table of
+    numbers and booleans is written here instead: each float column formatted once per
+    distinct value (its bits, so that -0.0 stays "-0"; NaN is empty, as pandas writes it),
+    integers and booleans as ``str`` does. Anything else goes to pandas.
+    """
+    kinds = [df[c].dtype.kind if isinstance(df[c].dtype, np.dtype) else "O" for c in df.columns]
+    if not df.columns.is_unique or not all(k in "iubf" for k in kinds) or \
+            any(not isinstance(c, str) or any(ch in c for ch in ',"\r\n') for c in df.columns):
+        df.to_csv(path, index=False, float_format=FLOAT_FORMAT)
+        return
+    columns = []
+    for name, kind in zip(df.columns, kinds):
+        values = df[name].to_numpy()
+        if kind == "f":
+            bits, inverse = np.unique(values.astype(np.float64).view(np.int64), return_inverse=True)
+            text = np.array(["" if v != v else FLOAT_FORMAT % v for v in bits.view(np.float64).tolist()], dtype=object)
+            columns.append(text[inverse.ravel()].tolist())
+        else:
+            columns.append([str(v) for v in values.tolist()])
+    lines = [",".join(df.columns), *map(",".join, zip(*columns))] if len(df) else [",".join(df.columns)]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
 class ResultsWriter:
     """Writes a job's tables into a temporary folder, renamed into place only on success."""
 
@@ -185,7 +212,7 @@ class ResultsWriter:
 
     def table(self, name: str, df: pd.DataFrame) -> None:
         if name.endswith(".csv"):
-            df.to_csv(self.tmp / name, index=False, float_format=FLOAT_FORMAT)
+            write_csv(df, self.tmp / name)
         else:
             df.to_parquet(self.tmp / name, index=False)
 
