@@ -134,3 +134,30 @@ def test_the_server_pays_mlflows_one_time_costs_before_forking():
     from mlflow.store.tracking.dbmodels.models import SqlRun
 
     assert sqlalchemy.orm.class_mapper(SqlRun).configured
+
+
+def test_a_server_prestarted_by_an_earlier_stage_is_the_one_the_train_stage_uses(tmp_path):
+    """generate calls warm.prestart: it returns at once, and the train stage that follows
+    waits for that server instead of starting a second one."""
+    state = tmp_path / "tmp"
+    state.mkdir()
+    env = {**os.environ, "TMPDIR": str(state), "REGSTUDY_WARM": "1", "REGSTUDY_WARM_IDLE": "5"}
+    subprocess.run([sys.executable, "-c", "from regstudy import warm; warm.prestart()"], env=env, check=True)
+    [pid_file] = list(state.glob("regstudy-warm-*/*.pid"))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--dataset", "signal", "--family", "l2",
+                               "--conf", str(ROOT / "conf")], cwd=workdir(tmp_path / "w", STUDY), env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        servers = [p for p in os.listdir("/proc") if p.isdigit() and str(state).encode() in _cmdline(p)
+                   and b"regstudy.warm" in _cmdline(p)]
+        assert servers == [pid_file.read_text()]
+    finally:
+        subprocess.run(["kill", pid_file.read_text()], check=False)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

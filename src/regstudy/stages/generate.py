@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
+from .. import warm
+from . import read_params
 from ..data import GENERATORS, CsvError, make_csv_dataset, make_dataset, save_npz, text_of
 
 
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="data")
     parser.add_argument("--csv", metavar="NAME", help="the CSV entry csv.NAME of the params file")
     args = parser.parse_args(argv)
-    loaded = yaml.safe_load(Path(args.params).read_text())
+    warm.prestart()  # the train stages' warm server imports while the data are drawn
+    loaded = read_params(args.params)
     params, seeds = loaded["data"], loaded.get("study", {}).get("seeds", [0])
     task_seed = params.get("seed", 0)
     names = [n for n in params if n != "seed"]

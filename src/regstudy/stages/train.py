@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..paths import CONFIG_DIR
+from . import read_params
 
 
 def study_overrides(study: dict, dataset: str, family: str, results: Path,
@@ -68,7 +69,6 @@ def warm_up() -> None:
 
 def run_stage(argv: list[str] | None = None) -> int:
     """Parse the stage's arguments, compose its config and run the job."""
-    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -76,7 +76,7 @@ def run_stage(argv: list[str] | None = None) -> int:
     from ..data import CsvError
 
     args = parser().parse_args(argv)
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = read_params(args.params)
     study, csv_names = params["study"], list(params.get("csv") or {})
     try:
         cfg = compose_job(study_overrides(study, args.dataset, args.family,
@@ -106,19 +106,36 @@ def run_stage(argv: list[str] | None = None) -> int:
     return 0
 
 
-def job_cost(study: dict, dataset: str, data_dir: Path) -> float:
-    """A rough cost of a dataset's job: epochs x examples seen per epoch (train, then
-    train and validation evaluated) x input width + 64 (a hidden layer); 0 if unknown.
-    It only orders the jobs, so it need not be exact."""
+# Cost of a member per minibatch step, per epoch and per million multiply-adds (relative to
+# the last): fitted to the study's measured job times (time per member, 2-core machine).
+STEP_COST, EPOCH_COST, MMAC_COST = 1.6, 1.1, 1.0
+
+
+def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_DIR) -> float:
+    """A rough relative cost of a dataset's job, per member: epochs x (minibatch steps,
+    the epoch's evaluation, and the multiply-adds of the reference network's training
+    and evaluation passes); 0 if unknown. It only orders the jobs, longest first, so that
+    neither worker is left alone with a long job at the end; it need not be exact."""
+    import math
+
     import numpy as np
+    import yaml
 
     try:
         with np.load(data_dir / f"{dataset}.npz") as f:
-            x_train, x_val = f["x_train"], f["x_val"]
+            (n_train, d_in), n_val = f["x_train"].shape[-2:], f["x_val"].shape[-2]
+            d_out = 1 if f["y_train"].dtype.kind == "f" else int(f["y_train"].max()) + 1
         epochs = float(study["by_dataset"][dataset]["epochs"])
     except (OSError, KeyError, TypeError, ValueError):
         return 0.0
-    return epochs * (2 * x_train.shape[-2] + x_val.shape[-2]) * (x_train.shape[-1] + 64)
+    try:
+        batch = int(yaml.safe_load((conf_dir / "data" / f"{dataset}.yaml").read_text())["batch_size"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        batch = 32
+    width = 64  # the reference network: 3 hidden layers of 64
+    macs = d_in * width + 2 * width * width + width * d_out
+    rows = 4 * n_train + n_val  # training (forward and backward), then train and validation evaluated
+    return epochs * (STEP_COST * math.ceil(n_train / batch) + EPOCH_COST + MMAC_COST * rows * macs / 1e6)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -135,21 +152,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """One job (``--dataset``), or the family on every dataset of the study, in warm forks."""
-    import yaml
-
     from ..warm import run, run_many
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     if args.dataset is not None:
         return run("regstudy.stages.train:run_stage", argv)
-    study = (yaml.safe_load(Path(args.params).read_text()) or {}).get("study", {})
+    study = read_params(args.params).get("study", {})
     datasets = (study.get("controls") or {}).get("datasets", []) if args.control else study.get("datasets", [])
     if not datasets:
         print(f"error: no datasets for family {args.family} in {args.params}", file=sys.stderr)
         return 2
     # Longest first, so that neither worker is left alone with a long job at the end.
-    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, Path("data")))
+    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, Path("data"), Path(args.conf)))
     jobs = [[*argv, "--dataset", d] for d in datasets]
     # A fresh MLflow store is created by the first job to get there (tracking.prepare_store).
     codes = run_many("regstudy.stages.train:run_stage", jobs, workers=max(1, args.jobs))
