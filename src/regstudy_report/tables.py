@@ -189,12 +189,32 @@ def load_data(data_dir: str | Path, dataset: str) -> dict[str, np.ndarray]:
 
 
 def ok_rows(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a per-member table whose member finished with status ok.
+    """Rows of a per-member table whose member finished with status ok, in table order.
 
-    Strength and seed are taken from members.csv, so that every table agrees on them to the bit.
+    Strength and seed are taken from members.csv (the last two columns), so that every table
+    agrees on them to the bit. The frame is the inner merge on :data:`MEMBER_KEY` (where rows
+    match, a categorical key gets the members' dtype, as in a merge), found by a lookup of
+    each row's key among the ok members: a merge took a second on the params table's
+    million rows.
     """
     ok = members.loc[members["status"] == "ok", [*MEMBER_KEY, "strength", "seed"]]
-    return frame.drop(columns=["strength", "seed"], errors="ignore").merge(ok, on=MEMBER_KEY, how="inner")
+    keys = pd.MultiIndex.from_frame(frame[MEMBER_KEY])
+    position = pd.MultiIndex.from_frame(ok[MEMBER_KEY]).get_indexer(keys)
+    found = position >= 0
+    rows = frame.drop(columns=["strength", "seed"], errors="ignore")[found].reset_index(drop=True)
+    for column in MEMBER_KEY:
+        if len(rows) and isinstance(rows[column].dtype, pd.CategoricalDtype):
+            rows[column] = _uncategorized(rows[column], ok[column].dtype)
+    matched = ok.iloc[position[found]]
+    return rows.assign(strength=matched["strength"].to_numpy(), seed=matched["seed"].to_numpy())
+
+
+def _uncategorized(column: pd.Series, dtype) -> pd.Series:
+    """A categorical column as `dtype`, through its categories (5x faster than astype)."""
+    codes = column.cat.codes.to_numpy()
+    if (codes < 0).any():  # missing values: take would wrap around
+        return column.astype(dtype)
+    return pd.Series(column.cat.categories.astype(dtype).take(codes), index=column.index, name=column.name)
 
 
 def strength_name(members: pd.DataFrame, family: str) -> str:
