@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from regstudy_report.density import kde_curve
 from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
 
 DPI = 90
@@ -211,6 +212,36 @@ def _first_seed(job_members: pd.DataFrame) -> pd.DataFrame:
     return job_members.sort_values(["strength", "seed"]).groupby("strength", sort=True).head(1)
 
 
+def _joined_points(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The rows with a finite x and y, sorted by x then y: the points lineplot joins."""
+    finite = np.isfinite(rows[x].to_numpy(dtype=float)) & np.isfinite(rows[y].to_numpy(dtype=float))
+    return rows[finite].sort_values([x, y])
+
+
+def _lines(ax, rows: pd.DataFrame, x: str, y: str, hue: str, palette: dict, **line_kws) -> None:
+    """One line per `hue` level (ascending) through points already aggregated, as seaborn's
+    lineplot with estimator=None draws them."""
+    for level, points in _joined_points(rows, x, y).groupby(hue, sort=True):
+        ax.plot(points[x], points[y], color=palette[level], **line_kws)
+
+
+def _mean_sd_lines(ax, rows: pd.DataFrame, x: str, y: str, hue: str, order: list, palette: dict,
+                   dashes: dict | None = None, **line_kws) -> None:
+    """Per `hue` level in `order`, the mean of `y` at each `x` with a ±1 sd band (none where
+    one value), as seaborn's lineplot with errorbar="sd" draws them: white-edged markers,
+    the band in the line's colour at alpha 0.2."""
+    points = _joined_points(rows, x, y)
+    for level in order:
+        stats = points.loc[points[hue] == level].groupby(x)[y].agg(["mean", "std"])
+        if stats.empty:
+            continue
+        style = {"dashes": dashes[level]} if dashes and dashes[level] else {}
+        ax.plot(stats.index, stats["mean"], color=palette[level], markeredgewidth=0.75, markeredgecolor="w",
+                **style, **line_kws)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=palette[level], alpha=0.2)
+
+
 @_styled
 def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
     """Training (solid) and validation (dashed) data loss per epoch, log scale, one panel per
@@ -231,8 +262,7 @@ def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
             continue
         means = _seed_means(rows, ["strength", "epoch"], ["train_loss", "val_loss"])
         for split, style in [("train_loss", "-"), ("val_loss", "--")]:
-            sns.lineplot(means, x="epoch", y=split, hue="strength", palette=palette, estimator=None,
-                         linestyle=style, lw=1.1, legend=False, ax=ax)
+            _lines(ax, means, "epoch", split, "strength", palette, linestyle=style, lw=1.1)
         ax.set_yscale("log")
         _strength_legend(ax, palette, name)
     return fig
@@ -283,6 +313,26 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     return fig
 
 
+def _hue_order(column: pd.Series) -> list:
+    """The levels of a hue column in seaborn's order: a categorical's categories, numbers
+    ascending, anything else as it comes."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return list(column.cat.categories)
+    levels = column.dropna().unique()
+    return sorted(levels) if pd.api.types.is_numeric_dtype(column) else list(levels)
+
+
+def _density(ax, values, **line_kws) -> None:
+    """The kernel density curve of `values` as seaborn's kdeplot draws it (no autoscale
+    margin below 0, the y axis labelled Density); no curve without a spread."""
+    curve = kde_curve(values)
+    if curve is not None:
+        line, = ax.plot(*curve, **line_kws)
+        line.sticky_edges.y[:] = (0, np.inf)
+    if not ax.get_ylabel():
+        ax.set_ylabel("Density")
+
+
 def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float,
           legend: dict | None = None) -> None:
     """KDE of `value` per hue level, each normalized on its own; collapsed levels as spikes."""
@@ -290,12 +340,12 @@ def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, referen
     spread = rows.groupby(hue)["value"].std()
     threshold = COLLAPSED_SPREAD * reference_std if np.isfinite(reference_std) else 0.0
     collapsed = set(spread.index[~(spread > threshold)])
-    smooth = rows[~rows[hue].isin(collapsed)]
-    if len(smooth):
-        sns.kdeplot(smooth, x="value", hue=hue, palette=palette, common_norm=False,
-                    warn_singular=False, legend=False, lw=1.2, ax=ax)
+    values = dict(list(rows.groupby(hue, observed=True)["value"]))
+    smooth = [level for level in _hue_order(rows[hue]) if level in values and level not in collapsed]
+    for level in reversed(smooth):  # as kdeplot draws them: the first level on top
+        _density(ax, values[level], color=palette[level], lw=1.2)
     for level in collapsed:
-        ax.axvline(rows.loc[rows[hue] == level, "value"].median(), color=palette[level], lw=1.5)
+        ax.axvline(values[level].median(), color=palette[level], lw=1.5)
     handles = [Line2D([], [], color=palette[level], lw=2,
                       label=labels[level] + (" (spike)" if level in collapsed else ""))
                for level in palette if level in spread.index]
@@ -333,8 +383,8 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
         _kdes(ax_strength, rows[rows["when"] == "final"], "strength", palette,
               {s: f"{name}={s:g}" for s in palette}, reference_std, legend=_OUTSIDE)
         if len(init) > 1 and reference_std > 0:
-            sns.kdeplot(x=init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--", lw=0.9,
-                        ax=ax_strength, warn_singular=False)
+            _density(ax_strength, init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--",
+                     lw=0.9)
             top = DENSITY_CLIP * np.histogram(init, bins=30, density=True)[0].max()
             _clip_density(ax_when, top)
             _clip_density(ax_strength, top)
@@ -379,9 +429,8 @@ def metrics_vs_strength(members: pd.DataFrame) -> Figure:
     for row_axes, ((name, _), row_families) in zip(axes, by_name.items() or [(("strength", False), [])]):
         swept = ok[ok["family"].isin(row_families)]
         for ax, (column, label) in zip(row_axes, panels):
-            if len(swept):
-                sns.lineplot(swept, x="strength", y=column, hue="family", hue_order=row_families, palette=palette,
-                             errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+            _mean_sd_lines(ax, swept, "strength", column, "family", row_families, palette, marker="o",
+                           markersize=3, lw=1.2)
             if len(baseline):
                 mean, sd = baseline[column].mean(), baseline[column].std()
                 ax.axhline(mean, color="k", ls=":", lw=1)
@@ -416,9 +465,8 @@ def sparsity_vs_strength(members: pd.DataFrame) -> Figure:
     panels = [pc for pc in panels if pc[0] in ok]
     fig, axes = _panels(len(panels), 3, (3.3, 2.6))
     for ax, (column, label) in zip(axes.ravel(), panels):
-        sns.lineplot(ok, x="strength", y=column, hue="family", hue_order=families, palette=palette,
-                     style="family", dashes=dashes, errorbar="sd", marker="o", markersize=4, lw=1.4,
-                     legend=False, ax=ax)
+        _mean_sd_lines(ax, ok, "strength", column, "family", families, palette, dashes=dashes, marker="o",
+                       markersize=4, lw=1.4)
         linthresh = _symlog_x(ax, ok["strength"])
         ax.set(xlabel=f"λ (symlog, linear below {linthresh:g})", ylabel=label)
     handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=4, label=f,
@@ -503,10 +551,8 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
         palette = strength_palette(members.loc[members["family"].isin([plain, normed]), "strength"], name)
         stats = _seed_means(stats, ["family", "strength", "epoch"], ["weight_norm", "effective_lr"])
         for fam, style in [(plain, "-"), (normed, "--")]:
-            rows = stats[stats["family"] == fam]
-            if len(rows):
-                sns.lineplot(rows, x="epoch", y="weight_norm", hue="strength", palette=palette,
-                             estimator=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
+            _lines(ax_norm, stats[stats["family"] == fam], "epoch", "weight_norm", "strength", palette,
+                   linestyle=style, lw=1.1)
         ax_norm.set(title=f"{plain} (solid)\nvs {normed} (dashed)", xlabel="epoch",
                     ylabel=f"‖W‖ of layers {', '.join(map(str, chosen))}", yscale="log")
         normalized = stats[(stats["family"] == normed) & stats["effective_lr"].notna()]
@@ -514,8 +560,7 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
         if normalized.empty:
             _note(ax_lr, f"no {normed} results")
         else:
-            sns.lineplot(normalized, x="epoch", y="effective_lr", hue="strength", palette=palette,
-                         estimator=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
+            _lines(ax_lr, normalized, "epoch", "effective_lr", "strength", palette, linestyle="--", lw=1.1)
             ax_lr.set_yscale("log")
         _strength_legend(ax_lr, palette, name)
     return fig
