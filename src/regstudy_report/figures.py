@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
 from regstudy_report.density import kde_curve
 from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
@@ -59,18 +59,43 @@ def _styled(plot):
 
 
 def _freeze_ticks(fig: Figure) -> None:
-    """Fix every axis's ticks where its locator puts them now.
+    """Fix every axis's ticks where its locator puts them now, with the labels its
+    formatter gives them now, leaving out the ticks that would draw nothing.
 
-    Matplotlib re-runs each locator at every layout pass and at the draw; on figures of
-    dozens of panels that was most of the drawing time. Limits are final here, so the
-    ticks are the same (their number is chosen for the panel's size before the layout
-    fits it, which differs little)."""
+    Matplotlib re-runs each locator and formatter, and lays out each tick, at every layout
+    pass and at the draw; on figures of dozens of panels that was most of the drawing
+    time. Limits are final here, so the ticks are the same (their number is chosen for the
+    panel's size before the layout fits it, which differs little)."""
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            if not isinstance(axis.get_major_locator(), FixedLocator):
-                axis.set_major_locator(FixedLocator(axis.get_majorticklocs()))
-            if not isinstance(axis.get_minor_locator(), (FixedLocator, NullLocator)):
-                axis.set_minor_locator(FixedLocator(axis.get_minorticklocs()))
+            _fix_ticks(axis, "major", axis.get_majorticklocs())
+            _fix_ticks(axis, "minor", axis.get_minorticklocs())
+
+
+def _fix_ticks(axis, which: str, locs) -> None:
+    """Fixed major or minor ticks at `locs`, labelled as now: only those inside the view
+    (matplotlib draws no other), and only those with a label where the ticks have no mark
+    and no grid line (the unlabelled minor ticks of a log axis)."""
+    ticker = axis.major if which == "major" else axis.minor
+    if isinstance(ticker.locator, NullLocator) or not len(locs):
+        return
+    locs = np.asarray(locs, dtype=float)
+    labels = np.asarray(ticker.formatter.format_ticks(locs), dtype=object)
+    offset = ticker.formatter.get_offset()
+    low, high = sorted(axis.get_transform().transform(axis.get_view_interval()))
+    at = axis.get_transform().transform(locs)
+    keep = (at >= low - 1e-9 * (high - low)) & (at <= high + 1e-9 * (high - low))
+    params = axis.get_tick_params(which=which)
+    if not any(on for key, on in params.items() if not key.startswith("label")):  # no mark, no grid
+        keep &= labels != ""
+    formatter = FixedFormatter(list(labels[keep]))
+    formatter.set_offset_string(offset)
+    if which == "major":
+        axis.set_major_locator(FixedLocator(locs[keep]))
+        axis.set_major_formatter(formatter)
+    else:
+        axis.set_minor_locator(FixedLocator(locs[keep]))
+        axis.set_minor_formatter(formatter)
 
 
 def to_data_uri(fig: Figure) -> str:
