@@ -173,9 +173,14 @@ def _seed_means(rows: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.D
 
 
 def _thin(rows: pd.DataFrame, by: str, cap: int = KDE_POINTS) -> pd.DataFrame:
-    """At most about `cap` rows per level of `by`, evenly spaced in table order."""
-    step = np.ceil(rows.groupby(by)[by].transform("size") / cap)
-    return rows[rows.groupby(by).cumcount() % step == 0]
+    """At most about `cap` rows per level of `by`, evenly spaced in table order: every
+    ceil(n / cap)-th of a level's n rows, from its first."""
+    levels = pd.factorize(rows[by])[0]
+    keep = np.zeros(len(rows), dtype=bool)
+    for level in range(levels.max(initial=-1) + 1):
+        at = np.flatnonzero(levels == level)
+        keep[at[:: math.ceil(len(at) / cap)]] = True
+    return rows[keep]
 
 
 def _surface(rows: pd.DataFrame, column: str):
@@ -393,9 +398,10 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     families = ordered(members["family"].unique(), FAMILY_ORDER)
     kernels = ok_rows(params[params["kind"] == "kernel"], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
+    by_family = dict(list(kernels.groupby("family", observed=True)))
     fig, axes = _panels(2 * len(families), 2, (3.8, 1.9))
     for (ax_when, ax_strength), family in zip(axes, families):
-        rows = kernels[kernels["family"] == family]
+        rows = by_family.get(family, kernels.iloc[:0])
         ax_when.set(title=f"{family}: init vs trained", xlabel="kernel weight")
         ax_strength.set(title=f"{family}: trained, per strength", xlabel="kernel weight")
         if rows.empty:
