@@ -7,6 +7,7 @@ The layout and the columns are those of docs/results.md: one folder
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,24 @@ def _read_params(path: Path, dataset: str, family: str, categories: dict[str, li
     return frame
 
 
+def _read_job(job: Path, dataset: str, family: str, categories: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
+    """The tables a job's folder holds, by name (members, curves, ..., predictions)."""
+    tables = {}
+    for name, filename in [
+        ("members", "members.csv"),
+        ("curves", "curves.csv"),
+        ("layers", "layers.csv"),
+        ("params", "params.parquet"),
+        ("features", "features.csv"),
+        ("predictions", "predictions.parquet"),
+    ]:
+        if name == "params" and (job / filename).exists():
+            tables[name] = _read_params(job / filename, dataset, family, categories)
+        elif (job / filename).exists():
+            tables[name] = _read(job / filename, dataset, family)
+    return tables
+
+
 def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     """Read every job under `results_dir` and the datasets' arrays under `data_dir`."""
     results_dir = Path(results_dir)
@@ -132,21 +151,15 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
         tags[job] = str(first["dataset"].iloc[0]), str(first["family"].iloc[0])
     categories = {"dataset": sorted({d for d, _ in tags.values()}), "family": sorted({f for _, f in tags.values()}),
                   "kind": list(PARAM_KINDS), "when": list(PARAM_WHEN)}
-    for job in jobs:
-        dataset, family = tags[job]
-        for name, filename in [
-            ("members", "members.csv"),
-            ("curves", "curves.csv"),
-            ("layers", "layers.csv"),
-            ("params", "params.parquet"),
-            ("features", "features.csv"),
-        ]:
-            if name == "params" and (job / filename).exists():
-                tables[name].append(_read_params(job / filename, dataset, family, categories))
-            elif (job / filename).exists():
-                tables[name].append(_read(job / filename, dataset, family))
-        if (job / "predictions.parquet").exists():
-            predictions.setdefault(dataset, []).append(_read(job / "predictions.parquet", dataset, family))
+    # two threads: the parquet and CSV readers spend much of their time outside the GIL
+    with ThreadPoolExecutor(2) as pool:
+        read = list(pool.map(lambda job: _read_job(job, *tags[job], categories), jobs))
+    for job, job_tables in zip(jobs, read):
+        for name, frame in job_tables.items():
+            if name == "predictions":
+                predictions.setdefault(tags[job][0], []).append(frame)
+            else:
+                tables[name].append(frame)
     frames = {name: _concat(parts) for name, parts in tables.items()}
     # The baseline sweeps nothing: a missing strength there means no regularization.
     for name in ["members", "curves", "layers", "params", "features"]:
