@@ -274,16 +274,14 @@ def _mean_sd_lines(ax, rows: pd.DataFrame, x: str, y: str, hue: str, order: list
     """Per `hue` level in `order`, the mean of `y` at each `x` with a ±1 sd band (none where
     one value), as seaborn's lineplot with errorbar="sd" draws them: white-edged markers,
     the band in the line's colour at alpha 0.2."""
-    points = _joined_points(rows, x, y)
-    for level in order:
-        stats = points.loc[points[hue] == level].groupby(x)[y].agg(["mean", "std"])
-        if stats.empty:
-            continue
+    by_level = dict(list(_joined_points(rows, x, y).groupby(hue, sort=False)))
+    for level in (level for level in order if level in by_level):
+        at_x = by_level[level].groupby(x)[y]
+        mean, sd = at_x.mean(), at_x.std()
         style = {"dashes": dashes[level]} if dashes and dashes[level] else {}
-        ax.plot(stats.index, stats["mean"], color=palette[level], markeredgewidth=0.75, markeredgecolor="w",
-                **style, **line_kws)
-        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                        color=palette[level], alpha=0.2)
+        ax.plot(mean.index, mean, color=palette[level], markeredgewidth=0.75, markeredgecolor="w", **style,
+                **line_kws)
+        ax.fill_between(mean.index, mean - sd, mean + sd, color=palette[level], alpha=0.2)
 
 
 @_styled
