@@ -99,3 +99,60 @@ def test_lines_are_seaborns_unaggregated_lineplot():
     sns.lineplot(means, x="epoch", y="loss", hue="strength", palette=palette, estimator=None, linestyle="--",
                  lw=1.1, legend=False, ax=theirs)
     _assert_same_lines(_lines_of(ours), _lines_of(theirs))
+
+
+def test_thin_keeps_every_nth_row_of_each_level():
+    """Every ceil(n / cap)-th row of each level, from its first, in table order (as a groupby
+    cumcount modulo the step would pick them)."""
+    rng = np.random.default_rng(4)
+    rows = pd.DataFrame({"when": pd.Categorical(rng.choice(["init", "final"], 2500), categories=["init", "final"]),
+                         "strength": rng.choice([0.0, 0.1, 1.0], 2500), "value": rng.normal(size=2500)})
+    for by in ("when", "strength"):
+        step = np.ceil(rows.groupby(by, observed=True)[by].transform("size") / 300)
+        expected = rows[rows.groupby(by, observed=True).cumcount() % step == 0]
+        pd.testing.assert_frame_equal(figures._thin(rows, by, cap=300), expected)
+    assert figures._thin(rows.iloc[:0], "when").empty
+
+
+def _log_and_symlog_figure():
+    with figures.matplotlib.rc_context(figures._RC):
+        fig, axes = figures._panels(3, 3, (3.0, 2.3))
+        x = np.arange(1, 40)
+        axes[0, 0].plot(x, 0.3 + 1 / x)
+        axes[0, 0].set(yscale="log", title="log y", xlabel="epoch", ylabel="loss")
+        axes[0, 1].plot([0, 1e-4, 1e-3, 1e-2, 1e-1], [0.5, 0.52, 0.6, 0.7, 0.8], marker="o")
+        figures._symlog_x(axes[0, 1], pd.Series([0, 1e-4, 1e-3, 1e-2, 1e-1]))
+        image = axes[0, 2].imshow(np.arange(64.0).reshape(8, 8) * 1e-3, cmap="mako_r")
+        fig.colorbar(image, ax=axes[0, 2])
+    return fig
+
+
+def _pixels(fig):
+    canvas = figures.FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_frozen_ticks_draw_the_same_pixels():
+    """Fixing the ticks with their labels, and leaving out those that draw nothing (outside
+    the view, unlabelled minor ticks), changes no pixel: log, symlog and colorbar axes. (Both
+    drawn once first, so that the locators see the panels' final size.)"""
+    free, frozen = _log_and_symlog_figure(), _log_and_symlog_figure()
+    _pixels(free), _pixels(frozen)
+    figures._freeze_ticks(frozen)
+    np.testing.assert_array_equal(_pixels(frozen), _pixels(free))
+
+
+def test_png_holds_the_drawn_pixels():
+    """The data URI's PNG, without an alpha channel, is the canvas's opaque pixels."""
+    import base64
+    import io
+
+    import PIL.Image
+
+    fig = _log_and_symlog_figure()
+    uri = figures.to_data_uri(fig)
+    drawn = np.asarray(fig.canvas.buffer_rgba())  # what that draw rendered
+    png = PIL.Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert png.mode == "RGB" and (drawn[..., 3] == 255).all()
+    np.testing.assert_array_equal(np.asarray(png), drawn[..., :3])
