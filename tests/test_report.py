@@ -344,3 +344,13 @@ def test_ok_rows_is_the_inner_merge_with_the_ok_members(tmp_path):
         merged = table.drop(columns=["strength", "seed"], errors="ignore").merge(ok, on=MEMBER_KEY, how="inner")
         assert len(merged) < len(table) or table.empty
         pd.testing.assert_frame_equal(ok_rows(table, members), merged, check_exact=True)
+
+
+def test_single_dataset_draws_in_process(tmp_path):
+    """With one dataset the figures are drawn in this process (no workers): the same page."""
+    root = write_study(tmp_path, jobs=[job for job in JOBS if job[0] == "signal"])
+    index, _ = build_report(root / "results", root / "data", root / "reports")
+    html = index.read_text()
+    ids = expected_figures(root)
+    assert html.count('<img src="data:image/png;base64,') == len(ids)
+    assert all(f'<figure id="{figure_id}">' in html for figure_id in ids)
