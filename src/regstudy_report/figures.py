@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
 from regstudy_report.density import kde_curve
-from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
+from regstudy_report.tables import FAMILY_ORDER, MEMBER_KEY, best_strength, matched_strength, ok_rows, ordered, strength_name
 
 DPI = 90
 # Panels are drawn this much larger than their nominal inches, so that text (about 11 pt at
@@ -405,7 +405,7 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     spike at its median; a density peak above 8 times the initial peak is clipped and its
     value printed in the panel. Units: weight value (density: 1/weight)."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
-    kernels = ok_rows(params[params["kind"] == "kernel"], members)
+    kernels = ok_rows(params.loc[params["kind"] == "kernel", [*MEMBER_KEY, "when", "value"]], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
     by_family = dict(list(kernels.groupby("family", observed=True)))
     fig, axes = _panels(2 * len(families), 2, (3.8, 1.9))
