@@ -1,9 +1,11 @@
 """The report's figures: one function per figure, from one dataset's tables to a Figure.
 
 Each function takes the tables of a single dataset (see docs/results.md) and returns a
-matplotlib Figure drawn with seaborn. Its docstring is the figure's caption in the report.
-Seeds are averaged or shown as a band; only members with status ok are drawn, except in
-the panels that mark a diverged member as such.
+matplotlib Figure in seaborn's style, its density curves and mean ± sd lines the ones
+seaborn's kdeplot and lineplot draw (computed here: their plotting calls cost ten times the
+curves). Its docstring is the figure's caption in the report. Seeds are averaged or shown
+as a band; only members with status ok are drawn, except in the panels that mark a
+diverged member as such.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
 from regstudy_report.density import kde_curve
-from regstudy_report.tables import FAMILY_ORDER, MEMBER_KEY, best_strength, matched_strength, ok_rows, ordered, strength_name
+from regstudy_report.tables import (
+    FAMILY_ORDER,
+    MEMBER_KEY,
+    best_strength,
+    matched_strength,
+    ok_rows,
+    ordered,
+    strength_name,
+)
 
 DPI = 90
 # Panels are drawn this much larger than their nominal inches, so that text (about 11 pt at
