@@ -326,3 +326,31 @@ def test_params_load_as_categoricals_and_an_unknown_kind_is_refused(tmp_path):
     frame.to_parquet(one, index=False)
     with pytest.raises(ValueError, match=r"params.parquet: column kind holds \['gain'\]"):
         load_results(root / "results", root / "data")
+
+
+def test_ok_rows_is_the_inner_merge_with_the_ok_members(tmp_path):
+    """ok_rows finds each row's member instead of merging (a second on the study's millions
+    of params rows): the same rows, order, columns and dtypes as the merge, on categorical
+    (params) and string keys, with a diverged member left out."""
+    from regstudy_report.tables import MEMBER_KEY, load_results, ok_rows
+
+    results = load_results(write_study(tmp_path) / "results", tmp_path / "data")
+    members = results.members
+    assert (members["status"] == "diverged").any()
+    ok = members.loc[members["status"] == "ok", [*MEMBER_KEY, "strength", "seed"]]
+    tables = [results.params, results.params[results.params["kind"] == "kernel"], results.curves, results.layers,
+              results.predictions["moons"], results.params.iloc[:0], results.curves.iloc[::-1]]
+    for table in tables:
+        merged = table.drop(columns=["strength", "seed"], errors="ignore").merge(ok, on=MEMBER_KEY, how="inner")
+        assert len(merged) < len(table) or table.empty
+        pd.testing.assert_frame_equal(ok_rows(table, members), merged, check_exact=True)
+
+
+def test_single_dataset_draws_in_process(tmp_path):
+    """With one dataset the figures are drawn in this process (no workers): the same page."""
+    root = write_study(tmp_path, jobs=[job for job in JOBS if job[0] == "signal"])
+    index, _ = build_report(root / "results", root / "data", root / "reports")
+    html = index.read_text()
+    ids = expected_figures(root)
+    assert html.count('<img src="data:image/png;base64,') == len(ids)
+    assert all(f'<figure id="{figure_id}">' in html for figure_id in ids)

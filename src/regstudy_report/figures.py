@@ -1,9 +1,11 @@
 """The report's figures: one function per figure, from one dataset's tables to a Figure.
 
 Each function takes the tables of a single dataset (see docs/results.md) and returns a
-matplotlib Figure drawn with seaborn. Its docstring is the figure's caption in the report.
-Seeds are averaged or shown as a band; only members with status ok are drawn, except in
-the panels that mark a diverged member as such.
+matplotlib Figure in seaborn's style, its density curves and mean ± sd lines the ones
+seaborn's kdeplot and lineplot draw (computed here: their plotting calls cost ten times the
+curves). Its docstring is the figure's caption in the report. Seeds are averaged or shown
+as a band; only members with status ok are drawn, except in the panels that mark a
+diverged member as such.
 """
 
 from __future__ import annotations
@@ -19,12 +21,23 @@ matplotlib.use("Agg")  # before seaborn, which imports pyplot
 
 import numpy as np
 import pandas as pd
+import PIL.Image
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
-from regstudy_report.tables import FAMILY_ORDER, best_strength, matched_strength, ok_rows, ordered, strength_name
+from regstudy_report.density import kde_curve
+from regstudy_report.tables import (
+    FAMILY_ORDER,
+    MEMBER_KEY,
+    best_strength,
+    matched_strength,
+    ok_rows,
+    ordered,
+    strength_name,
+)
 
 DPI = 90
 # Panels are drawn this much larger than their nominal inches, so that text (about 11 pt at
@@ -42,7 +55,10 @@ KDE_POINTS = 1000
 # A KDE panel's y axis stops at this multiple of the initial distribution's peak density, so
 # that sharply shrunk weights do not flatten every other curve; the clipped peak is printed.
 DENSITY_CLIP = 8.0
-_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)}
+# Titles at the top of their panel (axes.titley, instead of None: placed above whatever the
+# x axis puts there): no panel has x tick labels on top, and looking for them laid out
+# both axes of every panel twice more at each layout pass.
+_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9), "axes.titley": 1.0}
 _FAMILY_COLORS = [c for i in (0, 1) for c in sns.color_palette("tab20")[i::2]]
 
 
@@ -58,25 +74,59 @@ def _styled(plot):
 
 
 def _freeze_ticks(fig: Figure) -> None:
-    """Fix every axis's ticks where its locator puts them now.
+    """Fix every axis's ticks where its locator puts them now, with the labels its
+    formatter gives them now, leaving out the ticks that would draw nothing.
 
-    Matplotlib re-runs each locator at every layout pass and at the draw; on figures of
-    dozens of panels that was most of the drawing time. Limits are final here, so the
-    ticks are the same (their number is chosen for the panel's size before the layout
-    fits it, which differs little)."""
+    Matplotlib re-runs each locator and formatter, and lays out each tick, at every layout
+    pass and at the draw; on figures of dozens of panels that was most of the drawing
+    time. Limits are final here, so the ticks are the same (their number is chosen for the
+    panel's size before the layout fits it, which differs little)."""
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            if not isinstance(axis.get_major_locator(), FixedLocator):
-                axis.set_major_locator(FixedLocator(axis.get_majorticklocs()))
-            if not isinstance(axis.get_minor_locator(), (FixedLocator, NullLocator)):
-                axis.set_minor_locator(FixedLocator(axis.get_minorticklocs()))
+            _fix_ticks(axis, "major", axis.get_majorticklocs())
+            _fix_ticks(axis, "minor", axis.get_minorticklocs())
+
+
+def _fix_ticks(axis, which: str, locs) -> None:
+    """Fixed major or minor ticks at `locs`, labelled as now: only those inside the view
+    (matplotlib draws no other), and only those with a label where the ticks have no mark
+    and no grid line (the unlabelled minor ticks of a log axis)."""
+    ticker = axis.major if which == "major" else axis.minor
+    if isinstance(ticker.locator, NullLocator) or not len(locs):
+        return
+    locs = np.asarray(locs, dtype=float)
+    labels = np.asarray(ticker.formatter.format_ticks(locs), dtype=object)
+    offset = ticker.formatter.get_offset()
+    low, high = sorted(axis.get_transform().transform(axis.get_view_interval()))
+    at = axis.get_transform().transform(locs)
+    keep = (at >= low - 1e-9 * (high - low)) & (at <= high + 1e-9 * (high - low))
+    params = axis.get_tick_params(which=which)
+    if not any(on for key, on in params.items() if not key.startswith("label")):  # no mark, no grid
+        keep &= labels != ""
+    formatter = FixedFormatter(list(labels[keep]))
+    formatter.set_offset_string(offset)
+    if which == "major":
+        axis.set_major_locator(FixedLocator(locs[keep]))
+        axis.set_major_formatter(formatter)
+    else:
+        axis.set_minor_locator(FixedLocator(locs[keep]))
+        axis.set_minor_formatter(formatter)
 
 
 def to_data_uri(fig: Figure) -> str:
-    """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible."""
+    """The figure as a base64 PNG data URI, free of metadata so that it is byte-reproducible.
+
+    An opaque figure (all of the report's, on white) is written without an alpha channel:
+    a tenth smaller and faster to compress; zlib level 3 compresses it about as well as
+    the default 6, in two thirds of the time."""
     _freeze_ticks(fig)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())
+    if (pixels[..., 3] == 255).all():
+        pixels = pixels[..., :3]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    PIL.Image.fromarray(pixels).save(buffer, format="png", dpi=(fig.dpi, fig.dpi), compress_level=3)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -144,9 +194,14 @@ def _seed_means(rows: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.D
 
 
 def _thin(rows: pd.DataFrame, by: str, cap: int = KDE_POINTS) -> pd.DataFrame:
-    """At most about `cap` rows per level of `by`, evenly spaced in table order."""
-    step = np.ceil(rows.groupby(by)[by].transform("size") / cap)
-    return rows[rows.groupby(by).cumcount() % step == 0]
+    """At most about `cap` rows per level of `by`, evenly spaced in table order: every
+    ceil(n / cap)-th of a level's n rows, from its first."""
+    levels = pd.factorize(rows[by])[0]
+    keep = np.zeros(len(rows), dtype=bool)
+    for level in range(levels.max(initial=-1) + 1):
+        at = np.flatnonzero(levels == level)
+        keep[at[:: math.ceil(len(at) / cap)]] = True
+    return rows[keep]
 
 
 def _surface(rows: pd.DataFrame, column: str):
@@ -211,6 +266,34 @@ def _first_seed(job_members: pd.DataFrame) -> pd.DataFrame:
     return job_members.sort_values(["strength", "seed"]).groupby("strength", sort=True).head(1)
 
 
+def _joined_points(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The rows with a finite x and y, sorted by x then y: the points lineplot joins."""
+    finite = np.isfinite(rows[x].to_numpy(dtype=float)) & np.isfinite(rows[y].to_numpy(dtype=float))
+    return rows[finite].sort_values([x, y])
+
+
+def _lines(ax, rows: pd.DataFrame, x: str, y: str, hue: str, palette: dict, **line_kws) -> None:
+    """One line per `hue` level (ascending) through points already aggregated, as seaborn's
+    lineplot with estimator=None draws them."""
+    for level, points in _joined_points(rows, x, y).groupby(hue, sort=True):
+        ax.plot(points[x], points[y], color=palette[level], **line_kws)
+
+
+def _mean_sd_lines(ax, rows: pd.DataFrame, x: str, y: str, hue: str, order: list, palette: dict,
+                   dashes: dict | None = None, **line_kws) -> None:
+    """Per `hue` level in `order`, the mean of `y` at each `x` with a ±1 sd band (none where
+    one value), as seaborn's lineplot with errorbar="sd" draws them: white-edged markers,
+    the band in the line's colour at alpha 0.2."""
+    by_level = dict(list(_joined_points(rows, x, y).groupby(hue, sort=False)))
+    for level in (level for level in order if level in by_level):
+        at_x = by_level[level].groupby(x)[y]
+        mean, sd = at_x.mean(), at_x.std()
+        style = {"dashes": dashes[level]} if dashes and dashes[level] else {}
+        ax.plot(mean.index, mean, color=palette[level], markeredgewidth=0.75, markeredgecolor="w", **style,
+                **line_kws)
+        ax.fill_between(mean.index, mean - sd, mean + sd, color=palette[level], alpha=0.2)
+
+
 @_styled
 def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
     """Training (solid) and validation (dashed) data loss per epoch, log scale, one panel per
@@ -231,8 +314,7 @@ def loss_curves(curves: pd.DataFrame, members: pd.DataFrame) -> Figure:
             continue
         means = _seed_means(rows, ["strength", "epoch"], ["train_loss", "val_loss"])
         for split, style in [("train_loss", "-"), ("val_loss", "--")]:
-            sns.lineplot(means, x="epoch", y=split, hue="strength", palette=palette, estimator=None,
-                         linestyle=style, lw=1.1, legend=False, ax=ax)
+            _lines(ax, means, "epoch", split, "strength", palette, linestyle=style, lw=1.1)
         ax.set_yscale("log")
         _strength_legend(ax, palette, name)
     return fig
@@ -283,6 +365,26 @@ def fitted_functions(predictions: pd.DataFrame, members: pd.DataFrame, data: dic
     return fig
 
 
+def _hue_order(column: pd.Series) -> list:
+    """The levels of a hue column in seaborn's order: a categorical's categories, numbers
+    ascending, anything else as it comes."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return list(column.cat.categories)
+    levels = column.dropna().unique()
+    return sorted(levels) if pd.api.types.is_numeric_dtype(column) else list(levels)
+
+
+def _density(ax, values, **line_kws) -> None:
+    """The kernel density curve of `values` as seaborn's kdeplot draws it (no autoscale
+    margin below 0, the y axis labelled Density); no curve without a spread."""
+    curve = kde_curve(values)
+    if curve is not None:
+        line, = ax.plot(*curve, **line_kws)
+        line.sticky_edges.y[:] = (0, np.inf)
+    if not ax.get_ylabel():
+        ax.set_ylabel("Density")
+
+
 def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, reference_std: float,
           legend: dict | None = None) -> None:
     """KDE of `value` per hue level, each normalized on its own; collapsed levels as spikes."""
@@ -290,12 +392,12 @@ def _kdes(ax, rows: pd.DataFrame, hue: str, palette: dict, labels: dict, referen
     spread = rows.groupby(hue)["value"].std()
     threshold = COLLAPSED_SPREAD * reference_std if np.isfinite(reference_std) else 0.0
     collapsed = set(spread.index[~(spread > threshold)])
-    smooth = rows[~rows[hue].isin(collapsed)]
-    if len(smooth):
-        sns.kdeplot(smooth, x="value", hue=hue, palette=palette, common_norm=False,
-                    warn_singular=False, legend=False, lw=1.2, ax=ax)
+    values = dict(list(rows.groupby(hue, observed=True)["value"]))
+    smooth = [level for level in _hue_order(rows[hue]) if level in values and level not in collapsed]
+    for level in reversed(smooth):  # as kdeplot draws them: the first level on top
+        _density(ax, values[level], color=palette[level], lw=1.2)
     for level in collapsed:
-        ax.axvline(rows.loc[rows[hue] == level, "value"].median(), color=palette[level], lw=1.5)
+        ax.axvline(values[level].median(), color=palette[level], lw=1.5)
     handles = [Line2D([], [], color=palette[level], lw=2,
                       label=labels[level] + (" (spike)" if level in collapsed else ""))
                for level in palette if level in spread.index]
@@ -313,11 +415,12 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     spike at its median; a density peak above 8 times the initial peak is clipped and its
     value printed in the panel. Units: weight value (density: 1/weight)."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
-    kernels = ok_rows(params[params["kind"] == "kernel"], members)
+    kernels = ok_rows(params.loc[params["kind"] == "kernel", [*MEMBER_KEY, "when", "value"]], members)
     kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
+    by_family = dict(list(kernels.groupby("family", observed=True)))
     fig, axes = _panels(2 * len(families), 2, (3.8, 1.9))
     for (ax_when, ax_strength), family in zip(axes, families):
-        rows = kernels[kernels["family"] == family]
+        rows = by_family.get(family, kernels.iloc[:0])
         ax_when.set(title=f"{family}: init vs trained", xlabel="kernel weight")
         ax_strength.set(title=f"{family}: trained, per strength", xlabel="kernel weight")
         if rows.empty:
@@ -333,8 +436,8 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
         _kdes(ax_strength, rows[rows["when"] == "final"], "strength", palette,
               {s: f"{name}={s:g}" for s in palette}, reference_std, legend=_OUTSIDE)
         if len(init) > 1 and reference_std > 0:
-            sns.kdeplot(x=init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--", lw=0.9,
-                        ax=ax_strength, warn_singular=False)
+            _density(ax_strength, init.iloc[:: math.ceil(len(init) / KDE_POINTS)], color="0.55", linestyle="--",
+                     lw=0.9)
             top = DENSITY_CLIP * np.histogram(init, bins=30, density=True)[0].max()
             _clip_density(ax_when, top)
             _clip_density(ax_strength, top)
@@ -379,9 +482,8 @@ def metrics_vs_strength(members: pd.DataFrame) -> Figure:
     for row_axes, ((name, _), row_families) in zip(axes, by_name.items() or [(("strength", False), [])]):
         swept = ok[ok["family"].isin(row_families)]
         for ax, (column, label) in zip(row_axes, panels):
-            if len(swept):
-                sns.lineplot(swept, x="strength", y=column, hue="family", hue_order=row_families, palette=palette,
-                             errorbar="sd", marker="o", markersize=3, lw=1.2, legend=False, ax=ax)
+            _mean_sd_lines(ax, swept, "strength", column, "family", row_families, palette, marker="o",
+                           markersize=3, lw=1.2)
             if len(baseline):
                 mean, sd = baseline[column].mean(), baseline[column].std()
                 ax.axhline(mean, color="k", ls=":", lw=1)
@@ -416,9 +518,8 @@ def sparsity_vs_strength(members: pd.DataFrame) -> Figure:
     panels = [pc for pc in panels if pc[0] in ok]
     fig, axes = _panels(len(panels), 3, (3.3, 2.6))
     for ax, (column, label) in zip(axes.ravel(), panels):
-        sns.lineplot(ok, x="strength", y=column, hue="family", hue_order=families, palette=palette,
-                     style="family", dashes=dashes, errorbar="sd", marker="o", markersize=4, lw=1.4,
-                     legend=False, ax=ax)
+        _mean_sd_lines(ax, ok, "strength", column, "family", families, palette, dashes=dashes, marker="o",
+                       markersize=4, lw=1.4)
         linthresh = _symlog_x(ax, ok["strength"])
         ax.set(xlabel=f"λ (symlog, linear below {linthresh:g})", ylabel=label)
     handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=4, label=f,
@@ -503,10 +604,8 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
         palette = strength_palette(members.loc[members["family"].isin([plain, normed]), "strength"], name)
         stats = _seed_means(stats, ["family", "strength", "epoch"], ["weight_norm", "effective_lr"])
         for fam, style in [(plain, "-"), (normed, "--")]:
-            rows = stats[stats["family"] == fam]
-            if len(rows):
-                sns.lineplot(rows, x="epoch", y="weight_norm", hue="strength", palette=palette,
-                             estimator=None, linestyle=style, lw=1.1, legend=False, ax=ax_norm)
+            _lines(ax_norm, stats[stats["family"] == fam], "epoch", "weight_norm", "strength", palette,
+                   linestyle=style, lw=1.1)
         ax_norm.set(title=f"{plain} (solid)\nvs {normed} (dashed)", xlabel="epoch",
                     ylabel=f"‖W‖ of layers {', '.join(map(str, chosen))}", yscale="log")
         normalized = stats[(stats["family"] == normed) & stats["effective_lr"].notna()]
@@ -514,8 +613,7 @@ def norm_and_effective_lr(layers: pd.DataFrame, members: pd.DataFrame) -> Figure
         if normalized.empty:
             _note(ax_lr, f"no {normed} results")
         else:
-            sns.lineplot(normalized, x="epoch", y="effective_lr", hue="strength", palette=palette,
-                         estimator=None, linestyle="--", lw=1.1, legend=False, ax=ax_lr)
+            _lines(ax_lr, normalized, "epoch", "effective_lr", "strength", palette, linestyle="--", lw=1.1)
             ax_lr.set_yscale("log")
         _strength_legend(ax_lr, palette, name)
     return fig
