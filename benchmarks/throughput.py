@@ -103,8 +103,11 @@ def stacked(data_path: Path, k: int, epochs: int) -> float:
     """Model-steps per second of K members trained as one stacked model (MLflow off)."""
     from hydra.utils import instantiate
 
+    from regstudy.allocator import keep_freed_memory
     from regstudy.job import build_module, load_tensors, member_grid
     from regstudy.stages.train import compose_job
+
+    keep_freed_memory()  # as every train job does (regstudy.job.run_job)
 
     strengths = [round(1e-4 * i / max(k - 1, 1), 8) for i in range(k)]
     cfg = compose_job(["experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",

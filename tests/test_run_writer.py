@@ -119,3 +119,18 @@ def test_bad_values_are_refused_by_mlflows_own_checks_before_anything_is_written
         writer.log([RunData(run_id, metrics=[Metric("ok", 1.0, 1, 0)]),
                     RunData(run_id, metrics=[Metric("bad", "not a number", 1, 0)])])
     assert client.get_run(run_id).data.metrics == {}
+
+
+def test_bulk_runs_written_to_postgresql_read_back_through_the_tracking_server(tracking_server):
+    """The bulk writer on the shared server's PostgreSQL database (a job given
+    logger.tracking_uri=postgresql+psycopg://...): the server serves the runs as written."""
+    direct = MlflowClient(tracking_server.database_uri)
+    writer = writer_for(direct)
+    assert isinstance(writer, DatabaseWriter)
+    experiment = prepare_store(tracking_server.database_uri, "bulk-on-postgres", tracking_server.folder / "unused")
+    ids = write_study(writer, experiment)
+    served = MlflowClient(tracking_server.url)
+    assert [snapshot(served, r) for r in ids] == [snapshot(direct, r) for r in ids]
+    parent, first, second = (served.get_run(r) for r in ids)
+    assert parent.info.status == "FINISHED" and second.info.status == "FAILED"
+    assert [m.step for m in served.get_metric_history(first.info.run_id, "val_loss")] == [1, 3, 6]

@@ -379,9 +379,12 @@ class JobTracker:
                    if run_id is not None and run_id not in self.terminated])
 
 
-def _tracking_main(cfg_yaml: str, members: list, tags: dict, dataset: dict | None, inbox, outbox,
+def _tracking_main(cfg: DictConfig, members: list, tags: dict, dataset: dict | None, inbox, outbox,
                    job_ends: tuple) -> None:
     """The tracking process: runs opened first, then epochs batched, then the finish.
+
+    It is forked, so its arguments (the job's config among them) are the job's own
+    objects as they were at the fork, not copies sent through a pipe.
 
     The finish carries the members' final numbers and an artifact folder, which this
     process owns from then on (it draws the figures left to it and deletes the folder).
@@ -393,7 +396,6 @@ def _tracking_main(cfg_yaml: str, members: list, tags: dict, dataset: dict | Non
     for end in job_ends:
         end.close()
     interrupt_on_signals()
-    cfg = OmegaConf.create(cfg_yaml)
     flush_every = cfg.logger.flush_every
     messages = _drain_in_background(inbox)
     background = False
@@ -473,7 +475,7 @@ class TrackingProcess:
         # Not a daemon: an exiting job waits for it (a warm fork exits with os._exit
         # and leaves it to finish in the background).
         self.process = ctx.Process(target=_tracking_main, daemon=False, name="regstudy-tracking",
-                                   args=(OmegaConf.to_yaml(cfg, resolve=True), members, tags, dataset,
+                                   args=(cfg, members, tags, dataset,
                                          inbox, outbox, (self._send, self._recv)))
         self.process.start()
         inbox.close()  # so the tracking process sees EOF if this one dies
