@@ -20,6 +20,14 @@ def flops_per_step(batch: int = 32, d_in: int = 1, d_out: int = 1) -> int:
     return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+def eval_flops_per_step(rows: int, steps_per_epoch: int, d_in: int = 1, d_out: int = 1) -> float:
+    """FLOPs of the per-epoch evaluation a train job does, per training step: one forward
+    pass (``2 rows sum(in*out)``) of the ``rows`` examples of the train and validation
+    splits, once an epoch, shared by the epoch's ``steps_per_epoch`` steps."""
+    sizes = [d_in, *REFERENCE, d_out]
+    return 2 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) / steps_per_epoch
+
+
 def matmul_rate(n: int = 512, seconds: float = 1.0) -> float:
     """FLOP/s of a dense ``n x n`` float32 matrix product on the current thread count."""
     a, b = torch.randn(n, n), torch.randn(n, n)

@@ -360,8 +360,12 @@ class JobTracker:
         with torch.no_grad():
             signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
         run_id = self.child_ids[int((best / "member.txt").read_text())]
-        # The fluent API, in this process only (a fresh fork per job): log_model needs an active run.
-        mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        # The fluent API, in this process only (a fresh fork per job): log_model needs an active
+        # run. The URI goes where the fluent calls read it, the environment: set_tracking_uri
+        # would also reset MLflow's tracing set-up (20 ms a job).
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(self.cfg)
+        if mlflow.get_tracking_uri() != tracking_uri(self.cfg):  # set in this process before
+            mlflow.set_tracking_uri(tracking_uri(self.cfg))
         with mlflow.start_run(run_id=run_id):
             # Pickled, not torch.export-ed (pt2): an nn.Sequential of torch's own layers loads
             # wherever torch does, and export traced the model anew in every job (0.1-0.2 s).
