@@ -162,6 +162,7 @@ def bench_scaling(r: Report, data: Path, tmp: Path, quick: bool) -> None:
         base = base or s
         rows.append([f"K={k}, 50 epochs", f"{s:.2f}", f"{s / base:.2f}", f"{k * 50 / s:,.0f}"])
     base = None
+    jobs.job_seconds(tmp / "scaling", data, 18, 2, True)  # one-time costs of K=18's figures and runs
     for e in ((10, 20, 40) if quick else (25, 50, 100, 200)):
         s = jobs.job_seconds(tmp / "scaling", data, 18, e, True)
         base = base or s

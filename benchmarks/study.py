@@ -66,8 +66,14 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def _run_timed(cmd: list[str], cwd: Path) -> tuple[float, list[tuple[float, str]]]:
-    """Run ``cmd``; its wall time and each stdout line with the time it came (from the start)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    """Run ``cmd``; its wall time and each stdout line with the time it came (from the start).
+
+    Its temporary folder (TMPDIR) is the clone's own, so each clone starts its own warm
+    server (regstudy.warm keeps its socket there), as a study on a fresh machine does: two
+    clones of the same code would otherwise share the first one's server and its imports."""
+    tmpdir = cwd.parent / f"{cwd.name}-tmp"
+    tmpdir.mkdir(exist_ok=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmpdir)}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err: list[str] = []

@@ -415,12 +415,14 @@ def parameter_kdes(params: pd.DataFrame, members: pd.DataFrame) -> Figure:
     spike at its median; a density peak above 8 times the initial peak is clipped and its
     value printed in the panel. Units: weight value (density: 1/weight)."""
     families = ordered(members["family"].unique(), FAMILY_ORDER)
-    kernels = ok_rows(params.loc[params["kind"] == "kernel", [*MEMBER_KEY, "when", "value"]], members)
-    kernels = kernels[np.isfinite(kernels["value"].to_numpy(dtype=float))]
-    by_family = dict(list(kernels.groupby("family", observed=True)))
+    kernels = params.loc[params["kind"] == "kernel", [*MEMBER_KEY, "when", "value"]]
+    # one family's rows at a time: the dataset's millions of kernel rows joined at once, with
+    # their keys as text, took the report's largest process past 2 GiB
+    at = kernels.groupby("family", observed=True).indices
     fig, axes = _panels(2 * len(families), 2, (3.8, 1.9))
     for (ax_when, ax_strength), family in zip(axes, families):
-        rows = by_family.get(family, kernels.iloc[:0])
+        rows = ok_rows(kernels.iloc[at.get(family, [])], members)
+        rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]
         ax_when.set(title=f"{family}: init vs trained", xlabel="kernel weight")
         ax_strength.set(title=f"{family}: trained, per strength", xlabel="kernel weight")
         if rows.empty:
