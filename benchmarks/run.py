@@ -283,6 +283,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument("--only-study", action="store_true",
+                        help="the whole-study sections only, replacing those of an existing --out")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -291,25 +293,42 @@ def main() -> None:
     r = Report()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = signal_data(tmp, args.quick)
-        tput = bench_throughput(r, data, tmp, args.quick)
-        bench_limit(r, tput, data)
-        bench_logging(r, data, tmp, args.quick)
-        bench_scaling(r, data, tmp, args.quick)
-        bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
-        bench_ensemble(r, args.quick)
-        bench_search(r, tmp, args.quick)
+        if not args.only_study:
+            data = signal_data(tmp, args.quick)
+            tput = bench_throughput(r, data, tmp, args.quick)
+            bench_limit(r, tput, data)
+            bench_logging(r, data, tmp, args.quick)
+            bench_scaling(r, data, tmp, args.quick)
+            bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
+            bench_ensemble(r, args.quick)
+            bench_search(r, tmp, args.quick)
         if not args.skip_study:
             bench_study(r, tmp)
             bench_study_profile(r, tmp)
             bench_members(r, tmp)
     total = time.perf_counter() - start
-    lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks.run`).", "",
-             *header, f"- suite wall time: {total:.0f} s", ""]
-    for title, body in r.sections:
-        lines += [f"## {title}", "", *body, ""]
-    Path(args.out).write_text("\n".join(lines))
-    print(f"\nwrote {args.out} ({total:.0f} s)")
+    out = Path(args.out)
+    if args.only_study and out.exists():
+        write_sections(out, r.sections, f"re-measured alone by `python -m benchmarks.run --only-study` "
+                                        f"({total:.0f} s), load average at its start {header[-1].split(': ')[1]}")
+    else:
+        lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks.run`).", "",
+                 *header, f"- suite wall time: {total:.0f} s", ""]
+        for title, body in r.sections:
+            lines += [f"## {title}", "", *body, ""]
+        out.write_text("\n".join(lines))
+    print(f"\nwrote {out} ({total:.0f} s)")
+
+
+def write_sections(path: Path, sections: list[tuple[str, list[str]]], note: str) -> None:
+    """Replace the sections of ``path`` (a RESULTS.md) that ``sections`` has anew, each
+    marked with ``note``; the other sections stay as they were measured."""
+    text = path.read_text()
+    head, *parts = text.split("\n## ")
+    old = {part.split("\n", 1)[0]: part for part in parts}
+    for title, body in sections:
+        old[title] = "\n".join([title, "", *body, "", f"({note}.)", ""])
+    path.write_text("\n## ".join([head, *old.values()]))
 
 
 if __name__ == "__main__":
