@@ -230,6 +230,10 @@ def bench_study(r: Report, tmp: Path) -> None:
              "machine-wide CPU time over wall time × cores (/proc/stat)"],
             ["peak resident memory of any process", f"{s['peak_rss'] / 2**30:.2f} GiB",
              s["peak_cmd"][:80]],
+            ["MLflow store + artifacts per member run",
+             f"{(s['db_bytes'] + s['artifact_bytes']) / s['member_runs'] / 1000:.0f} KB",
+             f"{s['db_bytes'] / 1e6:.1f} MB mlflow.db + {s['artifact_bytes'] / 1e6:.1f} MB mlartifacts/, "
+             f"{s['member_runs']:,} member runs"],
             ["`dvc repro` again, nothing changed", f"{s['noop_s']:.1f} s",
              f"{len(s['noop_ran'])} stages ran"],
             ["after editing study.strengths.l2", f"{s['edit_s']:.0f} s", ", ".join(s["edit_ran"])]]

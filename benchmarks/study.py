@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -111,15 +112,24 @@ def whole_study(tmp: Path) -> dict:
         clean, out = _run([*dvc, "repro"], repo)
     busy1, total1 = cpu_times()
     stages = ran_stages(out)
+    store = store_size(repo)
     noop, out_noop = _run([*dvc, "repro"], repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["study"]["strengths"]["l2"] = [*params["study"]["strengths"]["l2"], 3.0]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, lambda p: p["study"]["strengths"].update(l2=[*p["study"]["strengths"]["l2"], 3.0]))
     edit, out_edit = _run([*dvc, "repro"], repo)
     return {"clean_s": clean, "stages": len(stages), "peak_rss": mem.peak, "peak_cmd": mem.command,
-            "cpu_busy": (busy1 - busy0) / (total1 - total0),
+            "cpu_busy": (busy1 - busy0) / (total1 - total0), **store,
             "noop_s": noop, "noop_ran": ran_stages(out_noop), "edit_s": edit,
             "edit_ran": ran_stages(out_edit)}
+
+
+def store_size(repo: Path) -> dict:
+    """Bytes of the study's MLflow store (``mlflow.db``) and artifacts (``mlartifacts/``),
+    and its member runs (the runs with a parent: one per member, under one run per job)."""
+    files = [f for f in (repo / "mlartifacts").rglob("*") if f.is_file()]
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        (members,) = db.execute("SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId'").fetchone()
+    return {"db_bytes": (repo / "mlflow.db").stat().st_size, "artifact_bytes": sum(f.stat().st_size for f in files),
+            "member_runs": members}
 
 
 def edit_params(repo: Path, edit) -> None:

@@ -165,8 +165,6 @@ def _forked_pool(processes: int) -> multiprocessing.pool.Pool:
         gc.unfreeze()
 
 
-
-
 def _mlflow_filters(results: Results) -> list[dict]:
     """Each job's MLflow search filter, in report order. Run ids, the tracking URI and the
     git commit differ from one clone (and one run) to the next; the report, a hashed DVC
