@@ -149,6 +149,21 @@ def test_second_repro_does_nothing(study):
     assert "up to date" in proc.stdout
 
 
+def test_python_bytecode_is_not_a_dependency(study):
+    """The code's bytecode caches (written wherever Python runs without
+    PYTHONDONTWRITEBYTECODE, with the clone's file times) leave every stage up to date."""
+    caches = [study / "src" / "regstudy" / "data" / "__pycache__", study / "src" / "regstudy_report" / "__pycache__"]
+    for cache in caches:
+        cache.mkdir(exist_ok=True)
+        (cache / "stale.cpython-311.pyc").write_bytes(b"not the source")
+    try:
+        proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
+        assert json.loads(proc.stdout) == {}
+    finally:
+        for cache in caches:
+            (cache / "stale.cpython-311.pyc").unlink()
+
+
 def finished_runs(client: MlflowClient, experiment_id: str, timeout: float = 60.0) -> list:
     """The experiment's runs once none is RUNNING: a DVC train stage returns before its
     tracking process has ended its runs (they end while the next stage trains)."""
