@@ -46,6 +46,10 @@ def _selected(net: StackedMLP, kernel: bool, bias: bool) -> list[list[Tensor]]:
             for w, b in zip(net.kernels, net.biases)]
 
 
+# The regularizers that can add a penalty to the loss, in the order the loss adds them.
+LOSS_PENALTIES = ("activity", "l1", "l2", "elastic_net", "group_lasso")
+
+
 def _total(terms):
     """``t0 + t1 + ...`` in order; 0 if there are none. Python's ``sum`` would add the first
     to 0: the same value, but one more operation (and autograd node) each time."""
@@ -205,10 +209,16 @@ class Regularization:
     # --- penalties (in the loss) ---
 
     @property
+    def loss_penalties(self) -> list[str]:
+        """The regularizers whose penalty is in the loss, in the order it adds them (a
+        proximal one acts on the weights after the step instead)."""
+        return [name for name in LOSS_PENALTIES
+                if name in self.coefs and not getattr(self.cfg[name], "proximal", False)]
+
+    @property
     def has_penalty(self) -> bool:
-        """Whether any regularizer adds a penalty to the loss (a proximal one does not)."""
-        return any(name == "activity" or not getattr(self.cfg[name], "proximal", False)
-                   for name in self.coefs if name in ("activity", "l1", "l2", "elastic_net", "group_lasso"))
+        """Whether any regularizer adds a penalty to the loss."""
+        return bool(self.loss_penalties)
 
     def penalty(self, net: StackedMLP, hidden: list[Tensor] | None = None) -> Tensor:
         """The loss penalty of each member, ``(K,)`` (zero without a loss regularizer).
@@ -216,22 +226,19 @@ class Regularization:
         ``hidden``: the hidden layers' outputs on the batch, for the activity penalty.
         """
         terms = []
-        if "activity" in self.coefs and hidden is not None:
-            terms.append(activity_penalty(hidden, self.coefs["activity"], self.cfg["activity"].norm))
-        for name in ("l1", "l2", "elastic_net", "group_lasso"):
-            if name not in self.coefs or getattr(self.cfg[name], "proximal", False):
-                continue
+        for name in self.loss_penalties:
             c, coef = self.cfg[name], self.coefs[name]
-            if name == "group_lasso":
+            if name == "activity":
+                if hidden is not None:
+                    terms.append(activity_penalty(hidden, coef, c.norm))
+            elif name == "group_lasso":
                 terms.append(group_lasso_penalty(self._groups(net), coef))
-                continue
-            ts = _selected(net, c.kernel, c.bias)
-            if name == "l1":
-                terms.append(l1_penalty(ts, coef))
+            elif name == "l1":
+                terms.append(l1_penalty(_selected(net, c.kernel, c.bias), coef))
             elif name == "l2":
-                terms.append(l2_penalty(ts, coef))
+                terms.append(l2_penalty(_selected(net, c.kernel, c.bias), coef))
             else:
-                terms.append(elastic_net_penalty(ts, coef, float(c.rho)))
+                terms.append(elastic_net_penalty(_selected(net, c.kernel, c.bias), coef, float(c.rho)))
         return _total(terms) if terms else torch.zeros(net.n_members)
 
     def _groups(self, net: StackedMLP) -> list[Tensor]:

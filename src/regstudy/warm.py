@@ -111,16 +111,22 @@ def run_many(target: str, argvs: list[list[str]], workers: int = 2) -> list[int]
         return list(pool.map(one, argvs))
 
 
+def _resolve(target: str):
+    """``"package.module:function"`` -> (the module, the function)."""
+    module, function = target.split(":")
+    mod = importlib.import_module(module)
+    return mod, getattr(mod, function)
+
+
 def _call(target: str, argv: list[str]) -> int:
     """Call ``target`` with ``argv``; a signal ends it with the shell's code (130, 143...)."""
     from .lifecycle import exit_code, interrupt_on_signals
 
     interrupt_on_signals()
-    module, func = target.split(":")
     try:
-        mod = importlib.import_module(module)
+        mod, function = _resolve(target)
         sys.argv = [mod.__file__, *argv]  # as `python -m <module>` has it (MLflow's source tag reads it)
-        return int(getattr(mod, func)(argv) or 0)
+        return int(function(argv) or 0)
     except KeyboardInterrupt as e:
         print(f"regstudy: interrupted ({e or 'SIGINT'}); the job's runs end KILLED", file=sys.stderr, flush=True)
         return exit_code(e)
@@ -136,9 +142,9 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
-def _start_server(path: Path, timeout: float = 120.0) -> socket.socket | None:
+def _start_server(path: Path, timeout: float | None = 120.0) -> socket.socket | None:
     """Start a server for ``path`` (one at a time, under a lock), unless one is already
-    starting, and connect to it."""
+    starting, and connect to it; ``timeout=None``: return at once, unconnected."""
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)  # started meanwhile by another client
@@ -146,6 +152,8 @@ def _start_server(path: Path, timeout: float = 120.0) -> socket.socket | None:
             return sock
         if not _starting(path):
             _spawn(path)
+        if timeout is None:
+            return None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             sock = _connect(path)
@@ -163,14 +171,9 @@ def prestart() -> None:
     imports (about 5 s) overlap that stage instead of delaying the first train stage."""
     if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
         return
-    path = socket_path()
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _connect(path)
-        if sock is not None:
-            sock.close()
-        elif not _starting(path):
-            _spawn(path)
+    sock = _start_server(socket_path(), timeout=None)
+    if sock is not None:
+        sock.close()
 
 
 def _spawn(path: Path) -> None:
@@ -229,8 +232,7 @@ def serve(path: Path) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     for target in WARM_UP:
-        module, function = target.split(":")
-        getattr(importlib.import_module(module), function)()
+        _resolve(target)[1]()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
