@@ -44,6 +44,17 @@ class ServerError(RuntimeError):
     """The server could not be started, stopped or reached; says why and what to do."""
 
 
+def _as_postgres() -> list[str]:
+    """The command prefix that runs a program as the user postgres (for root, whom initdb and
+    postgres refuse): util-linux's runuser, which is in /usr/sbin even where that is not
+    on PATH."""
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if runuser is None:
+        raise ServerError("PostgreSQL refuses to run as root, and runuser (util-linux) is not installed "
+                          "to run it as the user postgres: install util-linux, or run as another user")
+    return [runuser, "-u", "postgres", "--"]
+
+
 @dataclass(frozen=True)
 class Server:
     """The server's folder and ports. Its state lives in ``<folder>/server.json``."""
@@ -85,7 +96,7 @@ class Server:
     def _pg(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(pg_bindir() / program), *args]
         if os.geteuid() == 0:  # initdb and postgres refuse root
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = [*_as_postgres(), *cmd]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if check and done.returncode != 0:
             raise ServerError(f"{program} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
@@ -98,7 +109,7 @@ class Server:
         if os.geteuid() == 0:
             pg = pwd.getpwnam("postgres")
             os.chown(self.pgdata, pg.pw_uid, pg.pw_gid)
-            probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.pgdata)])
+            probe = subprocess.run([*_as_postgres(), "test", "-w", str(self.pgdata)])
             if probe.returncode != 0:
                 raise ServerError(
                     f"PostgreSQL runs as the user postgres here (it refuses root), and postgres cannot "
