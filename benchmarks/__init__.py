@@ -1,0 +1,15 @@
+"""The benchmark suite (``python -m benchmarks.run``)."""
+
+from __future__ import annotations
+
+import os
+
+# Where the suite's own process points MLflow and Hydra (``mlflow.set_tracking_uri``
+# exports the URI to the environment for subprocesses): a command timed as a user runs
+# it must not inherit them, or its runs go to the suite's store instead of the clone's.
+SUITE_ONLY_ENV = ("REGSTUDY_CONF", "MLFLOW_TRACKING_URI")
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's command runs in: this one without ``SUITE_ONLY_ENV``."""
+    return {**{k: v for k, v in os.environ.items() if k not in SUITE_ONLY_ENV}, **extra}

@@ -9,7 +9,6 @@ included), so trials/s is what a user sees.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,13 +16,14 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import user_env
+
 HERE = Path(__file__).resolve().parent
 
 
 def _run(cwd: Path, module: str, *args: str) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("REGSTUDY_CONF", "MLFLOW_TRACKING_URI")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=user_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start

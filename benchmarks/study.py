@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import user_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,7 +76,7 @@ def _run_timed(cmd: list[str], cwd: Path) -> tuple[float, list[tuple[float, str]
     clones of the same code would otherwise share the first one's server and its imports."""
     tmpdir = cwd.parent / f"{cwd.name}-tmp"
     tmpdir.mkdir(exist_ok=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmpdir)}
+    env = user_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", TMPDIR=str(tmpdir))
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err: list[str] = []
@@ -125,6 +127,8 @@ def whole_study(tmp: Path) -> dict:
 def store_size(repo: Path) -> dict:
     """Bytes of the study's MLflow store (``mlflow.db``) and artifacts (``mlartifacts/``),
     and its member runs (the runs with a parent: one per member, under one run per job)."""
+    if not (repo / "mlflow.db").is_file():
+        raise RuntimeError(f"the study in {repo} wrote no MLflow store there (its runs went elsewhere)")
     files = [f for f in (repo / "mlartifacts").rglob("*") if f.is_file()]
     with sqlite3.connect(repo / "mlflow.db") as db:
         (members,) = db.execute("SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId'").fetchone()

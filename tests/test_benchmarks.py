@@ -20,3 +20,23 @@ def test_the_stacked_net_and_the_torch_func_ensemble_train_the_same_members():
     assert stacked.shape == (40, 4)
     assert float(stacked[-1].mean()) < float(stacked[0].mean())  # it trains
     assert float((stacked - vmapped).abs().max()) < 1e-5
+
+
+def test_a_timed_study_command_does_not_inherit_the_suites_mlflow_uri(tmp_path, monkeypatch):
+    """The suite's naive peer sets MLflow's URI, which MLflow exports to the environment:
+    a study timed in a clone must log to the clone's own store, not to that one."""
+    import sys
+
+    import mlflow
+
+    from benchmarks.study import _run_timed
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'suite.db'}")  # exports it, as the peer's logger does
+    try:
+        (tmp_path / "clone").mkdir()
+        _, lines = _run_timed([sys.executable, "-c", "import os; print(os.environ.get('MLFLOW_TRACKING_URI'))"],
+                              tmp_path / "clone")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert [line.strip() for _, line in lines] == ["None"]
