@@ -354,3 +354,24 @@ def test_single_dataset_draws_in_process(tmp_path):
     ids = expected_figures(root)
     assert html.count('<img src="data:image/png;base64,') == len(ids)
     assert all(f'<figure id="{figure_id}">' in html for figure_id in ids)
+
+
+def test_the_figure_pool_ends_even_where_sigterm_only_takes_note():
+    """The figure workers are forked from whatever process builds the report. One that had
+    trained with Lightning holds a SIGTERM handler that only takes note; at the pool's end
+    a worker can be left waiting on the pool's queue, and only SIGTERM ends it: in every
+    worker, SIGTERM (and SIGINT, SIGHUP) must have their default action, death."""
+    import subprocess
+    import sys
+
+    code = ("import signal\n"
+            "from regstudy_report import _forked_pool\n"
+            "def dispositions(_):\n"
+            "    return [signal.getsignal(s) == signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]\n"
+            "for s in (signal.SIGTERM, signal.SIGHUP):\n"
+            "    signal.signal(s, lambda *a: None)\n"
+            "with _forked_pool(2) as pool:\n"
+            "    print(all(all(d) for d in pool.map(dispositions, range(8))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,9 +161,17 @@ def _forked_pool(processes: int) -> multiprocessing.pool.Pool:
     (frozen while forking): cheaper, and those objects' memory stays shared."""
     gc.freeze()
     try:
-        return multiprocessing.get_context("fork").Pool(processes)
+        return multiprocessing.get_context("fork").Pool(processes, initializer=_default_signals)
     finally:
         gc.unfreeze()
+
+
+def _default_signals() -> None:
+    """A worker dies of SIGTERM (the pool's end), whatever handler the forked process had:
+    one that only takes note (Lightning's, in a process that trained) left a worker
+    waiting on the pool's queue forever, and the report with it."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _mlflow_filters(results: Results) -> list[dict]:
