@@ -22,28 +22,28 @@ BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
 NORM_EPS = 1e-5
 
 
+def _identity(h: Tensor) -> Tensor:
+    return h
+
+
+# name -> (the activation making a new tensor, the same kernel writing over its input)
+_ACTIVATIONS = {
+    "identity": (_identity, _identity),
+    "relu": (F.relu, torch.relu_),
+    "tanh": (torch.tanh, torch.tanh_),
+    "sigmoid": (torch.sigmoid, torch.sigmoid_),
+    "gelu": (F.gelu, F.gelu),  # no in-place GELU: a new tensor either way
+    "elu": (F.elu, F.elu_),
+}
+
+
 def activation_fn(name: str, negative_slope: float = 0.01, inplace: bool = False):
     """The elementwise activation called ``name`` (see ``config.ACTIVATIONS``); with
-    ``inplace``, the same kernel writing over its input (GELU has none: a new tensor)."""
-    if inplace:
-        return {
-            "identity": lambda h: h,
-            "relu": torch.relu_,
-            "leaky_relu": lambda h: F.leaky_relu_(h, negative_slope),
-            "tanh": torch.tanh_,
-            "sigmoid": torch.sigmoid_,
-            "gelu": F.gelu,
-            "elu": F.elu_,
-        }[name]
-    return {
-        "identity": lambda h: h,
-        "relu": F.relu,
-        "leaky_relu": lambda h: F.leaky_relu(h, negative_slope),
-        "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid,
-        "gelu": F.gelu,
-        "elu": F.elu,
-    }[name]
+    ``inplace``, the same kernel writing over its input."""
+    if name == "leaky_relu":
+        leaky = F.leaky_relu_ if inplace else F.leaky_relu
+        return lambda h: leaky(h, negative_slope)
+    return _ACTIVATIONS[name][inplace]
 
 
 def inverted_dropout(h: Tensor, u: Tensor, p: Tensor) -> Tensor:
