@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import regstudy  # noqa: F401 - before torch: the study's kernel path (regstudy.kernels)
+
 # Where the suite's own process points MLflow and Hydra (``mlflow.set_tracking_uri``
 # exports the URI to the environment for subprocesses): a command timed as a user runs
 # it must not inherit them, or its runs go to the suite's store instead of the clone's.

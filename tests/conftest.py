@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+import regstudy  # noqa: F401, I001 - before torch: it pins torch's kernel path (regstudy.kernels)
 import torch
 from hydra.utils import instantiate
 

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
+from . import kernels
 from .allocator import keep_freed_memory
 from .config import STRENGTH_KEY, ConfigError, member_strengths, validate, validate_task
 from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
@@ -189,8 +190,10 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     module = build_module(cfg, data, members)
     root = project_root(cfg)
     commit = git_commit(root)
+    ran_on = kernels.check()
     tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
-            "sweep": cfg.members.sweep, **source_tags(root, commit)}
+            "sweep": cfg.members.sweep, "kernels": f"ATen {ran_on['aten']}, MKL_CBWR {ran_on['mkl_cbwr']}",
+            **source_tags(root, commit)}
     writer = ResultsWriter(results_dir)
     tracking = TrackingProcess(cfg, members, tags, dataset_entity(cfg, data_path, arrays)) \
         if cfg.logger.enabled else None
@@ -273,7 +276,7 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     fit, evaluation = fit_end - fit_start, module.evaluation_seconds
     timings = {"training_steps": fit - evaluation, "evaluation": evaluation,
                "setup_and_tables": time.perf_counter() - start - fit}
-    writer.json("run.json", {"git_commit": tags["git_commit"],
+    writer.json("run.json", {"git_commit": tags["git_commit"], "kernels": kernels.active(),
                              "tracking_uri": tracking_uri(cfg) if tracking else None, **runs,
                              "seconds": {k: round(v, 3) for k, v in timings.items()}})
     handover = None

@@ -1,0 +1,66 @@
+"""One kernel path on every x86 CPU (regstudy.kernels): what a process computes with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regstudy import warm
+from regstudy.kernels import KERNEL_ENV
+
+CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+needs_avx2 = pytest.mark.skipif("avx2" not in CPU_FLAGS, reason="an x86 CPU with AVX2")
+needs_avx512 = pytest.mark.skipif("avx512f" not in CPU_FLAGS, reason="a CPU with AVX-512, whose own path differs")
+
+PROBE = ("import json, os, sys, torch; x = torch.randn(64, 64); (x @ x).sum(); "
+         "print(json.dumps({'aten': torch.backends.cpu.get_cpu_capability(), "
+         "'mkl': os.environ.get('MKL_CBWR')}))")
+
+
+def probe(code: str, **env: str) -> dict:
+    """What a fresh Python computes with after ``code`` (then the probe) ran."""
+    base = {k: v for k, v in os.environ.items() if k not in (*KERNEL_ENV, "REGSTUDY_KERNELS")}
+    out = subprocess.run([sys.executable, "-c", f"{code}\n{PROBE}"], env={**base, **env},
+                         capture_output=True, text=True, check=True)
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
+
+
+@needs_avx2
+def test_importing_regstudy_first_pins_atens_and_mkls_avx2_path():
+    got = probe("import regstudy")
+    assert (got["aten"], got["mkl"]) == ("AVX2", "AVX2,STRICT")
+
+
+@needs_avx512
+def test_without_regstudy_torch_takes_the_cpus_own_path_which_the_pin_changes():
+    assert probe("pass")["aten"] == "AVX512"  # what the pin is there to avoid
+    assert probe("import regstudy", REGSTUDY_KERNELS="native")["aten"] == "AVX512"
+
+
+@needs_avx2
+def test_a_value_already_in_the_environment_is_kept():
+    got = probe("import regstudy", ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
+    assert (got["aten"], got["mkl"]) == ("DEFAULT", "COMPATIBLE")
+
+
+@needs_avx512
+def test_torch_imported_before_regstudy_is_said_to_run_its_own_path():
+    got = probe("import sys, torch; torch.ones(2) + 1\nimport regstudy\nfrom regstudy import kernels\n"
+                "print(kernels.check(), file=sys.stderr)")
+    assert got["aten"] == "AVX512"
+    assert "torch computes with its AVX512 kernels, not the pinned AVX2 ones" in got["stderr"]
+    assert "torch computes" not in probe("import regstudy\nfrom regstudy import kernels; kernels.check()")["stderr"]
+
+
+def test_the_warm_server_is_one_per_kernel_path(monkeypatch):
+    """The server fixed its kernels at its imports: a client asking for others needs another."""
+    pinned = warm.code_hash()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert warm.code_hash() != pinned
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", KERNEL_ENV["ATEN_CPU_CAPABILITY"])
+    assert warm.code_hash() == pinned
