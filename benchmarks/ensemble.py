@@ -3,7 +3,8 @@ model-ensembling tutorial: ``stack_module_state`` + ``vmap(functional_call)`` + 
 over the stacked parameters.
 
 Both train the same K reference networks (1 -> 64 -> 64 -> 64 -> 1, LeakyReLU) from the
-same initial weights on the same minibatches (each member its own), with Adam and the
+same initial weights on the same minibatches (each member its own), with the study's
+optimizer (``conf/optim/adam.yaml``: Adam, fused, one for all members) on both sides and the
 MSE summed over members; their per-member losses agree to 1e-5. The core of each is
 timed (forward, backward, optimizer step), without Lightning or evaluation on either side.
 """
@@ -46,9 +47,18 @@ def batches(k: int, steps: int, n: int = 200, batch: int = 32, seed: int = 0) ->
     return x[idx], y[idx]
 
 
-def train_stacked(net: StackedMLP, xs, ys, lr: float = 1e-3) -> torch.Tensor:
+def study_optimizer(params) -> torch.optim.Optimizer:
+    """The optimizer a train job builds from ``conf/optim/adam.yaml`` (Hydra), over ``params``."""
+    from hydra.utils import instantiate
+
+    from regstudy.stages.train import compose_job
+
+    return instantiate(compose_job([]).optim)(list(params))
+
+
+def train_stacked(net: StackedMLP, xs, ys) -> torch.Tensor:
     """Per-member losses ``(steps, K)`` of stacked training."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = study_optimizer(net.parameters())
     losses = []
     for x, y in zip(xs, ys):
         loss = (net(x).squeeze(-1) - y).square().mean(1)
@@ -59,7 +69,7 @@ def train_stacked(net: StackedMLP, xs, ys, lr: float = 1e-3) -> torch.Tensor:
     return torch.stack(losses)
 
 
-def train_vmap(models: list[nn.Sequential], xs, ys, lr: float = 1e-3) -> torch.Tensor:
+def train_vmap(models: list[nn.Sequential], xs, ys) -> torch.Tensor:
     """Per-member losses ``(steps, K)`` of the torch.func ensemble."""
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
@@ -68,7 +78,7 @@ def train_vmap(models: list[nn.Sequential], xs, ys, lr: float = 1e-3) -> torch.T
         return functional_call(base, (p, b), (x,))
 
     batched = vmap(forward)
-    opt = torch.optim.Adam(params.values(), lr=lr)
+    opt = study_optimizer(params.values())
     losses = []
     for x, y in zip(xs, ys):
         loss = (batched(params, buffers, x).squeeze(-1) - y).square().mean(1)

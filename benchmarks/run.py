@@ -196,10 +196,10 @@ def bench_ensemble(r: Report, quick: bool) -> None:
         rows.append([f"K={k}", f"{c['stacked']:,.0f}", f"{c['vmap']:,.0f}", f"{c['stacked'] / c['vmap']:.2f}",
                      f"{c['max_loss_diff']:.1e}"])
     r.table("Stacked against a torch.func ensemble (model-steps/s, the training step only)",
-            ["members", "stacked (StackedMLP, one Adam)", "torch.func (vmap, one Adam)", "stacked ÷ vmap",
+            ["members", "stacked (StackedMLP, the study's Adam)", "torch.func (vmap, the study's Adam)", "stacked ÷ vmap",
              "largest loss difference"], rows,
-            f"Best of 3, {steps} steps of batch 32, 1 thread, the same initial weights and minibatches; "
-            "no Lightning, no evaluation on either side. The losses are the same computation in "
+            f"Best of 3, {steps} steps of batch 32, 1 thread, the same initial weights and minibatches, and "
+            "the same optimizer, the study's (conf/optim/adam.yaml: fused Adam); no Lightning, no evaluation on either side. The losses are the same computation in "
             "float32 with sums in another order: they agree to about 1e-7 at first, and Adam "
             "amplifies the rounding over hundreds of steps (largest over all members shown).")
 

@@ -40,3 +40,17 @@ def test_a_timed_study_command_does_not_inherit_the_suites_mlflow_uri(tmp_path, 
     finally:
         mlflow.set_tracking_uri(None)
     assert [line.strip() for _, line in lines] == ["None"]
+
+
+def test_both_sides_of_the_ensemble_benchmark_train_with_the_studys_optimizer():
+    """Not a default Adam: the one conf/optim/adam.yaml gives every train job."""
+    import torch
+
+    from benchmarks.ensemble import study_optimizer
+    from regstudy.stages.train import compose_job
+
+    want = compose_job([]).optim
+    opt = study_optimizer([torch.zeros(2, requires_grad=True)])
+    assert type(opt).__name__ == want._target_.rsplit(".", 1)[-1]
+    assert opt.defaults["fused"] is want.fused is True
+    assert (opt.defaults["lr"], list(opt.defaults["betas"]), opt.defaults["eps"]) == (want.lr, list(want.betas), want.eps)
