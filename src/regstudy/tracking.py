@@ -240,7 +240,9 @@ class JobTracker:
                  dataset: dict[str, str] | None = None):
         self.cfg, self.members, self.tags, self.dataset = cfg, members, tags, dataset
         self.experiment_id = prepare_from_config(cfg)  # first: it may create the store
-        self.client = MlflowClient(tracking_uri(cfg))
+        # Resolved once: each resolution of the config's interpolations costs about 1 ms.
+        self.uri = tracking_uri(cfg)
+        self.client = MlflowClient(self.uri)
         self.writer = writer_for(self.client)
         self.artifact_uris: dict[str, str] = {}  # run id -> its artifact root, from create_run
         self.parent_id: str | None = None
@@ -345,7 +347,7 @@ class JobTracker:
         artifact root came with the run."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        get_artifact_repository(self.artifact_uris[run_id], tracking_uri=tracking_uri(self.cfg)).log_artifacts(folder)
+        get_artifact_repository(self.artifact_uris[run_id], tracking_uri=self.uri).log_artifacts(folder)
 
     def _log_best_model(self, best: Path) -> None:
         """Log the best member's model (``best/model.pt``, an ``nn.Sequential``) to its run
@@ -363,9 +365,9 @@ class JobTracker:
         # The fluent API, in this process only (a fresh fork per job): log_model needs an active
         # run. The URI goes where the fluent calls read it, the environment: set_tracking_uri
         # would also reset MLflow's tracing set-up (20 ms a job).
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(self.cfg)
-        if mlflow.get_tracking_uri() != tracking_uri(self.cfg):  # set in this process before
-            mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        os.environ["MLFLOW_TRACKING_URI"] = self.uri
+        if mlflow.get_tracking_uri() != self.uri:  # set in this process before
+            mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id):
             # Pickled, not torch.export-ed (pt2): an nn.Sequential of torch's own layers loads
             # wherever torch does, and export traced the model anew in every job (0.1-0.2 s).
