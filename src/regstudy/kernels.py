@@ -6,7 +6,7 @@ not. The two round differently in the last bits, and training amplifies the diff
 (measured: the study committed from an AVX2 AMD EPYC, re-run on an AVX-512 Intel Xeon,
 gave other bits in every train output and four other verdicts in the report). So every
 process that imports regstudy asks both for their AVX2 path, which every x86-64 CPU
-since 2013-2015 runs, before torch is imported:
+since 2013-2015 runs, before torch is imported (on x86 only):
 
 - ``ATEN_CPU_CAPABILITY=avx2``: ATen's dispatch level (it never goes above what the CPU has);
 - ``MKL_CBWR=AVX2,STRICT``: MKL's conditional numerical reproducibility, the AVX2 code
@@ -20,6 +20,7 @@ run.json and every MLflow run (tag ``kernels``) record what a job ran on.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
@@ -31,7 +32,8 @@ def pin() -> None:
     Effective only before torch is first imported (both read it once); :func:`check`
     says whether it was.
     """
-    if os.environ.get("REGSTUDY_KERNELS") == "native":
+    # Elsewhere (aarch64) torch has neither the AVX2 level nor MKL: nothing to ask.
+    if os.environ.get("REGSTUDY_KERNELS") == "native" or platform.machine().lower() not in ("x86_64", "amd64"):
         return
     for key, value in KERNEL_ENV.items():
         os.environ.setdefault(key, value)
