@@ -190,9 +190,8 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     module = build_module(cfg, data, members)
     root = project_root(cfg)
     commit = git_commit(root)
-    ran_on = kernels.check()
     tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
-            "sweep": cfg.members.sweep, "kernels": f"ATen {ran_on['aten']}, MKL_CBWR {ran_on['mkl_cbwr']}",
+            "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check()),
             **source_tags(root, commit)}
     writer = ResultsWriter(results_dir)
     tracking = TrackingProcess(cfg, members, tags, dataset_entity(cfg, data_path, arrays)) \
@@ -276,7 +275,7 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     fit, evaluation = fit_end - fit_start, module.evaluation_seconds
     timings = {"training_steps": fit - evaluation, "evaluation": evaluation,
                "setup_and_tables": time.perf_counter() - start - fit}
-    writer.json("run.json", {"git_commit": tags["git_commit"], "kernels": kernels.active(),
+    writer.json("run.json", {"git_commit": tags["git_commit"], "kernels": tags["kernels"],
                              "tracking_uri": tracking_uri(cfg) if tracking else None, **runs,
                              "seconds": {k: round(v, 3) for k, v in timings.items()}})
     handover = None

@@ -46,6 +46,11 @@ def active() -> dict[str, str | None]:
     return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": os.environ.get("MKL_CBWR")}
 
 
+def describe(active: dict[str, str | None]) -> str:
+    """One line for a run's tag and run.json: ``ATen AVX2, MKL_CBWR AVX2,STRICT``."""
+    return f"ATen {active['aten']}, MKL_CBWR {active['mkl_cbwr']}"
+
+
 def check() -> dict[str, str | None]:
     """:func:`active`, with a warning on stderr where the pinned ATen path did not take:
     torch was imported before regstudy, with another ``ATEN_CPU_CAPABILITY``."""
