@@ -72,6 +72,11 @@ def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
         rate = best(throughput.stacked, data, k, max(epochs, 400 // k))  # each lasts seconds
         out[k] = rate
         rows.append([f"regstudy stacked, K={k}", f"{rate:,.0f}", f"{rate / raw:.2f}", f"{rate / naive:.2f}"])
+    for k in (32, 128):  # the cost of the kernels' pin (regstudy.kernels), in the same run
+        rate, kernels = throughput.stacked_native(data, k, max(epochs, 400 // k), 2 if quick else 3)
+        out[f"native{k}"] = rate
+        rows.append([f"stacked K={k}, this CPU's own kernels ({kernels}, `REGSTUDY_KERNELS=native`)", f"{rate:,.0f}",
+                     f"{rate / raw:.2f}", f"{rate / naive:.2f}"])
     torch.set_num_threads(2)
     raw2 = best(throughput.raw_loop, data, epochs)
     k32_2 = best(throughput.stacked, data, 32, epochs)
@@ -84,7 +89,11 @@ def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
             f"Best of 3 runs each: noise on a shared machine only slows a run down. {epochs} "
             f"epochs each (stacked K=1: {max(epochs, 400)}; the raw loop: at least 2 s); "
             "1 torch thread unless stated. Stacked includes the per-epoch "
-            "evaluation of every member on every split that a train job does.")
+            "evaluation of every member on every split that a train job does. Every row but "
+            "the `native` ones computes on the study's pinned kernels (ATen AVX2, MKL's "
+            "COMPATIBLE branch: the same bits on any x86 CPU); the pin costs "
+            f"{1 - out[32] / out['native32']:.0%} of stacked K=32's rate and "
+            f"{1 - out[128] / out['native128']:.0%} of K=128's here.")
     return out
 
 

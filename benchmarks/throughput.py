@@ -120,3 +120,25 @@ def stacked(data_path: Path, k: int, epochs: int) -> float:
     trainer.fit(module)
     steps = epochs * -(-module.splits["x_train"].shape[1] // cfg.data.batch_size)
     return k * steps / (time.perf_counter() - start)
+
+
+def stacked_native(data_path: Path, k: int, epochs: int, repeats: int) -> tuple[float, str]:
+    """:func:`stacked` (best of ``repeats``) in a fresh process on this CPU's own kernels
+    (``REGSTUDY_KERNELS=native``; torch and MKL read their settings once, at import), and
+    the kernels that process computed with (``regstudy.kernels.describe``)."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks import user_env
+    from regstudy.kernels import KERNEL_ENV
+
+    env = {k: v for k, v in user_env(REGSTUDY_KERNELS="native").items() if k not in KERNEL_ENV}
+    code = ("import json, sys, torch; from benchmarks import throughput; from regstudy import kernels; "
+            "torch.set_num_threads(1); "
+            f"rate = max(throughput.stacked(sys.argv[1], {k}, {epochs}) for _ in range({repeats})); "
+            "print(json.dumps([rate, kernels.describe(kernels.active())]))")
+    out = subprocess.run([sys.executable, "-c", code, str(data_path)], env=env, check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    rate, kernels = json.loads(out.stdout.strip().splitlines()[-1])
+    return rate, kernels

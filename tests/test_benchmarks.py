@@ -54,3 +54,19 @@ def test_both_sides_of_the_ensemble_benchmark_train_with_the_studys_optimizer():
     assert type(opt).__name__ == want._target_.rsplit(".", 1)[-1]
     assert opt.defaults["fused"] is want.fused is True
     assert (opt.defaults["lr"], list(opt.defaults["betas"]), opt.defaults["eps"]) == (want.lr, list(want.betas), want.eps)
+
+
+def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):
+    """The throughput table's `native` rows: a child process on unpinned kernels (MKL in
+    no reproducible branch), while this process computes on the pinned ones."""
+    from pathlib import Path
+
+    from benchmarks import throughput
+    from benchmarks.run import signal_data
+    from regstudy import kernels
+
+    rate, native = throughput.stacked_native(signal_data(tmp_path, True), 2, 2, 1)
+    assert rate > 0
+    if "avx2" in Path("/proc/cpuinfo").read_text():
+        assert native.endswith("MKL OFF")
+        assert kernels.describe(kernels.active()) == "ATen AVX2, MKL COMPATIBLE"

@@ -17,9 +17,8 @@ CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinf
 needs_avx2 = pytest.mark.skipif("avx2" not in CPU_FLAGS, reason="an x86 CPU with AVX2")
 needs_avx512 = pytest.mark.skipif("avx512f" not in CPU_FLAGS, reason="a CPU with AVX-512, whose own path differs")
 
-PROBE = ("import json, os, sys, torch; x = torch.randn(64, 64); (x @ x).sum(); "
-         "print(json.dumps({'aten': torch.backends.cpu.get_cpu_capability(), "
-         "'mkl': os.environ.get('MKL_CBWR')}))")
+PROBE = ("import json, torch; from regstudy import kernels; x = torch.randn(8, 64, 64); "
+         "torch.bmm(x, x).sum(); print(json.dumps(kernels.active()))")
 
 
 def probe(code: str, **env: str) -> dict:
@@ -31,9 +30,14 @@ def probe(code: str, **env: str) -> dict:
 
 
 @needs_avx2
-def test_importing_regstudy_first_pins_atens_and_mkls_avx2_path():
+def test_importing_regstudy_first_pins_atens_avx2_and_mkls_compatible_path():
     got = probe("import regstudy")
-    assert (got["aten"], got["mkl"]) == ("AVX2", "AVX2,STRICT")
+    assert (got["aten"], got["mkl"]) == ("AVX2", "COMPATIBLE")  # as MKL itself reports it
+
+
+@needs_avx2
+def test_without_the_pin_mkl_runs_no_reproducible_branch():
+    assert probe("import regstudy", REGSTUDY_KERNELS="native")["mkl"] == "OFF"
 
 
 @needs_avx512
@@ -44,8 +48,9 @@ def test_without_regstudy_torch_takes_the_cpus_own_path_which_the_pin_changes():
 
 @needs_avx2
 def test_a_value_already_in_the_environment_is_kept():
-    got = probe("import regstudy", ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
-    assert (got["aten"], got["mkl"]) == ("DEFAULT", "COMPATIBLE")
+    # AUTO: one of the two branches MKL offers on any CPU (the other is COMPATIBLE)
+    got = probe("import regstudy", ATEN_CPU_CAPABILITY="default", MKL_CBWR="AUTO")
+    assert (got["aten"], got["mkl"]) == ("DEFAULT", "AUTO")
 
 
 @needs_avx512
@@ -55,6 +60,27 @@ def test_torch_imported_before_regstudy_is_said_to_run_its_own_path():
     assert got["aten"] == "AVX512"
     assert "torch computes with its AVX512 kernels, not the pinned AVX2 ones" in got["stderr"]
     assert "torch computes" not in probe("import regstudy\nfrom regstudy import kernels; kernels.check()")["stderr"]
+
+
+needs_amd = pytest.mark.skipif("GenuineIntel" in Path("/proc/cpuinfo").read_text() if CPU_FLAGS else True,
+                               reason="a non-Intel x86 CPU, where MKL honours no Intel-only branch")
+
+
+@needs_amd
+def test_a_branch_mkl_refuses_on_this_cpu_is_said_and_recorded_as_what_mkl_runs():
+    """MKL's AVX2 branch exists on Intel CPUs only (the pin of an earlier round asked for
+    it, and on an AMD EPYC MKL silently ran its AUTO branch while run.json said AVX2)."""
+    got = probe("import regstudy\nfrom regstudy import kernels; kernels.check()", MKL_CBWR="AVX2,STRICT")
+    assert got["mkl"] == "AUTO,STRICT"
+    assert "MKL computes on its AUTO,STRICT branch: it refused MKL_CBWR=AVX2,STRICT" in got["stderr"]
+    assert "MKL computes" not in probe("import regstudy\nfrom regstudy import kernels; kernels.check()")["stderr"]
+
+
+def test_the_kernels_line_says_what_each_library_runs():
+    from regstudy.kernels import describe
+
+    assert describe({"aten": "AVX2", "mkl": "COMPATIBLE"}) == "ATen AVX2, MKL COMPATIBLE"
+    assert describe({"aten": "DEFAULT", "mkl": None}) == "ATen DEFAULT, MKL absent"
 
 
 def test_the_warm_server_is_one_per_kernel_path(monkeypatch):

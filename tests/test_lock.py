@@ -4,6 +4,8 @@ clone's `dvc repro` (or `dvc pull` and `dvc repro`) has nothing to re-run for th
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +52,38 @@ def test_the_lock_is_not_stale_against_the_sources():
                           capture_output=True, text=True, check=True)
     stale = stale_entries(json.loads(proc.stdout or "{}"), stage_outs())
     assert not stale, "dvc.lock is stale (run `dvc repro` and commit dvc.lock):\n" + "\n".join(stale)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "an unknown CPU"
+
+
+def test_the_committed_baseline_comes_out_the_same_bytes_on_this_cpu(tmp_path):
+    """The kernels' pin (regstudy.kernels) holds here: the data and the baseline family's
+    results, re-made from the committed sources on this machine, hash as in the committed
+    dvc.lock, whichever x86 CPU made that. (Under the earlier pin, MKL's AVX2 branch, an
+    AMD EPYC's MKL ran another branch than an Intel Xeon's, and every hash differed.)"""
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "params.yaml", "dvc.lock"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("conf", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("REGSTUDY_CONF", None)
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                [sys.executable, "-m", "dvc", "repro", "train@none"]):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+
+    def outs(lock: Path) -> dict[str, str]:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        return {o["path"]: o["md5"] for s in ("generate", "train@none") for o in stages[s]["outs"]}
+
+    committed, here = outs(ROOT / "dvc.lock"), outs(tmp_path / "dvc.lock")
+    differ = [f"{path}: committed {committed[path]}, here {here[path]}" for path in committed
+              if here[path] != committed[path]]
+    kernels = json.loads((tmp_path / "results" / "none" / "signal" / "run.json").read_text())["kernels"]
+    assert not differ, (f"on {cpu_model()} ({kernels}) the committed study comes out other bytes "
+                        "(or dvc.lock was not re-made after a change of its numbers):\n" + "\n".join(differ))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import mlflow
@@ -82,12 +81,11 @@ def test_every_run_has_its_dataset_input_and_source_and_can_be_filtered_by_it(tm
 def test_every_run_and_run_json_say_which_kernels_the_job_computed_with(tmp_path):
     """The tag a reader filters on (regstudy.kernels): what torch ran here, in this process."""
     table, client, runs = train(tmp_path, "signal", "experiment=l2", "members.strengths=[0,0.01]")
-    want = f"ATen {torch.backends.cpu.get_cpu_capability()}, MKL_CBWR {os.environ.get('MKL_CBWR')}"
-    assert len(runs) == 1 + len(table)
-    assert {r.data.tags["kernels"] for r in runs} == {want}
-    assert json.loads((tmp_path / "results" / "signal" / "run.json").read_text())["kernels"] == want
+    tags = {r.data.tags["kernels"] for r in runs}
+    assert len(runs) == 1 + len(table) and len(tags) == 1
+    assert json.loads((tmp_path / "results" / "signal" / "run.json").read_text())["kernels"] in tags
     if "avx2" in Path("/proc/cpuinfo").read_text():  # pinned (conftest imports regstudy first)
-        assert want == "ATen AVX2, MKL_CBWR AVX2,STRICT"
+        assert tags == {"ATen AVX2, MKL COMPATIBLE"}
 
 
 def test_the_parent_describes_the_job_with_the_best_strength_and_its_interval(tmp_path):

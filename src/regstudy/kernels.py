@@ -2,32 +2,46 @@
 
 PyTorch chooses its elementwise and reduction kernels (ATen's) by the CPU it finds, and
 MKL its matrix products: AVX-512 code on a CPU that has it, AVX2 code on one that has
-not. The two round differently in the last bits, and training amplifies the difference
-(measured: the study committed from an AVX2 AMD EPYC, re-run on an AVX-512 Intel Xeon,
-gave other bits in every train output and four other verdicts in the report). So every
-process that imports regstudy asks both for their AVX2 path, which every x86-64 CPU
-since 2013-2015 runs, before torch is imported (on x86 only):
+not, and on a non-Intel CPU whatever MKL's automatic dispatch picks. These round
+differently in the last bits, and training amplifies the difference. Measured: the study
+committed from an AVX2 AMD EPYC, re-run on an AVX-512 Intel Xeon, gave other bits in
+every train output and four other verdicts in the report; pinned to MKL's AVX2 branch on
+the Xeon, it still gave other bits on the EPYC, because MKL honours its AVX2 branch on
+Intel CPUs only and ran its automatic one there. So every process that imports regstudy
+asks, before torch is imported (on x86 only), for
 
-- ``ATEN_CPU_CAPABILITY=avx2``: ATen's dispatch level (it never goes above what the CPU has);
-- ``MKL_CBWR=AVX2,STRICT``: MKL's conditional numerical reproducibility, the AVX2 code
-  path, bit-for-bit whatever the CPU and the data's alignment.
+- ``ATEN_CPU_CAPABILITY=avx2``: ATen's AVX2 kernels (FMA, no approximate reciprocals),
+  which every x86-64 CPU since 2013-2015 runs; the level never goes above what the CPU has;
+- ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility on the one branch
+  it offers on Intel and non-Intel CPUs alike (SSE2 without the approximate
+  ``rcpps``/``rsqrtps``); the study uses MKL for its batched products only (sgemm_batch).
 
 A value already in the environment is kept; ``REGSTUDY_KERNELS=native`` sets neither
 (each CPU its own, fastest path: numbers then match only a machine of the same kind).
-run.json and every MLflow run (tag ``kernels``) record what a job ran on.
+run.json and every MLflow run (tag ``kernels``) record the branch MKL says it runs,
+read from MKL itself rather than from the request.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import sys
 
-KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
+
+# mkl.h's MKL_CBWR_* values: what mkl_cbwr_get(MKL_CBWR_ALL) returns is a branch, plus
+# MKL_CBWR_STRICT where strict mode is on.
+MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3",
+                7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512",
+                13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+MKL_CBWR_STRICT = 0x10000
+MKL_CBWR_ALL = -1
 
 
 def pin() -> None:
-    """Ask torch and MKL for the AVX2 path unless the environment already chose one.
+    """Ask torch and MKL for the one path every x86 CPU runs unless the environment chose one.
 
     Effective only before torch is first imported (both read it once); :func:`check`
     says whether it was.
@@ -39,25 +53,48 @@ def pin() -> None:
         os.environ.setdefault(key, value)
 
 
-def active() -> dict[str, str | None]:
-    """What this process computes with: ATen's dispatch level and MKL's setting."""
+def mkl_branch() -> str | None:
+    """The CNR branch MKL computes with (``COMPATIBLE``, ``AUTO``, ``AVX2,STRICT``...), as
+    MKL itself reports it, or None where torch carries no MKL.
+
+    MKL may refuse a requested branch: ``MKL_CBWR=AVX2`` on an AMD CPU runs ``AUTO``.
+    torch links MKL statically; its service function ``mkl_serv_cbwr_get`` is exported.
+    """
     import torch
 
-    return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": os.environ.get("MKL_CBWR")}
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        value = lib.mkl_serv_cbwr_get(MKL_CBWR_ALL)
+    except (OSError, AttributeError):
+        return None
+    name = MKL_BRANCHES.get(value & ~MKL_CBWR_STRICT, f"branch {value & ~MKL_CBWR_STRICT}")
+    return name + (",STRICT" if value & MKL_CBWR_STRICT else "")
+
+
+def active() -> dict[str, str | None]:
+    """What this process computes with: ATen's dispatch level and MKL's branch."""
+    import torch
+
+    return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_branch()}
 
 
 def describe(active: dict[str, str | None]) -> str:
-    """One line for a run's tag and run.json: ``ATen AVX2, MKL_CBWR AVX2,STRICT``."""
-    return f"ATen {active['aten']}, MKL_CBWR {active['mkl_cbwr']}"
+    """One line for a run's tag and run.json: ``ATen AVX2, MKL COMPATIBLE``."""
+    return f"ATen {active['aten']}, MKL {active['mkl'] or 'absent'}"
 
 
 def check() -> dict[str, str | None]:
-    """:func:`active`, with a warning on stderr where the pinned ATen path did not take:
-    torch was imported before regstudy, with another ``ATEN_CPU_CAPABILITY``."""
+    """:func:`active`, with a warning on stderr where a requested path did not take: torch
+    was imported before regstudy with another ``ATEN_CPU_CAPABILITY``, or MKL refused the
+    branch in ``MKL_CBWR`` on this CPU."""
     now = active()
+    warn = lambda what: print(f"regstudy: {what}: the numbers may differ in the last bits "  # noqa: E731
+                              "from another machine's", file=sys.stderr, flush=True)
     wanted = os.environ.get("ATEN_CPU_CAPABILITY", "")
     if wanted.lower() == KERNEL_ENV["ATEN_CPU_CAPABILITY"] and now["aten"] not in ("AVX2", "DEFAULT"):
-        print(f"regstudy: torch computes with its {now['aten']} kernels, not the pinned AVX2 ones "
-              "(torch was imported before regstudy): the numbers may differ in the last bits "
-              "from another machine's", file=sys.stderr, flush=True)
+        warn(f"torch computes with its {now['aten']} kernels, not the pinned AVX2 ones "
+             "(torch was imported before regstudy)")
+    asked = os.environ.get("MKL_CBWR", "").upper().replace(" ", "")
+    if asked and now["mkl"] is not None and asked.split(",")[0] != now["mkl"].split(",")[0]:
+        warn(f"MKL computes on its {now['mkl']} branch: it refused MKL_CBWR={asked} on this CPU")
     return now
