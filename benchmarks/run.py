@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks import ensemble, jobs, limits, search, study, throughput
+from regstudy import kernels
 from regstudy.data import make_dataset, save_npz
 
 HERE = Path(__file__).resolve().parent
@@ -28,8 +29,7 @@ PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "dvc", "numpy"
 
 def machine() -> list[str]:
     mem = next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    cpu = kernels.cpu()["model"]
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
     return [f"- cores: {os.cpu_count()} ({cpu})", f"- memory: {int(mem) / 2**20:.1f} GiB",
             f"- Python {platform.python_version()}; {versions}",

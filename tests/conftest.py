@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,11 +17,24 @@ import torch
 from hydra.utils import instantiate
 
 from regstudy.data import make_dataset, save_npz
+from regstudy.kernels import cpu
 from regstudy.stages.train import compose_job
 
 SIGNAL = dict(n_train=72, n_val=32, n_test=32, noise=0.2, n_components=3, phase_std=1.0)
 MOONS = dict(n_train=72, n_val=32, n_test=32, noise=0.3)
 SMALL_SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_std=1.0)
+CPU = cpu()
+PINNED = "avx2" in CPU["flags"]  # x86 with AVX2: the kernels' pin applies (regstudy.kernels)
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``cmd`` as a user runs it in ``cwd`` (this environment's tools first on PATH, no
+    test-chosen Hydra config), asserted to succeed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("REGSTUDY_CONF", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,6 +2,7 @@
 
 from benchmarks.ensemble import batches, members, stacked_from, train_stacked, train_vmap
 from benchmarks.limits import flops_per_step
+from conftest import PINNED
 
 
 def test_flops_per_step_of_the_reference_network():
@@ -59,14 +60,12 @@ def test_both_sides_of_the_ensemble_benchmark_train_with_the_studys_optimizer():
 def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):
     """The throughput table's `native` rows: a child process on unpinned kernels (MKL in
     no reproducible branch), while this process computes on the pinned ones."""
-    from pathlib import Path
-
     from benchmarks import throughput
     from benchmarks.run import signal_data
     from regstudy import kernels
 
     rate, native = throughput.stacked_native(signal_data(tmp_path, True), 2, 2, 1)
     assert rate > 0
-    if "avx2" in Path("/proc/cpuinfo").read_text():
+    if PINNED:
         assert native.endswith("MKL OFF")
         assert kernels.describe(kernels.active()) == "ATen AVX2, MKL COMPATIBLE"

@@ -6,16 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import CPU, PINNED
 from regstudy import warm
 from regstudy.kernels import KERNEL_ENV
 
-CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-needs_avx2 = pytest.mark.skipif("avx2" not in CPU_FLAGS, reason="an x86 CPU with AVX2")
-needs_avx512 = pytest.mark.skipif("avx512f" not in CPU_FLAGS, reason="a CPU with AVX-512, whose own path differs")
+needs_avx2 = pytest.mark.skipif(not PINNED, reason="an x86 CPU with AVX2")
+needs_avx512 = pytest.mark.skipif("avx512f" not in CPU["flags"], reason="a CPU with AVX-512, whose own path differs")
 
 PROBE = ("import json, torch; from regstudy import kernels; x = torch.randn(8, 64, 64); "
          "torch.bmm(x, x).sum(); print(json.dumps(kernels.active()))")
@@ -62,7 +61,7 @@ def test_torch_imported_before_regstudy_is_said_to_run_its_own_path():
     assert "torch computes" not in probe("import regstudy\nfrom regstudy import kernels; kernels.check()")["stderr"]
 
 
-needs_amd = pytest.mark.skipif("GenuineIntel" in Path("/proc/cpuinfo").read_text() if CPU_FLAGS else True,
+needs_amd = pytest.mark.skipif(not PINNED or CPU["vendor"] == "GenuineIntel",
                                reason="a non-Intel x86 CPU, where MKL honours no Intel-only branch")
 
 

@@ -4,13 +4,14 @@ clone's `dvc repro` (or `dvc pull` and `dvc repro`) has nothing to re-run for th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from conftest import CPU, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,13 +55,6 @@ def test_the_lock_is_not_stale_against_the_sources():
     assert not stale, "dvc.lock is stale (run `dvc repro` and commit dvc.lock):\n" + "\n".join(stale)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "an unknown CPU"
-
-
 def test_the_committed_baseline_comes_out_the_same_bytes_on_this_cpu(tmp_path):
     """The kernels' pin (regstudy.kernels) holds here: the data and the baseline family's
     results, re-made from the committed sources on this machine, hash as in the committed
@@ -70,12 +64,9 @@ def test_the_committed_baseline_comes_out_the_same_bytes_on_this_cpu(tmp_path):
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("conf", "src"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("REGSTUDY_CONF", None)
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
                 [sys.executable, "-m", "dvc", "repro", "train@none"]):
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+        run(cmd, tmp_path)
 
     def outs(lock: Path) -> dict[str, str]:
         stages = yaml.safe_load(lock.read_text())["stages"]
@@ -85,5 +76,5 @@ def test_the_committed_baseline_comes_out_the_same_bytes_on_this_cpu(tmp_path):
     differ = [f"{path}: committed {committed[path]}, here {here[path]}" for path in committed
               if here[path] != committed[path]]
     kernels = json.loads((tmp_path / "results" / "none" / "signal" / "run.json").read_text())["kernels"]
-    assert not differ, (f"on {cpu_model()} ({kernels}) the committed study comes out other bytes "
+    assert not differ, (f"on {CPU['model']} ({kernels}) the committed study comes out other bytes "
                         "(or dvc.lock was not re-made after a change of its numbers):\n" + "\n".join(differ))

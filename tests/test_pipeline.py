@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from conftest import run
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["signal", "moons", "mine"]  # mine: a CSV file of our own, with string classes
 FAMILIES = ["l2", "dropout", "label_smoothing"]  # label smoothing: classification only
@@ -22,14 +23,6 @@ STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "label_smoothing": [0.0, 
              "weight_decay_sgd": [0.0, 0.02]}
 CONTROLS = {"datasets": ["signal"], "families": ["weight_decay_sgd"], "overrides": ["optim.lr=0.1"]}
 SEEDS = [0, 1]
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("REGSTUDY_CONF", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def jobs() -> list[tuple[str, str]]:

@@ -40,6 +40,18 @@ MKL_CBWR_STRICT = 0x10000
 MKL_CBWR_ALL = -1
 
 
+def cpu() -> dict:
+    """This machine's CPU as /proc/cpuinfo gives it: ``model`` (its name), ``vendor``
+    (``GenuineIntel``, ``AuthenticAMD``...) and ``flags`` (``avx2``, ``avx512f``...)."""
+    path = "/proc/cpuinfo"
+    fields = {}
+    for line in open(path).read().splitlines() if os.path.exists(path) else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return {"model": fields.get("model name") or platform.processor() or "an unknown CPU",
+            "vendor": fields.get("vendor_id", ""), "flags": set(fields.get("flags", "").split())}
+
+
 def pin() -> None:
     """Ask torch and MKL for the one path every x86 CPU runs unless the environment chose one.
 
