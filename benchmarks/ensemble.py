@@ -5,8 +5,11 @@ over the stacked parameters.
 Both train the same K reference networks (1 -> 64 -> 64 -> 64 -> 1, LeakyReLU) from the
 same initial weights on the same minibatches (each member its own), with the study's
 optimizer (``conf/optim/adam.yaml``: Adam, fused, one for all members) on both sides and the
-MSE summed over members; their per-member losses agree to 1e-5. The core of each is
-timed (forward, backward, optimizer step), without Lightning or evaluation on either side.
+MSE summed over members. Their products round differently (the stacked side's are
+regstudy's fused multiply-adds in a fixed order, vmap's are MKL's), so their per-member
+losses agree to 1e-5 over the first 40 steps and drift apart slowly after, as Adam
+amplifies the last bits. The core of each is timed (forward, backward, optimizer step),
+without Lightning or evaluation on either side.
 """
 
 from __future__ import annotations
@@ -96,11 +99,15 @@ def train_vmap(models: list[nn.Sequential], xs, ys) -> torch.Tensor:
     return torch.stack(losses)
 
 
+EARLY_STEPS = 40  # over which the two sides' losses agree to 1e-5 (tests/test_benchmarks.py)
+
+
 def compare(k: int, steps: int = 300, repeats: int = 3) -> dict:
-    """Model-steps/s of each (best of ``repeats``) and the largest loss difference."""
+    """Model-steps/s of each (best of ``repeats``), the largest loss difference, and the
+    largest over the first ``EARLY_STEPS`` steps."""
     xs, ys = batches(k, steps)
     best = {"stacked": 0.0, "vmap": 0.0}
-    diff = 0.0
+    diff = early = 0.0
     _study_optimizer_factory()  # Hydra's compose, once, before any timing
     # Warm-up, untimed: each side's first steps pay one-time costs (the dispatcher's and
     # the allocator's first calls: the first K=32 run was 10x slower than the next).
@@ -117,7 +124,8 @@ def compare(k: int, steps: int = 300, repeats: int = 3) -> dict:
         b = train_vmap(for_vmap, xs, ys)
         best["vmap"] = max(best["vmap"], k * steps / (time.perf_counter() - start))
         diff = max(diff, float((a - b).abs().max()))
-    return {"k": k, **best, "max_loss_diff": diff}
+        early = max(early, float((a[:EARLY_STEPS] - b[:EARLY_STEPS]).abs().max()))
+    return {"k": k, **best, "max_loss_diff": diff, "early_loss_diff": early}
 
 
 if __name__ == "__main__":

@@ -39,12 +39,13 @@ def matmul_rate(n: int = 512, seconds: float = 1.0) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def batched_rate(k: int, batch: int = 32, width: int = 64, seconds: float = 1.0) -> float:
-    """FLOP/s of ``torch.bmm`` at the sizes a stacked hidden layer really has."""
+def batched_rate(k: int, batch: int = 32, width: int = 64, seconds: float = 1.0, product=torch.bmm) -> float:
+    """FLOP/s of ``product`` (``torch.bmm``, or the study's :func:`regstudy.products.product`)
+    at the sizes a stacked hidden layer really has."""
     a, b = torch.randn(k, batch, width), torch.randn(k, width, width)
-    torch.bmm(a, b)
+    product(a, b)
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        torch.bmm(a, b)
+        product(a, b)
         reps += 1
     return 2 * k * batch * width * width * reps / (time.perf_counter() - start)

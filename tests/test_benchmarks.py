@@ -1,6 +1,6 @@
 """The benchmark suite's own arithmetic (its timings are measured, never asserted)."""
 
-from benchmarks.ensemble import batches, members, stacked_from, train_stacked, train_vmap
+from benchmarks.ensemble import EARLY_STEPS, batches, members, stacked_from, train_stacked, train_vmap
 from benchmarks.limits import flops_per_step
 from conftest import PINNED
 
@@ -15,10 +15,10 @@ def test_flops_per_step_of_the_reference_network():
 def test_the_stacked_net_and_the_torch_func_ensemble_train_the_same_members():
     """The two sides of the ensemble benchmark compute the same thing: same initial
     weights and batches give the same per-member losses, step after step."""
-    xs, ys = batches(4, 40)
+    xs, ys = batches(4, EARLY_STEPS)
     stacked = train_stacked(stacked_from(members(4)), xs, ys)
     vmapped = train_vmap(members(4), xs, ys)
-    assert stacked.shape == (40, 4)
+    assert stacked.shape == (EARLY_STEPS, 4)
     assert float(stacked[-1].mean()) < float(stacked[0].mean())  # it trains
     assert float((stacked - vmapped).abs().max()) < 1e-5
 
@@ -67,5 +67,5 @@ def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):
     rate, native = throughput.stacked_native(signal_data(tmp_path, True), 2, 2, 1)
     assert rate > 0
     if PINNED:
-        assert native.endswith("MKL OFF")
-        assert kernels.describe(kernels.active()) == "ATen AVX2, MKL COMPATIBLE"
+        assert "MKL OFF" in native
+        assert kernels.describe(kernels.active()).startswith("ATen AVX2, MKL COMPATIBLE, products ")

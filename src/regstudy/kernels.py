@@ -1,5 +1,9 @@
 """One kernel path on every x86 CPU, so that a study's numbers are the same bits on any machine.
 
+The stacked layers' matrix products, most of a train job's arithmetic, are regstudy's
+own (:mod:`regstudy.products`): each output element is one chain of fused multiply-adds
+in a fixed order, the same bits on any CPU by construction. The rest is torch's.
+
 PyTorch chooses its elementwise and reduction kernels (ATen's) by the CPU it finds, and
 MKL its matrix products: AVX-512 code on a CPU that has it, AVX2 code on one that has
 not, and on a non-Intel CPU whatever MKL's automatic dispatch picks. These round
@@ -14,7 +18,10 @@ asks, before torch is imported (on x86 only), for
   which every x86-64 CPU since 2013-2015 runs; the level never goes above what the CPU has;
 - ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility on the one branch
   it offers on Intel and non-Intel CPUs alike (SSE2 without the approximate
-  ``rcpps``/``rsqrtps``); the study uses MKL for its batched products only (sgemm_batch).
+  ``rcpps``/``rsqrtps``). A train job no longer calls MKL (``MKL_VERBOSE=1`` prints
+  nothing): the pin keeps whatever else computes with it in the process (torch's own
+  ``bmm`` and ``nn.Linear``, as the benchmarks' peers and the exported models use) on
+  its reproducible branch.
 
 A value already in the environment is kept; ``REGSTUDY_KERNELS=native`` sets neither
 (each CPU its own, fastest path: numbers then match only a machine of the same kind).
@@ -84,15 +91,20 @@ def mkl_branch() -> str | None:
 
 
 def active() -> dict[str, str | None]:
-    """What this process computes with: ATen's dispatch level and MKL's branch."""
+    """What this process computes with: ATen's dispatch level, MKL's branch and the path
+    of the layers' products (``avx2`` or ``loop``: the same bits either way)."""
     import torch
 
-    return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_branch()}
+    from . import products
+
+    return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_branch(),
+            "products": products.path()}
 
 
 def describe(active: dict[str, str | None]) -> str:
-    """One line for a run's tag and run.json: ``ATen AVX2, MKL COMPATIBLE``."""
-    return f"ATen {active['aten']}, MKL {active['mkl'] or 'absent'}"
+    """One line for a run's tag and run.json: ``ATen AVX2, MKL COMPATIBLE, products avx2``."""
+    line = f"ATen {active['aten']}, MKL {active['mkl'] or 'absent'}"
+    return line + (f", products {active['products']}" if active.get("products") else "")
 
 
 def check() -> dict[str, str | None]:

@@ -1,7 +1,8 @@
 """A stack of K independent MLPs that train as one model.
 
 Every parameter carries a leading member axis ``K``; a layer's forward pass is one
-batched matrix product over all members (``torch.baddbmm``). Members share no
+batched matrix product over all members (:func:`regstudy.products.affine`, whose
+arithmetic is the same on every CPU). Members share no
 parameter, statistic or random number: member ``k``'s output depends only on its own
 slice of every tensor, so member ``k`` of a stack trains exactly as the same member
 would alone.
@@ -17,6 +18,8 @@ import math
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .products import affine
 
 BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
 NORM_EPS = 1e-5
@@ -157,10 +160,7 @@ class StackedMLP(nn.Module):
         # activations' backward needs their inputs (elu's formula would change its bits).
         act, out_act = (self.act, self.out_act) if torch.is_grad_enabled() else (self.act_, self.out_act_)
         for i in range(self.n_layers - 1):
-            if self.bias_free[i]:
-                h = torch.bmm(x, self.kernels[i])
-            else:
-                h = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.kernels[i])
+            h = affine(x, self.kernels[i], None if self.bias_free[i] else self.biases[i])
             if self.norm != "none":
                 h = self._normalize(h, i)
             h = act(h)
@@ -171,7 +171,7 @@ class StackedMLP(nn.Module):
                 h = inverted_dropout(h, dropout_u[..., offset:offset + width], dropout_p)
                 offset += width
             x = h
-        out = out_act(torch.baddbmm(self.biases[-1].unsqueeze(1), x, self.kernels[-1]))
+        out = out_act(affine(x, self.kernels[-1], self.biases[-1]))
         return (out, hidden_out) if return_hidden else out
 
     @torch.no_grad()

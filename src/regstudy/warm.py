@@ -49,13 +49,14 @@ def _state_dir() -> Path:
 
 
 def code_hash() -> str:
-    """Changes whenever the interpreter, any source file of the package or the kernel
-    path asked of torch (:mod:`regstudy.kernels`, fixed at the server's import) changes."""
+    """Changes whenever the interpreter, any source file or compiled extension of the
+    package, or the kernel path asked of torch (:mod:`regstudy.kernels`, fixed at the
+    server's import) changes."""
     from .kernels import KERNEL_ENV
 
     h = hashlib.sha256(sys.executable.encode())
     h.update(repr([os.environ.get(key) for key in KERNEL_ENV]).encode())
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.so")]):
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]

@@ -1,0 +1,230 @@
+/* regstudy._products: the stacked layers' matrix products, with one result on every CPU.
+
+   For each member k:  O[k][i][j] = init + sum over p = 0, 1, ..., P-1 of L[k][i][p] * R[k][p][j]
+
+   where init is bias[k][j] (or 0), and the sum is one chain of fused multiply-adds in
+   ascending p:  acc = init;  acc = fmaf(L[i][p], R[p][j], acc) for p = 0, 1, ...
+   Each step rounds once (IEEE 754 fusedMultiplyAdd), so the result is defined by the
+   inputs alone, not by the code that computes it: the AVX2 kernel below (8 columns per
+   instruction, a 6 x 16 tile of the output in registers) and the plain loop (any CPU)
+   give the same bits, on any CPU, at any vector width. MKL, by contrast, picks its
+   summation order by the CPU it finds.
+
+   No Python object is touched while computing: the caller (regstudy.products) checks the
+   tensors and passes their data pointers and strides (in elements). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    long M, N, P;
+    const float *L; long lsi, lsp;   /* L[i][p] at L + i*lsi + p*lsp */
+    const float *R; long rsp;        /* R[p][j] at R + p*rsp + j (rows contiguous: see `rows`) */
+    float *O; long osi;              /* O[i][j] at O + i*osi + j (rows contiguous) */
+    const float *bias;               /* bias[j] at bias + j, or NULL for 0 */
+} Product;
+
+/* The definition, one element at a time: the reference every other path must equal. */
+static void product_loop(const Product *q)
+{
+    for (long i = 0; i < q->M; i++)
+        for (long j = 0; j < q->N; j++) {
+            float acc = q->bias ? q->bias[j] : 0.0f;
+            for (long p = 0; p < q->P; p++)
+                acc = fmaf(q->L[i * q->lsi + p * q->lsp], q->R[p * q->rsp + j], acc);
+            q->O[i * q->osi + j] = acc;
+        }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE AVX2 __m256 load8(const float *a, int masked, __m256i mask)
+{
+    return masked ? _mm256_maskload_ps(a, mask) : _mm256_loadu_ps(a);
+}
+
+INLINE AVX2 void store8(float *a, __m256 v, int masked, __m256i mask)
+{
+    if (masked) _mm256_maskstore_ps(a, mask, v);
+    else _mm256_storeu_ps(a, v);
+}
+
+/* Rows i0..i0+mr-1 and columns j0..j0+8*nv-1 of O (the last 8 masked if `masked`), in
+   registers from the first p to the last. mr, nv and masked are constants at every call. */
+INLINE AVX2 void tile(const int mr, const int nv, const int masked, const Product *q,
+                      long i0, long j0, __m256i mask)
+{
+    __m256 acc[6][2];
+    const long P = q->P, lsi = q->lsi, lsp = q->lsp, rsp = q->rsp, osi = q->osi;
+    float *o = q->O + i0 * osi + j0;
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = q->bias ? load8(q->bias + j0 + 8 * v, masked && v == nv - 1, mask)
+                                : _mm256_setzero_ps();
+    const float *l = q->L + i0 * lsi, *row = q->R + j0;
+    for (long p = 0; p < P; p++, l += lsp, row += rsp) {
+        __m256 b[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) b[v] = load8(row + 8 * v, masked && v == nv - 1, mask);
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            __m256 a = _mm256_broadcast_ss(l + r * lsi);
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) store8(o + r * osi + 8 * v, acc[r][v], masked && v == nv - 1, mask);
+}
+
+/* Every row of one band of 8*nv columns: tiles of 6 rows, then the 1 to 5 left. */
+#define BAND(NV, MASKED)                                                              \
+    static AVX2 void band_##NV##_##MASKED(const Product *q, long j0, __m256i mask)     \
+    {                                                                                 \
+        long i = 0;                                                                   \
+        for (; i + 6 <= q->M; i += 6) tile(6, NV, MASKED, q, i, j0, mask);            \
+        switch (q->M - i) {                                                           \
+        case 5: tile(5, NV, MASKED, q, i, j0, mask); break;                           \
+        case 4: tile(4, NV, MASKED, q, i, j0, mask); break;                           \
+        case 3: tile(3, NV, MASKED, q, i, j0, mask); break;                           \
+        case 2: tile(2, NV, MASKED, q, i, j0, mask); break;                           \
+        case 1: tile(1, NV, MASKED, q, i, j0, mask); break;                           \
+        }                                                                             \
+    }
+BAND(1, 0)
+BAND(1, 1)
+BAND(2, 0)
+BAND(2, 1)
+
+static AVX2 void product_avx2(const Product *q)
+{
+    const __m256i all = _mm256_set1_epi32(-1);
+    long j = 0;
+    for (; j + 16 <= q->N; j += 16) band_2_0(q, j, all);
+    const long rest = q->N - j;  /* 0 to 15 columns */
+    if (rest == 0) return;
+    int32_t lanes[8];
+    for (int t = 0; t < 8; t++) lanes[t] = t < rest % 8 ? -1 : 0;
+    const __m256i mask = _mm256_loadu_si256((const __m256i *)lanes);
+    if (rest == 8) band_1_0(q, j, all);
+    else if (rest < 8) band_1_1(q, j, mask);
+    else band_2_1(q, j, mask);
+}
+#endif
+
+/* R[p][j] read at src + p*sp + j*sj, written with contiguous rows (dst + p*N + j): the
+   kernels read R a row at a time. Blocks of 8 x 8 keep both sides in cache. */
+static void rows(const float *src, long sp, long sj, long P, long N, float *dst)
+{
+    for (long p0 = 0; p0 < P; p0 += 8)
+        for (long j0 = 0; j0 < N; j0 += 8)
+            for (long j = j0; j < j0 + 8 && j < N; j++)
+                for (long p = p0; p < p0 + 8 && p < P; p++)
+                    dst[p * N + j] = src[p * sp + j * sj];
+}
+
+typedef enum { LOOP = 0, AVX2_FMA = 1 } Path;
+static Path path = LOOP;
+
+static int available(Path p)
+{
+#if defined(__x86_64__)
+    if (p == AVX2_FMA) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return p == LOOP;
+}
+
+/* products(K, M, N, P, L, lsk, lsi, lsp, R, rsk, rsp, rsj, O, osk, osi, bias, bsk): see the
+   top. A right-hand side whose rows are not contiguous (rsj != 1, such as a transposed
+   kernel in the backward pass) is copied, one member at a time, into contiguous rows. */
+static PyObject *products(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { NARGS = 17 };
+    if (nargs != NARGS) {
+        PyErr_Format(PyExc_TypeError, "products() takes %d integer arguments, not %zd", NARGS, nargs);
+        return NULL;
+    }
+    long a[NARGS];
+    for (int t = 0; t < NARGS; t++) {
+        a[t] = PyLong_AsLong(args[t]);
+        if (a[t] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const long K = a[0], N = a[2], P = a[3], lsk = a[5], rsk = a[9], rsp = a[10], rsj = a[11];
+    const long osk = a[13], bsk = a[16];
+    const float *L = (const float *)(intptr_t)a[4], *R = (const float *)(intptr_t)a[8];
+    const float *bias = (const float *)(intptr_t)a[15];
+    float *O = (float *)(intptr_t)a[12];
+    float *scratch = NULL;
+    if (rsj != 1 && (scratch = malloc(sizeof(float) * (P * N > 0 ? P * N : 1))) == NULL) return PyErr_NoMemory();
+    Product q = {a[1], N, P, NULL, a[6], a[7], NULL, scratch ? N : rsp, NULL, a[14], NULL};
+    Py_BEGIN_ALLOW_THREADS
+    for (long k = 0; k < K; k++) {
+        q.L = L + k * lsk;
+        if (scratch) rows(R + k * rsk, rsp, rsj, P, N, scratch);
+        q.R = scratch ? scratch : R + k * rsk;
+        q.O = O + k * osk;
+        q.bias = bias ? bias + k * bsk : NULL;
+#if defined(__x86_64__)
+        if (path == AVX2_FMA) product_avx2(&q);
+        else
+#endif
+            product_loop(&q);
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    Py_RETURN_NONE;
+}
+
+static const char *NAMES[] = {"loop", "avx2"};
+
+static PyObject *get_path(PyObject *self, PyObject *unused)
+{
+    return PyUnicode_FromString(NAMES[path]);
+}
+
+static PyObject *set_path(PyObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) return NULL;
+    for (int p = LOOP; p <= AVX2_FMA; p++)
+        if (strcmp(name, NAMES[p]) == 0) {
+            if (!available((Path)p)) {
+                PyErr_Format(PyExc_ValueError, "path '%s' is not available on this CPU", name);
+                return NULL;
+            }
+            path = (Path)p;
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "path '%s': allowed 'loop' or 'avx2'", name);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"products", (PyCFunction)(void (*)(void))products, METH_FASTCALL,
+     "products(K, M, N, P, L, lsk, lsi, lsp, R, rsk, rsp, rsj, O, osk, osi, bias, bsk): "
+     "O[k] = bias[k] + L[k] @ R[k], one chain of fused multiply-adds per element"},
+    {"get_path", get_path, METH_NOARGS, "the path computing products: 'avx2' or 'loop'"},
+    {"set_path", set_path, METH_O, "compute with 'avx2' (where the CPU has it) or 'loop' (the same bits)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_products",
+                                    "Batched matrix products with one result on every CPU.", -1, methods};
+
+PyMODINIT_FUNC PyInit__products(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+#endif
+    path = available(AVX2_FMA) ? AVX2_FMA : LOOP;
+    return PyModule_Create(&module);
+}
