@@ -32,7 +32,9 @@ def member_index(members: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _epoch_index(history: list[dict[str, Tensor]], members: list[dict[str, Any]]) -> pd.DataFrame:
     """``member, strength, seed, epoch``: one row per member per epoch, epochs outer."""
-    df = pd.concat([member_index(members)] * len(history), ignore_index=True)
+    index = member_index(members)
+    # the members' rows repeated by position (a concat of one frame per epoch took 0.17 s at 400 epochs)
+    df = index.iloc[np.tile(np.arange(len(index)), len(history))].reset_index(drop=True)
     df["epoch"] = np.repeat(_stack(history, "epoch")[:, 0].astype(int), len(members))
     return df
 
