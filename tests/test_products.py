@@ -146,3 +146,30 @@ def test_a_train_job_ends_on_the_same_bits_on_either_path(on_path, signal_npz):
     assert torch.equal(val_avx2, val_loop)
     for name in avx2:
         assert torch.equal(avx2[name], loop[name]), name
+
+
+def test_a_train_job_calls_no_mkl_product(signal_npz):
+    """The README's claim: the study's arithmetic does not depend on MKL's branch, because a
+    train job never calls it (MKL_VERBOSE=1 prints every MKL call; torch's own bmm, the
+    control, does call it)."""
+    import os
+    import subprocess
+    import sys
+
+    job = ("from hydra.utils import instantiate; from regstudy.data import load_npz; "
+           "from regstudy.job import build_module, load_tensors, member_grid; "
+           "from regstudy.stages.train import compose_job; "
+           f"cfg = compose_job(['experiment=dropout', 'data.path={signal_npz}', 'members.strengths=[0.0,0.3]', "
+           "'members.seeds=[0]', 'logger.enabled=false', 'trainer.max_epochs=2']); "
+           "members = member_grid(cfg); "
+           "m = build_module(cfg, load_tensors(load_npz(cfg.data.path), [0] * len(members)), members); "
+           "instantiate(cfg.trainer).fit(m); m.evaluate(('train', 'val', 'test'))")
+
+    def mkl_calls(code: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", f"import regstudy, torch; {code}"], capture_output=True, text=True,
+                             env={**os.environ, "MKL_VERBOSE": "1"}, check=True).stdout
+        return [line for line in out.splitlines() if line.startswith("MKL_VERBOSE") and "(" in line]
+
+    if not any("SGEMM" in line for line in mkl_calls("x = torch.randn(4, 64, 64); torch.bmm(x, x)")):
+        pytest.skip("torch here has no MKL to call")
+    assert mkl_calls(job) == []
