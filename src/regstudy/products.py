@@ -22,7 +22,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _products
+try:
+    from . import _products
+except ImportError as e:  # an install that skipped the build (no C compiler, or not `make env`)
+    raise ImportError("regstudy._products, the layers' compiled products, is not built here: make the "
+                      "environment with `make env` (`pip install -e .` with a C compiler and Python's headers)") from e
 
 __all__ = ["affine", "product", "path", "set_path"]
 
