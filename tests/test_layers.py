@@ -52,6 +52,30 @@ def test_inverted_dropout_edges():
     assert torch.equal(zero_u[0], h[0]) and torch.count_nonzero(zero_u[1]) == 0
 
 
+def test_inverted_dropout_has_the_bits_of_mask_then_scale():
+    """``(h * keep) * scale`` with a bool mask, the formula as first written, gives the same
+    bits forward and backward: signed zeros, infinities and NaN included, on a strided u."""
+    g = torch.Generator().manual_seed(3)
+    p = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    h = (torch.randn(4, 9, 6, generator=g) * 3).requires_grad_()
+    with torch.no_grad():
+        h[0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+        h[2, 1, :2] = torch.tensor([-float("inf"), -2.0])
+    u = torch.rand(4, 9, 20, generator=g)[..., 5:11]  # a slice, as each layer gets
+    u[2, 1, :2] = 0.9  # those two kept... and these two dropped:
+    u[1, 2, :2] = 0.1
+    p3 = p.view(-1, 1, 1)
+    scale = torch.where(p3 < 1, 1.0 / (1.0 - p3).clamp_min(1e-12), torch.zeros_like(p3))
+    first = h * (u >= p3) * scale
+    out = inverted_dropout(h, u, p)
+    grad = torch.randn(4, 9, 6, generator=g)
+    grad[3, 0, 0] = -1.0
+    for a, b in [(first, out), *zip(torch.autograd.grad(first, h, grad), torch.autograd.grad(out, h, grad))]:
+        assert torch.equal(a.isnan(), b.isnan())
+        a, b = a.nan_to_num(), b.nan_to_num()  # (a NaN's sign is the CPU's)
+        assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit())
+
+
 def test_dropout_inside_the_net_uses_each_members_own_p():
     """In a StackedMLP, member k's hidden layers see dropout at its p only."""
     net = StackedMLP(3, 2, [6, 5], 1, activation="tanh")

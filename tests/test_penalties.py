@@ -172,6 +172,45 @@ def test_l2_gradient_is_two_lam_w():
             torch.testing.assert_close(g[l][k], 2 * LAMS[k] * SCALE[l] * w[k], rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("family", ["l1", "l2"])
+def test_penalty_gradient_by_hand_is_autograds_bit_for_bit(family, bias):
+    """The gradient add_penalty_grad_ adds after the data loss's backward pass equals the
+    one autograd gives through the penalty: the same bits, with exact zeros among the
+    weights (sgn 0), one member's penalty masked (weight 0) and a data-loss term."""
+    reg = reg_for(family, bias=bias)
+    assert reg.gradient_by_hand
+    x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))
+    weight = torch.tensor([1.0, 0.0])  # member 1's loss not finite: no penalty gradient
+    nets = []
+    for by_hand in (False, True):
+        net = make_net()
+        with torch.no_grad():
+            net.kernels[0][0, 0, :2] = 0.0
+            net.kernels[0][0, 1, 0] = -0.0
+        fit = net(x).square().mean((1, 2))
+        if by_hand:
+            fit.sum().backward()
+            reg.add_penalty_grad_(net, weight)
+        else:
+            (fit + weight * reg.penalty(net)).sum().backward()
+        nets.append(net)
+    for a, b in zip(*(n.parameters() for n in nets)):
+        assert torch.equal(a.grad, b.grad)
+        assert torch.equal(a.grad.signbit(), b.grad.signbit())
+    # and the penalty did add something to member 0
+    plain = make_net()
+    plain(x).square().mean((1, 2)).sum().backward()
+    assert not torch.equal(plain.kernels[0].grad[0], nets[1].kernels[0].grad[0])
+    assert torch.equal(plain.kernels[0].grad[1], nets[1].kernels[0].grad[1])
+
+
+def test_only_a_lone_l1_or_l2_penalty_is_differentiated_by_hand():
+    assert not reg_for("elastic_net").gradient_by_hand  # three gradient terms: autograd's order
+    assert not reg_for("group_lasso").gradient_by_hand
+    assert not reg_for("l1", proximal=True).gradient_by_hand  # not in the loss at all
+
+
 def test_several_penalties_add_up():
     net = make_net()
     cfg = compose_job(["regularizer=[l1,l2]", "members.sweep=l1", "regularizer.l2.lam=0.02"])

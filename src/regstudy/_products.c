@@ -122,10 +122,45 @@ static AVX2 void product_avx2(const Product *q)
 }
 #endif
 
-/* R[p][j] read at src + p*sp + j*sj, written with contiguous rows (dst + p*N + j): the
-   kernels read R a row at a time. Blocks of 8 x 8 keep both sides in cache. */
-static void rows(const float *src, long sp, long sj, long P, long N, float *dst)
+#if defined(__x86_64__)
+/* dst[p][j] = src[j][p] for an 8 x 8 block (src rows sj apart, dst rows N apart). */
+static AVX2 void transpose8(const float *src, long sj, float *dst, long N)
 {
+    __m256 r[8], t[8];
+    for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(src + j * sj);
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4)
+        for (int h = 0; h < 2; h++) {
+            r[j + h] = _mm256_shuffle_ps(t[j + h], t[j + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[j + h + 2] = _mm256_shuffle_ps(t[j + h], t[j + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+    /* r[0..3] now hold columns 0, 2, 1, 3 (low lanes) and 4, 6, 5, 7 (high) of rows 0-3; r[4..7] of rows 4-7 */
+    static const int col[4] = {0, 2, 1, 3};
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + col[c] * N, _mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
+        _mm256_storeu_ps(dst + (col[c] + 4) * N, _mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
+    }
+}
+#endif
+
+/* R[p][j] read at src + p*sp + j*sj, written with contiguous rows (dst + p*N + j): the
+   kernels read R a row at a time. Blocks of 8 x 8 keep both sides in cache; a transposed
+   kernel (sp = 1) moves a block in registers on the AVX2 path. A copy, so no rounding. */
+static void rows(const float *src, long sp, long sj, long P, long N, float *dst, int avx2)
+{
+#if defined(__x86_64__)
+    if (avx2 && sp == 1) {
+        const long P8 = P - P % 8, N8 = N - N % 8;
+        for (long p0 = 0; p0 < P8; p0 += 8)
+            for (long j0 = 0; j0 < N8; j0 += 8) transpose8(src + p0 + j0 * sj, sj, dst + p0 * N + j0, N);
+        for (long p = 0; p < P; p++)  /* the edges: rows past P8, columns past N8 */
+            for (long j = p < P8 ? N8 : 0; j < N; j++) dst[p * N + j] = src[p + j * sj];
+        return;
+    }
+#endif
     for (long p0 = 0; p0 < P; p0 += 8)
         for (long j0 = 0; j0 < N; j0 += 8)
             for (long j = j0; j < j0 + 8 && j < N; j++)
@@ -170,7 +205,7 @@ static PyObject *products(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_BEGIN_ALLOW_THREADS
     for (long k = 0; k < K; k++) {
         q.L = L + k * lsk;
-        if (scratch) rows(R + k * rsk, rsp, rsj, P, N, scratch);
+        if (scratch) rows(R + k * rsk, rsp, rsj, P, N, scratch, path == AVX2_FMA);
         q.R = scratch ? scratch : R + k * rsk;
         q.O = O + k * osk;
         q.bias = bias ? bias + k * bsk : NULL;

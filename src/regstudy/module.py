@@ -87,7 +87,13 @@ class MemberStackModule(pl.LightningModule):
             fit = smoothed_cross_entropy(out, batch["y"], self.reg.label_smoothing)
         else:
             fit = data_loss(out, batch["y"], self.task)
-        loss = fit + self.reg.penalty(self.net, hidden) if self.reg.has_penalty else fit
+        by_hand = self.reg.gradient_by_hand
+        if by_hand:
+            with torch.no_grad():
+                penalty = self.reg.penalty(self.net, hidden)
+            loss = fit + penalty
+        else:
+            loss = fit + self.reg.penalty(self.net, hidden) if self.reg.has_penalty else fit
         finite = torch.isfinite(loss)
         self.nonfinite |= ~finite
         # A diverged member contributes no gradient; members never share one anyway.
@@ -95,6 +101,8 @@ class MemberStackModule(pl.LightningModule):
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(total)
+        if by_hand:
+            self.reg.add_penalty_grad_(self.net, torch.where(finite, 1.0, 0.0))
         lr = opt.param_groups[0]["lr"]
         self.reg.decay_(self.net, lr)
         opt.step()

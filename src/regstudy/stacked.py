@@ -58,7 +58,10 @@ def inverted_dropout(h: Tensor, u: Tensor, p: Tensor) -> Tensor:
     """
     p = p.view(-1, *([1] * (h.dim() - 1)))
     scale = torch.where(p < 1, 1.0 / (1.0 - p).clamp_min(1e-12), torch.zeros_like(p))
-    return h * (u >= p) * scale
+    # h * (keep * scale), keep = 1.0 or 0.0: the bits of (h * keep) * scale, since a
+    # product with 1 or 0 is exact, forward and backward. The in-place comparison keeps
+    # float and ATen's vectorized loop; a bool mask took 3x as long with its casts.
+    return h * u.clone().ge_(p).mul_(scale)
 
 
 class StackedMLP(nn.Module):
