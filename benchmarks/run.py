@@ -93,9 +93,15 @@ def bench_throughput(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
             "the `native` ones computes on the study's pinned kernels (ATen AVX2, MKL's "
             "COMPATIBLE branch), and every stacked row's layers on regstudy's own products (the "
             "same bits on any CPU); against this CPU's own kernels the pin costs "
-            f"{1 - out[32] / out['native32']:.0%} of stacked K=32's rate and "
-            f"{1 - out[128] / out['native128']:.0%} of K=128's here.")
+            f"{_pin_cost(out[32], out['native32'])} of stacked K=32's rate and "
+            f"{_pin_cost(out[128], out['native128'])} of K=128's here.")
     return out
+
+
+def _pin_cost(pinned: float, native: float) -> str:
+    """The share of the native rate the pin loses, or that it lost none in this run."""
+    cost = 1 - pinned / native
+    return f"{cost:.0%}" if cost >= 0.005 else f"nothing measurable ({pinned:,.0f} pinned, {native:,.0f} native)"
 
 
 def bench_limit(r: Report, tput: dict, data: Path) -> None:
