@@ -205,6 +205,27 @@ def test_penalty_gradient_by_hand_is_autograds_bit_for_bit(family, bias):
     assert torch.equal(plain.kernels[0].grad[1], nets[1].kernels[0].grad[1])
 
 
+def test_penalty_gradient_by_hand_leaves_fixed_biases_without_gradient():
+    """Batch norm fixes the biases before it (requires_grad False): autograd gives them no
+    gradient from the penalty, and neither does the hand gradient."""
+    reg = reg_for("l2", bias=True)
+    x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(2))
+    nets = []
+    for by_hand in (False, True):
+        net = StackedMLP(2, 3, [4, 5], 2, norm="batch")
+        net.reset_parameters([member_generator(s, Stream.INIT) for s in (0, 1)], "uniform", 0.5, "same")
+        fit = net(x).square().mean((1, 2))
+        if by_hand:
+            fit.sum().backward()
+            reg.add_penalty_grad_(net, torch.ones(2))
+        else:
+            (fit + reg.penalty(net)).sum().backward()
+        nets.append(net)
+    assert [b.grad is None for b in nets[1].biases] == [True, True, False]
+    for a, b in zip(*(n.parameters() for n in nets)):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+
+
 def test_only_a_lone_l1_or_l2_penalty_is_differentiated_by_hand():
     assert not reg_for("elastic_net").gradient_by_hand  # three gradient terms: autograd's order
     assert not reg_for("group_lasso").gradient_by_hand

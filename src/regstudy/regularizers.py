@@ -259,16 +259,14 @@ class Regularization:
         penalty's time in a step; this is two or three.
         """
         name = self.loss_penalties[0]
-        c, coef = self.cfg[name], self.coefs[name]
-        for l, ts in enumerate(_selected(net, c.kernel, c.bias)):
-            g = weight * coef[:, l]
-            for t in ts:
-                gt = g.view(-1, *([1] * (t.dim() - 1)))
-                grad = gt * (2.0 * t) if name == "l2" else gt * t.sgn()
-                if t.grad is None:  # a parameter the data loss does not use
-                    t.grad = grad
-                else:
-                    t.grad.add_(grad)
+        for _, t, g in self._per_layer(name, net, weight):
+            if not t.requires_grad:  # a fixed tensor (a bias before batch norm): no gradient
+                continue
+            grad = g * (2.0 * t) if name == "l2" else g * t.sgn()
+            if t.grad is None:  # a parameter the data loss does not use
+                t.grad = grad
+            else:
+                t.grad.add_(grad)
 
     def _groups(self, net: StackedMLP) -> list[Tensor]:
         c = self.cfg["group_lasso"]
@@ -276,12 +274,13 @@ class Regularization:
 
     # --- step operators (on the weights) ---
 
-    def _per_layer(self, name: str, net: StackedMLP, lr: float):
-        """``(l, tensor, t)`` for each tensor ``name`` touches; ``t = lr * coef`` shaped to it."""
+    def _per_layer(self, name: str, net: StackedMLP, factor: float | Tensor):
+        """``(l, tensor, t)`` for each tensor ``name`` touches; ``t = factor * coef`` shaped
+        to it (``factor``: the learning rate, or a weight per member)."""
         c, coef = self.cfg[name], self.coefs[name]
         for l, ts in enumerate(_selected(net, c.kernel, c.bias)):
             for t in ts:
-                yield l, t, (lr * coef[:, l]).view(-1, *([1] * (t.dim() - 1)))
+                yield l, t, (factor * coef[:, l]).view(-1, *([1] * (t.dim() - 1)))
 
     @torch.no_grad()
     def decay_(self, net: StackedMLP, lr: float) -> None:
