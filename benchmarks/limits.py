@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks.throughput import REFERENCE
+from regstudy.stages.train import dataset_sizes
+
+
+def macs(d_in: int = 1, d_out: int = 1) -> int:
+    """Multiply-adds of one example through the reference network's dense layers."""
+    sizes = [d_in, *REFERENCE, d_out]
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def flops_per_step(batch: int = 32, d_in: int = 1, d_out: int = 1) -> int:
@@ -16,16 +24,29 @@ def flops_per_step(batch: int = 32, d_in: int = 1, d_out: int = 1) -> int:
     weights), so ``6 B sum(in*out)``. Elementwise work (activations, Adam) is left out:
     it is small and memory-bound, so this is the most optimistic limit.
     """
-    sizes = [d_in, *REFERENCE, d_out]
-    return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 6 * batch * macs(d_in, d_out)
 
 
 def eval_flops_per_step(rows: int, steps_per_epoch: int, d_in: int = 1, d_out: int = 1) -> float:
     """FLOPs of the per-epoch evaluation a train job does, per training step: one forward
     pass (``2 rows sum(in*out)``) of the ``rows`` examples of the train and validation
     splits, once an epoch, shared by the epoch's ``steps_per_epoch`` steps."""
-    sizes = [d_in, *REFERENCE, d_out]
-    return 2 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) / steps_per_epoch
+    return 2 * rows * macs(d_in, d_out) / steps_per_epoch
+
+
+def study_flops(repo: Path) -> tuple[float, int]:
+    """FLOPs of a finished study's layer products, training and per-epoch evaluation, and
+    its member-epochs, from its result tables (a row of curves.csv per member and epoch
+    computed) and data files: per member-epoch, ``6 n_train`` examples' worth of
+    multiply-adds to train (forward and backward) and ``2 (n_train + n_val)`` to evaluate,
+    each 2 FLOPs. The final test-split evaluation and elementwise work are left out."""
+    flops, member_epochs = 0.0, 0
+    for curves in sorted(repo.glob("results/*/*/curves.csv")):
+        n_train, n_val, d_in, d_out = dataset_sizes(repo / "data" / f"{curves.parent.name}.npz")
+        rows = len(curves.read_text().splitlines()) - 1
+        flops += rows * 2 * (3 * n_train + n_train + n_val) * macs(d_in, d_out)
+        member_epochs += rows
+    return flops, member_epochs
 
 
 def matmul_rate(n: int = 512, seconds: float = 1.0) -> float:

@@ -212,20 +212,28 @@ def bench_ensemble(r: Report, quick: bool) -> None:
     rows, diffs = [], []
     for k in (32, 128):
         c = ensemble.compare(k, steps, 1 if quick else 3)
-        diffs.append(c["max_loss_diff"])
+        diffs.append(c["diff"]["vmap"])
         rows.append([f"K={k}", f"{c['stacked']:,.0f}", f"{c['vmap']:,.0f}", f"{c['stacked'] / c['vmap']:.2f}",
-                     f"{c['early_loss_diff']:.1e}", f"{c['max_loss_diff']:.1e}"])
-    agreement = ("The losses are the same to the bit: on this CPU both sides' kernels sum in the same order."
+                     f"{c['early']['vmap']:.1e}", f"{c['diff']['vmap']:.1e}", f"{c['vmap_study']:,.0f}",
+                     f"{c['stacked'] / c['vmap_study']:.2f}", f"{c['diff']['vmap_study']:.1e}",
+                     f"{1e3 * k * (1 / c['vmap_study'] - 1 / c['stacked']):.2f}"])
+    agreement = ("The tutorial's losses are the stacked side's to the bit: on this CPU MKL sums in the same order."
                  if max(diffs) == 0 else
-                 "The losses are the same computation in float32, rounded differently: the stacked side's "
-                 "products are regstudy's (one chain of fused multiply-adds per element), vmap's are MKL's "
-                 "(its COMPATIBLE branch, no FMA). Adam amplifies the last bits over hundreds of steps.")
+                 "The tutorial's losses are the same computation in float32, rounded differently: the stacked "
+                 "side's products are regstudy's (one chain of fused multiply-adds per element), the tutorial's "
+                 "are MKL's (its COMPATIBLE branch, no FMA), and Adam amplifies the last bits over hundreds of steps.")
     r.table("Stacked against a torch.func ensemble (model-steps/s, the training step only)",
-            ["members", "stacked (StackedMLP, the study's Adam)", "torch.func (vmap, the study's Adam)", "stacked ÷ vmap",
-             f"largest loss difference, first {ensemble.EARLY_STEPS} steps", "largest loss difference, any step"], rows,
+            ["members", "stacked (StackedMLP)", "torch.func, the tutorial's nn.Linear", "stacked ÷ it",
+             f"its largest loss difference, first {ensemble.EARLY_STEPS} steps", "any step",
+             "torch.func, the study's products (StudyLinear)", "stacked ÷ it", "its largest loss difference, any step",
+             "its extra ms per step"],
+            rows,
             f"Best of {1 if quick else 3}, {steps} steps of batch 32, 1 thread, the same initial weights and minibatches, and "
             "the same optimizer, the study's (conf/optim/adam.yaml: fused Adam); no Lightning, no "
-            f"evaluation on either side. {agreement}")
+            f"evaluation on any side. {agreement} With the study's products (their vmap rule is the stacked "
+            "layer itself) torch.func computes what the stacked side computes, so the difference is the method's "
+            "alone: the last column is what vmap, functional_call and nn.Linear's (out, in) weight layout (its "
+            "weights and their gradients transposed for the study's products) add to a step of all K members.")
 
 
 def bench_search(r: Report, tmp: Path, quick: bool) -> None:
@@ -289,7 +297,19 @@ def bench_study_profile(r: Report, tmp: Path) -> None:
                   f"with it ({on['wall']:.0f} s), whose extra time is MLflow's row: its tracking processes' "
                   "work on the cores the jobs share, and what the jobs do for it. The job rows come from each "
                   "job's own timings (results/*/*/run.json), halved: two jobs run at a time. The report stage "
-                  f"took {on['report']:.0f} s in the run with MLflow."))
+                  f"took {on['report']:.0f} s in the run with MLflow. {_products_floor(off, rows[3][1] + rows[4][1])}"))
+
+
+def _products_floor(run: dict, measured: float) -> str:
+    """What the study's layer products alone would take on both cores at their kernel's
+    measured rate: the floor under the training and evaluation rows."""
+    flops, member_epochs = run["flops"]
+    torch.set_num_threads(1)
+    rate = limits.batched_rate(32, product=products.product)
+    return (f"Its layer products, training and per-epoch evaluation ({flops / 1e12:.2f} TFLOP over "
+            f"{member_epochs:,} member-epochs), would take {flops / rate / 2:.0f} s on both cores at the rate "
+            f"of the study's products measured now at layer size ({rate / 1e9:.1f} GFLOP/s, K=32): the floor "
+            f"under the training and evaluation rows' {measured:.0f} s.")
 
 
 def bench_members(r: Report, tmp: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks import user_env
+from benchmarks import limits, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,6 +195,7 @@ def profile(tmp: Path) -> dict:
             "stage_overhead": sum(heads) - (heads[0] - typical) + sum(tails),
             "jobs": job_seconds(repo),
             "n_jobs": sum(len(s["jobs"]) for s in train),
+            "flops": limits.study_flops(repo),
         }
     return out
 

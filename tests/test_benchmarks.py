@@ -1,6 +1,10 @@
 """The benchmark suite's own arithmetic (its timings are measured, never asserted)."""
 
-from benchmarks.ensemble import EARLY_STEPS, batches, members, stacked_from, train_stacked, train_vmap
+import pytest
+import torch
+
+from benchmarks.ensemble import (EARLY_STEPS, StudyLinear, batches, members, stacked_from, train_stacked, train_vmap,
+                                 with_study_products)
 from benchmarks.limits import flops_per_step
 from conftest import PINNED
 
@@ -21,6 +25,26 @@ def test_the_stacked_net_and_the_torch_func_ensemble_train_the_same_members():
     assert stacked.shape == (EARLY_STEPS, 4)
     assert float(stacked[-1].mean()) < float(stacked[0].mean())  # it trains
     assert float((stacked - vmapped).abs().max()) < 1e-5
+
+
+def test_torch_func_with_the_studys_products_trains_the_stacked_members_to_the_bit():
+    """StudyLinear's vmap rule is the stacked layer: the torch.func ensemble then computes
+    what the stacked net computes, forward, backward and Adam, so its losses are the same
+    floats at every step (the tutorial's nn.Linear rounds differently: a nonzero gap)."""
+    xs, ys = batches(5, EARLY_STEPS)
+    stacked = train_stacked(stacked_from(members(5)), xs, ys)
+    models = with_study_products(members(5))
+    assert [type(m) for m in models[0] if isinstance(m, torch.nn.Linear)] == [StudyLinear] * 4
+    study = train_vmap(models, xs, ys)
+    assert float(stacked[-1].mean()) < float(stacked[0].mean())  # it trains
+    assert torch.equal(study, stacked)
+    assert not torch.equal(train_vmap(members(5), xs, ys), stacked)  # the comparison can tell
+
+
+def test_study_linear_outside_vmap_says_where_it_runs():
+    layer = with_study_products([torch.nn.Sequential(torch.nn.Linear(2, 3))])[0][0]
+    with pytest.raises(NotImplementedError, match="under torch.func.vmap only"):
+        layer(torch.zeros(4, 2))
 
 
 def test_a_timed_study_command_does_not_inherit_the_suites_mlflow_uri(tmp_path, monkeypatch):
@@ -69,3 +93,20 @@ def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):
     if PINNED:
         assert "MKL OFF" in native
         assert kernels.describe(kernels.active()).startswith("ATen AVX2, MKL COMPATIBLE, products ")
+
+
+def test_study_flops_counts_each_member_epoch_of_training_and_evaluation(tmp_path):
+    """By hand: a classification set of 3 draws, 5 training and 2 validation examples of
+    4 inputs and 3 classes (4*64 + 64*64*2 + 64*3 = 8640 multiply-adds an example), and a
+    job of 2 members over 3 epochs (6 rows of curves.csv): 6 * 2 * (3*5 + 5 + 2) * 8640."""
+    import numpy as np
+
+    from benchmarks.limits import study_flops
+
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "toy.npz", x_train=np.zeros((3, 5, 4), np.float32),
+             x_val=np.zeros((3, 2, 4), np.float32), y_train=np.array([[0, 1, 2, 0, 1]] * 3))
+    job = tmp_path / "results" / "l2" / "toy"
+    job.mkdir(parents=True)
+    (job / "curves.csv").write_text("member,epoch\n" + "".join(f"{m},{e}\n" for m in (0, 1) for e in (1, 2, 3)))
+    assert study_flops(tmp_path) == (6 * 2 * (3 * 5 + 5 + 2) * 8640, 6)

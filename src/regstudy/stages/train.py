@@ -111,6 +111,17 @@ def run_stage(argv: list[str] | None = None) -> int:
 STEP_COST, EPOCH_COST, MMAC_COST = 1.6, 1.1, 1.0
 
 
+def dataset_sizes(path: Path) -> tuple[int, int, int, int]:
+    """Training and validation examples per draw, inputs and outputs of the network
+    (1 for regression, the classes otherwise) of a data file."""
+    import numpy as np
+
+    with np.load(path) as f:
+        (n_train, d_in), n_val = f["x_train"].shape[-2:], f["x_val"].shape[-2]
+        d_out = 1 if f["y_train"].dtype.kind == "f" else int(f["y_train"].max()) + 1
+    return int(n_train), int(n_val), int(d_in), d_out
+
+
 def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_DIR) -> float:
     """A rough relative cost of a dataset's job, per member: epochs x (minibatch steps,
     the epoch's evaluation, and the multiply-adds of the reference network's training
@@ -118,13 +129,10 @@ def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_
     neither worker is left alone with a long job at the end; it need not be exact."""
     import math
 
-    import numpy as np
     import yaml
 
     try:
-        with np.load(data_dir / f"{dataset}.npz") as f:
-            (n_train, d_in), n_val = f["x_train"].shape[-2:], f["x_val"].shape[-2]
-            d_out = 1 if f["y_train"].dtype.kind == "f" else int(f["y_train"].max()) + 1
+        n_train, n_val, d_in, d_out = dataset_sizes(data_dir / f"{dataset}.npz")
         epochs = float(study["by_dataset"][dataset]["epochs"])
     except (OSError, KeyError, TypeError, ValueError):
         return 0.0
