@@ -167,6 +167,16 @@ def job_seconds(repo: Path) -> dict[str, float]:
     return total
 
 
+def tracking_cpu(repo: Path) -> tuple[float, int]:
+    """CPU seconds of a study's tracking processes (MLflow's work in the background, one
+    per train job), summed from their last lines in ``mlflow-tracking.log``, and how many."""
+    from regstudy.tracking import CPU_LINE
+
+    log = repo / "mlflow-tracking.log"
+    found = re.findall(rf"^{CPU_LINE} .*, (\d+\.\d+) s CPU$", log.read_text() if log.exists() else "", re.M)
+    return sum(map(float, found)), len(found)
+
+
 def profile(tmp: Path) -> dict:
     """Where one whole study's wall time goes, from two clean `dvc repro` runs in fresh
     clones: with MLflow (as the study runs) and without (``logger.enabled=false``).
@@ -196,6 +206,7 @@ def profile(tmp: Path) -> dict:
             "jobs": job_seconds(repo),
             "n_jobs": sum(len(s["jobs"]) for s in train),
             "flops": limits.study_flops(repo),
+            "tracking_cpu": tracking_cpu(repo),
         }
     return out
 

@@ -110,3 +110,16 @@ def test_study_flops_counts_each_member_epoch_of_training_and_evaluation(tmp_pat
     job.mkdir(parents=True)
     (job / "curves.csv").write_text("member,epoch\n" + "".join(f"{m},{e}\n" for m in (0, 1) for e in (1, 2, 3)))
     assert study_flops(tmp_path) == (6 * 2 * (3 * 5 + 5 + 2) * 8640, 6)
+
+
+def test_tracking_cpu_sums_the_tracking_processes_last_lines(tmp_path):
+    from benchmarks.study import tracking_cpu
+    from regstudy.tracking import CPU_LINE
+
+    (tmp_path / "mlflow-tracking.log").write_text(
+        "2026/12/02 WARNING mlflow.pytorch: ...\n"
+        f"{CPU_LINE} signal/l2: 35 member runs, 1.25 s CPU\n"
+        f"some other line, 9.00 s CPU\n"
+        f"{CPU_LINE} digits/none: 5 member runs, 0.50 s CPU\n")
+    assert tracking_cpu(tmp_path) == (1.75, 2)
+    assert tracking_cpu(tmp_path / "nowhere") == (0.0, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from regstudy import warm
+from regstudy.tracking import CPU_LINE
 from regstudy.data import make_dataset, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +92,13 @@ def test_background_finish_ends_every_run_with_its_artifacts(tmp_path):
         if "mlflow.parentRunId" in r.data.tags:
             assert {a.path for a in client.list_artifacts(r.info.run_id)} == {
                 "config.yaml", "weights.pt", "member.png"}
+    # Its last line in the log: what it did and its CPU time (what `make bench` sums).
+    log = cwd / "mlflow-tracking.log"
+    while CPU_LINE not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [line] = [line for line in log.read_text().splitlines() if line.startswith(CPU_LINE)]
+    done = re.fullmatch(rf"{CPU_LINE} signal/l2: 2 member runs, (\d+\.\d\d) s CPU", line)
+    assert done and float(done[1]) > 0, line
 
 
 def test_a_family_stage_runs_every_dataset_two_at_a_time_as_a_cold_run_would(tmp_path):

@@ -385,6 +385,11 @@ class JobTracker:
                    if run_id is not None and run_id not in self.terminated])
 
 
+# A background tracking process's last line in mlflow-tracking.log: its dataset/family,
+# runs and CPU seconds (``time.process_time``: the fork's own, all its threads).
+CPU_LINE = "regstudy tracking: finished"
+
+
 def _tracking_main(cfg: DictConfig, members: list, tags: dict, dataset: dict | None, inbox, outbox,
                    job_ends: tuple) -> None:
     """The tracking process: runs opened first, then epochs batched, then the finish.
@@ -434,7 +439,10 @@ def _tracking_main(cfg: DictConfig, members: list, tags: dict, dataset: dict | N
                     raise JobInterrupted(payload)
                 else:
                     raise JobFailed(payload)
-        if not background:  # in the background the job is gone: nobody to tell
+        if background:  # the job is gone: nobody to tell; the log says what this cost
+            print(f"{CPU_LINE} {cfg.data.name}/{cfg.family}: {len(members)} member runs, "
+                  f"{time.process_time():.2f} s CPU", flush=True)
+        else:
             outbox.send(("done", None))
     except BaseException as e:  # noqa: BLE001 - reported to the job, runs already terminated
         print(f"regstudy tracking: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
