@@ -57,7 +57,7 @@ class _MemberAffine(torch.autograd.Function):
         def members_first(t, dim):
             return t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
 
-        x, weight, bias = (members_first(t, d) for t, d in zip((x, weight, bias), in_dims))
+        x, weight, bias = (t if t is None else members_first(t, d) for t, d in zip((x, weight, bias), in_dims))
         return affine(x, weight.transpose(1, 2), bias), 0
 
 
@@ -73,7 +73,7 @@ def with_study_products(models: list[nn.Sequential]) -> list[nn.Sequential]:
     for model in models:
         for i, layer in enumerate(model):
             if type(layer) is nn.Linear:
-                study = StudyLinear(layer.in_features, layer.out_features)
+                study = StudyLinear(layer.in_features, layer.out_features, bias=layer.bias is not None)
                 study.load_state_dict(layer.state_dict())
                 model[i] = study
     return models

@@ -37,9 +37,10 @@ def eval_flops_per_step(rows: int, steps_per_epoch: int, d_in: int = 1, d_out: i
 def study_flops(repo: Path) -> tuple[float, int]:
     """FLOPs of a finished study's layer products, training and per-epoch evaluation, and
     its member-epochs, from its result tables (a row of curves.csv per member and epoch
-    computed) and data files: per member-epoch, ``6 n_train`` examples' worth of
-    multiply-adds to train (forward and backward) and ``2 (n_train + n_val)`` to evaluate,
-    each 2 FLOPs. The final test-split evaluation and elementwise work are left out."""
+    computed) and data files: per member-epoch, ``3 n_train`` examples' worth of
+    multiply-adds to train (the forward product and the backward pass's two) and
+    ``n_train + n_val`` to evaluate, each 2 FLOPs. The final test-split evaluation and
+    elementwise work are left out."""
     flops, member_epochs = 0.0, 0
     for curves in sorted(repo.glob("results/*/*/curves.csv")):
         n_train, n_val, d_in, d_out = dataset_sizes(repo / "data" / f"{curves.parent.name}.npz")

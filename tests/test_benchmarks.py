@@ -41,6 +41,25 @@ def test_torch_func_with_the_studys_products_trains_the_stacked_members_to_the_b
     assert not torch.equal(train_vmap(members(5), xs, ys), stacked)  # the comparison can tell
 
 
+def test_study_linear_under_vmap_is_the_stacked_layer_with_or_without_bias():
+    """Each member's nn.Linear output, computed by the study's products: with a bias, without
+    one, and with an input shared by every member (not batched)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layers = [torch.nn.Linear(3, 5, bias=bias) for _ in range(4)]
+        study = [with_study_products([torch.nn.Sequential(layer)])[0] for layer in layers]
+        params, buffers = stack_module_state(study)
+        base = study[0].to("meta")
+        x = torch.randn(4, 6, 3)
+        for x_dim, inputs in ((0, x), (None, x[0])):
+            out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, x_dim))(
+                params, buffers, inputs)
+            want = torch.stack([layer(inputs if x_dim is None else inputs[k]) for k, layer in enumerate(layers)])
+            torch.testing.assert_close(out, want)
+
+
 def test_study_linear_outside_vmap_says_where_it_runs():
     layer = with_study_products([torch.nn.Sequential(torch.nn.Linear(2, 3))])[0][0]
     with pytest.raises(NotImplementedError, match="under torch.func.vmap only"):
