@@ -10,7 +10,8 @@ module against vmap over a functional call) from the kernels.
 
 Every side trains the same K reference networks (1 -> 64 -> 64 -> 64 -> 1, LeakyReLU)
 from the same initial weights on the same minibatches (each member its own), with the
-study's optimizer (``conf/optim/adam.yaml``: Adam, fused, one for all members) and the MSE
+study's optimizer (``conf/optim/adam.yaml`` as a job builds it, :mod:`regstudy.optimizers`:
+fused Adam for all members, foreach for the output biases) and the MSE
 summed over members. The tutorial's products round differently from the stacked side's
 (regstudy's fused multiply-adds in a fixed order against MKL's), and Adam amplifies the
 last bits step after step: the benchmark reports each vmap side's largest loss difference
@@ -30,6 +31,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchmarks.throughput import reference_mlp
+from regstudy.optimizers import member_optimizers
 from regstudy.products import affine
 from regstudy.stacked import StackedMLP
 
@@ -109,20 +111,26 @@ def _study_optimizer_factory():
     return instantiate(compose_job([]).optim)
 
 
-def study_optimizer(params) -> torch.optim.Optimizer:
-    """The optimizer a train job builds from ``conf/optim/adam.yaml``, over ``params``."""
-    return _study_optimizer_factory()(list(params))
+def study_optimizers(params) -> list[torch.optim.Optimizer]:
+    """The optimizers a train job builds from ``conf/optim/adam.yaml``, over ``params``."""
+    return member_optimizers(_study_optimizer_factory(), [{"params": list(params)}])
+
+
+def _step(opts: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    for opt in opts:
+        opt.zero_grad()
+    loss.backward()
+    for opt in opts:
+        opt.step()
 
 
 def train_stacked(net: StackedMLP, xs, ys) -> torch.Tensor:
     """Per-member losses ``(steps, K)`` of stacked training."""
-    opt = study_optimizer(net.parameters())
+    opts = study_optimizers(net.parameters())
     losses = []
     for x, y in zip(xs, ys):
         loss = (net(x).squeeze(-1) - y).square().mean(1)
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
+        _step(opts, loss.sum())
         losses.append(loss.detach())
     return torch.stack(losses)
 
@@ -136,13 +144,11 @@ def train_vmap(models: list[nn.Sequential], xs, ys) -> torch.Tensor:
         return functional_call(base, (p, b), (x,))
 
     batched = vmap(forward)
-    opt = study_optimizer(params.values())
+    opts = study_optimizers(params.values())
     losses = []
     for x, y in zip(xs, ys):
         loss = (batched(params, buffers, x).squeeze(-1) - y).square().mean(1)
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
+        _step(opts, loss.sum())
         losses.append(loss.detach())
     return torch.stack(losses)
 

@@ -229,7 +229,7 @@ def bench_ensemble(r: Report, quick: bool) -> None:
              "its extra ms per step"],
             rows,
             f"Best of {1 if quick else 3}, {steps} steps of batch 32, 1 thread, the same initial weights and minibatches, and "
-            "the same optimizer, the study's (conf/optim/adam.yaml: fused Adam); no Lightning, no "
+            "the same optimizers, the study's (conf/optim/adam.yaml: fused Adam, foreach for the output biases); no Lightning, no "
             f"evaluation on any side. {agreement} With the study's products (their vmap rule is the stacked "
             "layer itself) torch.func computes what the stacked side computes, so the difference is the method's "
             "alone: the last column is what vmap, functional_call and nn.Linear's (out, in) weight layout (its "

@@ -87,17 +87,21 @@ def test_a_timed_study_command_does_not_inherit_the_suites_mlflow_uri(tmp_path, 
 
 
 def test_both_sides_of_the_ensemble_benchmark_train_with_the_studys_optimizer():
-    """Not a default Adam: the one conf/optim/adam.yaml gives every train job."""
+    """Not a default Adam: the ones conf/optim/adam.yaml gives every train job (fused, and
+    foreach for a parameter whose member slices are not whole vectors)."""
     import torch
 
-    from benchmarks.ensemble import study_optimizer
+    from benchmarks.ensemble import study_optimizers
     from regstudy.stages.train import compose_job
 
     want = compose_job([]).optim
-    opt = study_optimizer([torch.zeros(2, requires_grad=True)])
-    assert type(opt).__name__ == want._target_.rsplit(".", 1)[-1]
-    assert opt.defaults["fused"] is want.fused is True
-    assert (opt.defaults["lr"], list(opt.defaults["betas"]), opt.defaults["eps"]) == (want.lr, list(want.betas), want.eps)
+    kernel, bias = torch.zeros(4, 64, 1, requires_grad=True), torch.zeros(4, 1, requires_grad=True)
+    opts = study_optimizers([kernel, bias])
+    assert [[p for g in o.param_groups for p in g["params"]] for o in opts] == [[kernel], [bias]]
+    assert [o.defaults["fused"] for o in opts] == [want.fused, False] and want.fused is True
+    for opt in opts:
+        assert type(opt).__name__ == want._target_.rsplit(".", 1)[-1]
+        assert (opt.defaults["lr"], list(opt.defaults["betas"]), opt.defaults["eps"]) == (want.lr, list(want.betas), want.eps)
 
 
 def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):

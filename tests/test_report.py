@@ -375,3 +375,29 @@ def test_the_figure_pool_ends_even_where_sigterm_only_takes_note():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_ranking_sentence_agrees_in_number_with_its_counts():
+    """One family that hurts "does worse even at its best setting"; two that help "beat"."""
+    from regstudy_report.findings import findings, ranking_sentence
+
+    base = [0.80, 0.82, 0.81]
+    shift = {"none": 0.0, "l1": 0.10, "l2": 0.05, "dropout": -0.10, "noise": 0.0}
+    noise = [0.001, -0.002, 0.001]  # paired differences vary, so every interval is defined
+    rows = [{"dataset": "moons", "family": family, "sweep": family, "strength_name": "lam",
+             "strength": 0.1, "seed": seed, "member": seed, "status": "ok", "metric_name": "accuracy",
+             "task": "classification", "val_metric": b + d + e, "test_metric": b + d + e}
+            for family, d in shift.items() for seed, (b, e) in enumerate(zip(base, noise))]
+    for row in rows:
+        if row["family"] == "none":
+            row["strength"], row["strength_name"] = 0.0, "none"
+            row["val_metric"] = row["test_metric"] = base[row["seed"]]
+        if row["family"] == "noise":  # a difference of 0 at seed 0 only: no detectable effect
+            row["test_metric"] = base[row["seed"]] + [0.0, 0.01, -0.01][row["seed"]]
+    found = findings(pd.DataFrame(rows))
+    verdicts = {f.family: f.verdict for f in found}
+    assert verdicts == {"none": "baseline", "l1": "helps", "l2": "helps", "dropout": "hurts",
+                        "noise": "no detectable effect"}
+    assert ranking_sentence(found, "moons") == (
+        "On moons, 2 families beat the baseline (l1, l2, best first); 1 family shows no detectable "
+        "effect; 1 family does worse even at its best setting (dropout).")

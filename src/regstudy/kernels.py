@@ -38,6 +38,12 @@ import sys
 
 KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
 
+# Floats in ATen's widest vector (AVX-512; AVX2's 8 divide it). ATen's kernels that run
+# along the member axis (the fused optimizers, batch norm's channels) compute whole
+# vectors and a scalar tail in other arithmetic: a member whose slice is whole vectors is
+# computed the same in any stack (regstudy.optimizers, StackedMLP's batch norm).
+VECTOR_FLOATS = 16
+
 # mkl.h's MKL_CBWR_* values: what mkl_cbwr_get(MKL_CBWR_ALL) returns is a branch, plus
 # MKL_CBWR_STRICT where strict mode is on.
 MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .metrics import alive_units, data_loss, metric, weight_stats
+from .optimizers import member_optimizers
 from .randomness import MemberBatches, Stream, WholeEpochs, member_generator
 from .regularizers import Regularization, smoothed_cross_entropy
 from .stacked import StackedMLP
@@ -52,17 +53,18 @@ class MemberStackModule(pl.LightningModule):
     # --- training ---
 
     def configure_optimizers(self):
-        """Optimizer over all members; its own weight_decay (if any) touches kernels only."""
+        """The optimizer over all members (two where a fused one would round a member by its
+        place in the stack: :mod:`regstudy.optimizers`); its own weight_decay (if any)
+        touches kernels only."""
         kernels = list(self.net.kernels)
         ids = {id(p) for p in kernels}
         rest = [p for p in self.net.parameters() if id(p) not in ids]
-        return self.optimizer_factory([{"params": kernels}, {"params": rest, "weight_decay": 0.0}])
+        return member_optimizers(self.optimizer_factory, [{"params": kernels}, {"params": rest, "weight_decay": 0.0}])
 
     def minibatches(self) -> MemberBatches:
         """The members' minibatches, epoch after epoch (fresh generators: from the start)."""
-        gens = [member_generator(s, Stream.TRAIN) for s in self.seeds]
         units = self.net.n_dropout_units if self.reg.dropout_p is not None else 0
-        return MemberBatches(self.splits["x_train"], self.splits["y_train"], self.batch_size, gens,
+        return MemberBatches(self.splits["x_train"], self.splits["y_train"], self.batch_size, self.seeds,
                              n_dropout_units=units, noise=self.reg.noise_sigma is not None)
 
     def train_dataloader(self):
@@ -98,14 +100,17 @@ class MemberStackModule(pl.LightningModule):
         self.nonfinite |= ~finite
         # A diverged member contributes no gradient; members never share one anyway.
         total = torch.where(finite, loss, torch.zeros_like(loss)).sum()
-        opt = self.optimizers()
-        opt.zero_grad()
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        for opt in opts:
+            opt.zero_grad()
         self.manual_backward(total)
         if by_hand:
             self.reg.add_penalty_grad_(self.net, torch.where(finite, 1.0, 0.0))
-        lr = opt.param_groups[0]["lr"]
+        lr = opts[0].param_groups[0]["lr"]
         self.reg.decay_(self.net, lr)
-        opt.step()
+        for opt in opts:
+            opt.step()
         self.reg.proximal_(self.net, lr)
         self.reg.max_norm_(self.net)
         return total

@@ -18,9 +18,13 @@ from torch import Tensor
 
 class Stream(IntEnum):
     INIT = 0  # parameter initialization
-    TRAIN = 1  # batch order, dropout masks, input noise
+    TRAIN = 1  # batch order
     MC = 2  # Monte Carlo dropout at evaluation
     SAMPLE = 3  # which parameters the results table samples
+    # Training's own draws, apart from the batch order: a member at p = 0 or sigma = 0 sees
+    # the batches of its seed's unregularized member, and ends where that one ends.
+    DROPOUT = 4  # dropout masks
+    NOISE = 5  # input noise
 
 
 def member_generator(seed: int, stream: Stream) -> torch.Generator:
@@ -33,33 +37,36 @@ class MemberBatches:
     """One epoch of minibatches for K members, each in its own random order of its own data.
 
     ``x`` is ``(K, n, d)`` and ``y`` ``(K, n)``: member ``k`` trains on ``x[k]`` (its
-    seed's draw of the data; every draw has the same size).
+    seed's draw of the data; every draw has the same size), with the random draws of
+    ``seeds[k]``.
 
     Yields dicts with ``x`` ``(K, B, d)``, ``y`` ``(K, B)``, and when asked for,
     ``u`` ``(K, B, n_dropout_units)`` uniforms for dropout masks and ``eps``
-    ``(K, B, d)`` standard normals for input noise. A member's draws per epoch are,
-    in order: a permutation, the uniforms, the normals. The last batch may be smaller.
+    ``(K, B, d)`` standard normals for input noise. Each epoch a member draws a
+    permutation from its :attr:`Stream.TRAIN` generator, the uniforms from its
+    :attr:`Stream.DROPOUT` one and the normals from its :attr:`Stream.NOISE` one, so its
+    batch order does not depend on which of them the job asks for. The last batch may be
+    smaller. The generators start with the object and go on from epoch to epoch.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, generators: list[torch.Generator],
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seeds: list[int],
                  n_dropout_units: int = 0, noise: bool = False):
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.generators, self.n_dropout_units, self.noise = generators, n_dropout_units, noise
+        self.n_dropout_units, self.noise = n_dropout_units, noise
+        self.order = [member_generator(s, Stream.TRAIN) for s in seeds]
+        self.dropout = [member_generator(s, Stream.DROPOUT) for s in seeds] if n_dropout_units else []
+        self.input_noise = [member_generator(s, Stream.NOISE) for s in seeds] if noise else []
 
     def __len__(self) -> int:
         return math.ceil(self.x.shape[1] / self.batch_size)
 
     def _draw_epoch(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
         n, d = self.x.shape[1:]
-        perms, us, eps = [], [], []
-        for g in self.generators:
-            perms.append(torch.randperm(n, generator=g))
-            if self.n_dropout_units:
-                us.append(torch.rand(n, self.n_dropout_units, generator=g))
-            if self.noise:
-                eps.append(torch.randn(n, d, generator=g))
-        stack = lambda ts: torch.stack(ts) if ts else None  # noqa: E731
-        return torch.stack(perms), stack(us), stack(eps)
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.order])
+        u = torch.stack([torch.rand(n, self.n_dropout_units, generator=g) for g in self.dropout]) \
+            if self.dropout else None
+        eps = torch.stack([torch.randn(n, d, generator=g) for g in self.input_noise]) if self.input_noise else None
+        return order, u, eps
 
     def __iter__(self):
         order, u, eps = self._draw_epoch()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .kernels import VECTOR_FLOATS
 from .products import affine
 
 BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
@@ -145,11 +146,24 @@ class StackedMLP(nn.Module):
         k, b, units = h.shape
         if self.training and b == 1:  # no batch statistics from one example: h - mean = 0
             return beta.unsqueeze(1).repeat(1, b, 1)  # a copy: the activation may write over it
-        flat = h.transpose(0, 1).reshape(b, k * units)
-        out = F.batch_norm(flat, getattr(self, f"running_mean_{i}").view(-1),
-                           getattr(self, f"running_var_{i}").view(-1), gamma.reshape(-1),
+        mean, var = getattr(self, f"running_mean_{i}"), getattr(self, f"running_var_{i}")
+        # The kernel runs along the channels in vectors, and rounds a last partial vector
+        # otherwise: a width that is not whole vectors is padded with channels of its own
+        # (zeros, never read back), so that a member is computed the same in any stack.
+        pad = -units % VECTOR_FLOATS
+        if pad:
+            h, gamma, beta = F.pad(h, (0, pad)), F.pad(gamma, (0, pad), value=1.0), F.pad(beta, (0, pad))
+            padded_mean, padded_var = F.pad(mean, (0, pad)), F.pad(var, (0, pad), value=1.0)
+        else:
+            padded_mean, padded_var = mean, var
+        width = units + pad
+        flat = h.transpose(0, 1).reshape(b, k * width)
+        out = F.batch_norm(flat, padded_mean.view(-1), padded_var.view(-1), gamma.reshape(-1),
                            beta.reshape(-1), self.training, BN_MOMENTUM, NORM_EPS)
-        return out.view(b, k, units).transpose(0, 1)
+        if pad and self.training:  # the running averages the kernel updated in the copies
+            mean.copy_(padded_mean[:, :units])
+            var.copy_(padded_var[:, :units])
+        return out.view(b, k, width)[..., :units].transpose(0, 1)
 
     def forward(self, x: Tensor, dropout_u: Tensor | None = None, dropout_p: Tensor | None = None,
                 return_hidden: bool = False):

@@ -113,16 +113,23 @@ def ranking_sentence(found: list[Finding], dataset: str) -> str:
               for v in ("helps", "no detectable effect", "hurts")}
     parts = []
     if groups["helps"]:
-        parts.append(f"{_count(groups['helps'])} beat the baseline ({', '.join(groups['helps'])}, best first)")
+        parts.append(_counted(groups["helps"], "beats", "beat") + f" the baseline ({', '.join(groups['helps'])}, best first)")
     if groups["no detectable effect"]:
-        parts.append(f"{_count(groups['no detectable effect'])} show no detectable effect")
+        parts.append(_counted(groups["no detectable effect"], "shows", "show") + " no detectable effect")
     if groups["hurts"]:
-        parts.append(f"{_count(groups['hurts'])} do worse even at their best setting ({', '.join(groups['hurts'])})")
+        one = len(groups["hurts"]) == 1
+        parts.append(_counted(groups["hurts"], "does", "do") + f" worse even at {'its' if one else 'their'} "
+                     f"best setting ({', '.join(groups['hurts'])})")
     return f"On {dataset}, " + "; ".join(parts) + "." if parts else f"On {dataset}, nothing to compare."
 
 
 def _count(families: list[str]) -> str:
     return f"{len(families)} famil{'y' if len(families) == 1 else 'ies'}"
+
+
+def _counted(families: list[str], one: str, many: str) -> str:
+    """"1 family shows", "3 families show": the count with its verb agreeing."""
+    return f"{_count(families)} {one if len(families) == 1 else many}"
 
 
 # --- checks of the data and the baseline ---
