@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from regstudy.optimizers import member_optimizers, whole_vectors
+from regstudy.optimizers import member_optimizers, parameter_groups, whole_vectors
 from regstudy.stacked import StackedMLP
 from regstudy.stages.train import compose_job
 
@@ -21,13 +21,6 @@ STEPS = 60
 # biases are and are not whole vectors
 NETS = [(1, [64, 64], 1), (3, [12, 16], 10)]
 OPTIMIZERS = [["optim=adam"], ["optim=adamw"], ["optim=sgd", "optim.momentum=0.9"], ["optim=sgd"]]
-
-
-def groups(net: StackedMLP) -> list[dict]:
-    """The module's two groups: kernels, and the rest without weight decay."""
-    kernels = list(net.kernels)
-    ids = {id(p) for p in kernels}
-    return [{"params": kernels}, {"params": [p for p in net.parameters() if id(p) not in ids], "weight_decay": 0.0}]
 
 
 def train(build, d_in, hidden, d_out, members: list[int]) -> list[torch.Tensor]:
@@ -39,7 +32,7 @@ def train(build, d_in, hidden, d_out, members: list[int]) -> list[torch.Tensor]:
         for p in params:
             for i, m in enumerate(members):
                 p[i] = torch.randn(p.shape[1:], generator=torch.Generator().manual_seed(1000 * m + p.numel() // len(members)))
-    opts = build(groups(net))
+    opts = build(parameter_groups(net))
     gens = [torch.Generator().manual_seed(m) for m in members]
     scale = [10.0 ** -(6 * m / 40) for m in members]
     for _ in range(STEPS):
@@ -80,7 +73,7 @@ def test_the_fused_kernel_alone_rounds_a_member_by_its_place(overrides):
 
 def test_only_the_parameters_that_are_not_whole_vectors_leave_the_fused_kernel():
     net = StackedMLP(7, 3, [12, 16], 10)
-    opts = member_optimizers(factory(["optim=adam"]), groups(net))
+    opts = member_optimizers(factory(["optim=adam"]), parameter_groups(net))
     assert [o.defaults["fused"] for o in opts] == [True, False] and opts[1].defaults["foreach"] is True
     shapes = [[tuple(p.shape) for g in o.param_groups for p in g["params"]] for o in opts]
     # kernels 3x12 (36) and 12x16 (192), 16x10 (160); biases 12, 16, 10
@@ -94,9 +87,9 @@ def test_more_threads_or_an_unfused_optimizer_give_one_optimizer():
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:  # the fused kernel would split tensors between the threads anywhere
-        [opt] = member_optimizers(factory(["optim=adam"]), groups(net))
+        [opt] = member_optimizers(factory(["optim=adam"]), parameter_groups(net))
     finally:
         torch.set_num_threads(old)
     assert opt.defaults["fused"] is False and opt.defaults["foreach"] is True
-    [opt] = member_optimizers(factory(["optim=adam", "optim.fused=false"]), groups(net))
+    [opt] = member_optimizers(factory(["optim=adam", "optim.fused=false"]), parameter_groups(net))
     assert not opt.defaults["fused"]

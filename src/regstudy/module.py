@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .metrics import alive_units, data_loss, metric, weight_stats
-from .optimizers import member_optimizers
+from .optimizers import member_optimizers, parameter_groups
 from .randomness import MemberBatches, Stream, WholeEpochs, member_generator
 from .regularizers import Regularization, smoothed_cross_entropy
 from .stacked import StackedMLP
@@ -56,10 +56,7 @@ class MemberStackModule(pl.LightningModule):
         """The optimizer over all members (two where a fused one would round a member by its
         place in the stack: :mod:`regstudy.optimizers`); its own weight_decay (if any)
         touches kernels only."""
-        kernels = list(self.net.kernels)
-        ids = {id(p) for p in kernels}
-        rest = [p for p in self.net.parameters() if id(p) not in ids]
-        return member_optimizers(self.optimizer_factory, [{"params": kernels}, {"params": rest, "weight_decay": 0.0}])
+        return member_optimizers(self.optimizer_factory, parameter_groups(self.net))
 
     def minibatches(self) -> MemberBatches:
         """The members' minibatches, epoch after epoch (fresh generators: from the start)."""

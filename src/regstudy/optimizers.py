@@ -31,6 +31,14 @@ def whole_vectors(p: torch.Tensor) -> bool:
     return p[0].numel() % VECTOR_FLOATS == 0
 
 
+def parameter_groups(net: torch.nn.Module) -> list[dict]:
+    """The network's kernels, then the rest (biases, normalization) without the optimizer's
+    own weight decay: an AdamW's decay touches kernels only."""
+    kernels = list(net.kernels)
+    ids = {id(p) for p in kernels}
+    return [{"params": kernels}, {"params": [p for p in net.parameters() if id(p) not in ids], "weight_decay": 0.0}]
+
+
 def member_optimizers(factory: partial, groups: list[dict]) -> list[torch.optim.Optimizer]:
     """``factory`` (a partial of a torch optimizer, as ``conf/optim`` builds it) over the
     parameter ``groups``: one optimizer, or two when it is fused and some parameters'
