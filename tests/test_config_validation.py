@@ -125,6 +125,30 @@ def test_trainer_max_epochs_type_error_is_caught(value):
         validate(cfg)
 
 
+# --- through the command line ---
+
+HEAVY = ("torch", "pytorch_lightning", "mlflow")
+
+
+@pytest.mark.parametrize("module, overrides, key", [
+    ("regstudy.train", ["members.seeds=[]"], "members.seeds"),
+    ("regstudy.train", ["experiment=l2", "members.strengths=[0.0,-1.0]"], "members.strengths[1]"),
+    ("regstudy.search", ["experiment=l2", "search.batch=0"], "search.batch"),
+])
+def test_the_cli_refuses_bad_input_before_importing_torch_lightning_or_mlflow(tmp_path, module, overrides, key):
+    """A typo costs a second, not the ten that those imports take: -X importtime lists
+    every module the process imported, and none of them may be among them."""
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"invalid config: {key}=" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "regstudy.config" in imported  # the listing is there
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
+
+
 # --- through the DVC train stage's CLI ---
 
 STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "by_dataset": {"signal": {"epochs": 1}},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ from pytorch_lightning.trainer.states import TrainerStatus
 
 from . import kernels
 from .allocator import keep_freed_memory
-from .config import STRENGTH_KEY, ConfigError, member_strengths, validate, validate_task
-from .data import DRAWN, load_npz, make_csv_dataset, seed_rows, task_of, text_of
+from .config import STRENGTH_KEY, member_strengths, validate
+from .data import DRAWN, load_npz, seed_rows, task_of
 from .console import quiet
 from .lifecycle import interrupt_on_signals, reraise_interrupt
 from .member_figures import member_figure
@@ -38,8 +37,8 @@ from .results import (MAX_FEATURES, ResultsWriter, best_strength, curves_table, 
 from .describe import dataset_entity, job_description, source_tags
 from .export import best_member, member_model
 from .stacked import StackedMLP
-from .tracking import (MLflowEpochLogger, TrackingFailed, TrackingProcess, check_server, git_commit, logged_every,
-                       project_root, tracking_uri)
+from .preflight import check_server, data_path, load_arrays, project_root, tracking_uri
+from .tracking import MLflowEpochLogger, TrackingFailed, TrackingProcess, git_commit, logged_every
 
 
 def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -71,12 +70,6 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
     return data, results
 
 
-def data_path(cfg: DictConfig) -> Path:
-    """The absolute data file of the job (relative paths are from the project root)."""
-    path = Path(cfg.data.path)
-    return path if path.is_absolute() else project_root(cfg) / path
-
-
 def not_applicable(cfg: DictConfig) -> str | None:
     """Why the job's family does not apply to its dataset (label smoothing needs classes),
     or None. Reads only the data file's task."""
@@ -87,36 +80,6 @@ def not_applicable(cfg: DictConfig) -> str | None:
     if cfg.regularizer.get("label_smoothing") is not None and task == "regression":
         return "label_smoothing applies to classification only"
     return None
-
-
-def preflight(cfg: DictConfig) -> None:
-    """Everything a job checks before it starts: the config, then its data (the file, its
-    task, the members' seeds). Raises ConfigError, CsvError or FileNotFoundError."""
-    validate(cfg)
-    check_server(cfg)
-    seeds = [int(s) for s in cfg.members.seeds]
-    arrays, _ = load_arrays(cfg, data_path(cfg), seeds, say=False)  # the job says it
-    seed_rows(arrays, seeds, data_path(cfg))
-
-
-def load_arrays(cfg: DictConfig, path: Path, seeds: list[int],
-                say: bool = True) -> tuple[dict[str, np.ndarray], str]:
-    """The data of the job's seeds (a data file's draws, or a CSV file checked and split)
-    and its task (inferred for a CSV, and said on stderr if ``say``), with what depends on
-    the task checked; raises ConfigError, CsvError or FileNotFoundError.
-    """
-    if path.suffix == ".csv":
-        entry = {"path": path, **{k: cfg.data[k] for k in ("target", "task", "val_fraction", "test_fraction")}}
-        arrays = make_csv_dataset(entry, sorted(set(seeds)))
-        if say:
-            print(f"data: {text_of(arrays, 'note')}", file=sys.stderr)
-    else:
-        arrays = load_npz(path)
-    task = task_of(arrays) or cfg.data.task
-    if cfg.data.task is not None and task != cfg.data.task:
-        raise ConfigError("data.task", cfg.data.task, f"{task!r}, the task of {path}")
-    validate_task(cfg, task)
-    return arrays, task
 
 
 def load_tensors(arrays: dict[str, np.ndarray], seeds: list[int],

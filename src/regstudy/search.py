@@ -36,7 +36,7 @@ register_configs()
 def storage_url(cfg: DictConfig) -> str | None:
     """Where the Optuna study lives: ``search.storage``, else the MLflow store's database
     (None, in memory, when logging is off)."""
-    from .tracking import is_server, tracking_uri
+    from .preflight import is_server, tracking_uri
 
     if cfg.search.storage:
         return cfg.search.storage
@@ -88,7 +88,8 @@ def run_search(cfg: DictConfig, out: Path) -> pd.DataFrame:
 
     from .job import run_job
     from .lifecycle import owner
-    from .tracking import OWNER_TAG, prepare_from_config, tracking_uri
+    from .preflight import tracking_uri
+    from .tracking import OWNER_TAG, prepare_from_config
 
     study = open_study(cfg)  # a bad storage URI fails here, before any training
     s, key = cfg.search, cfg.members.sweep

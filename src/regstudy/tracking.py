@@ -28,46 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.experimental.callback import Callback
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .console import quiet
 from .lifecycle import interrupt_on_signals, owner, owner_alive
+from .preflight import check_server, is_server, project_root, tracking_uri  # noqa: F401 (used here and by callers)
 from .run_writer import NewRun, RunData, writer_for
 
 OWNER_TAG = "regstudy.owner"  # host:pid:start of the process that ends the run
 # The key of each per-layer curve in an epoch's row.
 LAYER_ROW_KEY = {"weight_norm": "layer_norm", "effective_lr": "effective_lr"}
-
-
-def project_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root or ".").resolve()
-
-
-def tracking_uri(cfg: DictConfig) -> str:
-    """The configured URI, or the SQLite store ``mlflow.db`` at the project root."""
-    return cfg.logger.tracking_uri or f"sqlite:///{project_root(cfg) / 'mlflow.db'}"
-
-
-def is_server(uri: str) -> bool:
-    """Whether ``uri`` is a tracking server's (which keeps the artifacts itself)."""
-    return uri.startswith(("http://", "https://"))
-
-
-def check_server(cfg: DictConfig) -> None:
-    """A job logging to a tracking server stops before it trains if no server answers
-    there (MLflow itself would retry each request for minutes); raises ConfigError."""
-    uri = tracking_uri(cfg)
-    if cfg.logger.enabled and is_server(uri):
-        from .config import ConfigError
-        from .server import server_answers
-
-        if not server_answers(uri, timeout=5.0):
-            raise ConfigError("logger.tracking_uri", uri,
-                              "the URL of a running MLflow server (none answers there: start it "
-                              "with `make server`), or null for the local store mlflow.db")
 
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's "Machine learning" view
@@ -121,27 +93,6 @@ def prepare_from_config(cfg: DictConfig) -> str | None:
         return None
     return prepare_store(tracking_uri(cfg), cfg.logger.experiment_name,
                          project_root(cfg) / "mlartifacts")
-
-
-class PrepareStoreCallback(Callback):
-    """Hydra callback: create the MLflow store in the launching process, before any job."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A single run: check the config and the data first. Hydra has not written its
-        output folder yet, so bad input stops here with nothing written (exit code 2)."""
-        from .config import ConfigError
-        from .data import CsvError
-        from .job import preflight
-
-        try:
-            preflight(config)
-        except (ConfigError, CsvError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        prepare_from_config(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_from_config(config)
 
 
 def warm_up() -> None:
