@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .console import quiet
 from .lifecycle import interrupt_on_signals, owner, owner_alive
-from .preflight import check_server, is_server, project_root, tracking_uri  # noqa: F401 (used here and by callers)
+from .preflight import is_server, project_root, tracking_uri
 from .run_writer import NewRun, RunData, writer_for
 
 OWNER_TAG = "regstudy.owner"  # host:pid:start of the process that ends the run
