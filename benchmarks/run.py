@@ -3,7 +3,8 @@
 Everything is measured in the same run on the same machine, and reported as ratios
 where it matters, because the machines are shared and noisy. Prints a table and writes
 it, with the machine's cores, memory and package versions, to benchmarks/RESULTS.md.
-Options: --quick (smaller sizes, for trying the suite out), --skip-study.
+Options: --quick (smaller sizes, for trying the suite out), --skip-study, --only-study,
+--only-compile.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import ensemble, jobs, limits, search, study, throughput
+from benchmarks import compiled, ensemble, jobs, limits, search, study, throughput
 from regstudy import kernels, products
 from regstudy.data import make_dataset, save_npz
 
@@ -236,6 +237,29 @@ def bench_ensemble(r: Report, quick: bool) -> None:
             "weights and their gradients transposed for the study's products) add to a step of all K members.")
 
 
+def bench_compile(r: Report, quick: bool) -> None:
+    torch.set_num_threads(1)
+    steps = 50 if quick else 300
+    rows = []
+    for k in (32, 128):
+        c = compiled.compare(k, steps, 1 if quick else 3)
+        rows.append([f"K={k}", f"{c['compile_cold']:.1f}", f"{c['compile_warm']:.1f}", f"{c['eager']:.2f}",
+                     f"{c['compiled']:.2f}", f"{c['eager'] / c['compiled']:.2f}", f"{c['diff']:.1e}"])
+    r.table("The stacked step under torch.compile (ms per step of all K members)",
+            ["members", "compile, empty cache (s)", "compile, warm cache (s)", "eager (the study's)",
+             "compiled", "eager ÷ compiled", "largest loss difference"],
+            rows,
+            f"Best of {1 if quick else 3}, {steps} steps of batch 32, 1 thread: the ensemble benchmark's reference "
+            "networks, initial weights and minibatches, the study's optimizers stepped eagerly on both sides. The "
+            "compiled side is `torch.compile` (inductor, CPU) of the forward pass and the loss, whose backward "
+            "AOTAutograd compiles, with the study's products as an opaque custom operator (benchmarks/compiled.py). "
+            "The compile times are the first step's, each in a new interpreter, as every train job is a fresh "
+            "process: with an empty inductor cache, then with the one the first filled; a job of the study takes "
+            "3-10 s in all. A loss difference above 0 means the compiled arithmetic (inductor's own loops for the "
+            "activations, the loss and their gradients) rounds differently from the study's, so the results "
+            "tables would change.")
+
+
 def bench_search(r: Report, tmp: Path, quick: bool) -> None:
     import yaml
 
@@ -345,6 +369,8 @@ def main() -> None:
     parser.add_argument("--skip-study", action="store_true")
     parser.add_argument("--only-study", action="store_true",
                         help="the whole-study sections only, replacing those of an existing --out")
+    parser.add_argument("--only-compile", action="store_true",
+                        help="the torch.compile section only, replacing that of an existing --out")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -353,7 +379,9 @@ def main() -> None:
     r = Report()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if not args.only_study:
+        if args.only_compile:
+            bench_compile(r, args.quick)
+        elif not args.only_study:
             data = signal_data(tmp, args.quick)
             tput = bench_throughput(r, data, tmp, args.quick)
             bench_limit(r, tput, data)
@@ -361,15 +389,17 @@ def main() -> None:
             bench_scaling(r, data, tmp, args.quick)
             bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
             bench_ensemble(r, args.quick)
+            bench_compile(r, args.quick)
             bench_search(r, tmp, args.quick)
-        if not args.skip_study:
+        if not args.skip_study and not args.only_compile:
             bench_study(r, tmp)
             bench_study_profile(r, tmp)
             bench_members(r, tmp)
     total = time.perf_counter() - start
     out = Path(args.out)
-    if args.only_study and out.exists():
-        write_sections(out, r.sections, f"re-measured alone by `python -m benchmarks.run --only-study` "
+    only = "--only-study" if args.only_study else "--only-compile" if args.only_compile else None
+    if only and out.exists():
+        write_sections(out, r.sections, f"re-measured alone by `python -m benchmarks.run {only}` "
                                         f"({total:.0f} s), load average at its start {header[-1].split(': ')[1]}")
     else:
         lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks.run`).", "",

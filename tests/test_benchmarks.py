@@ -41,6 +41,34 @@ def test_torch_func_with_the_studys_products_trains_the_stacked_members_to_the_b
     assert not torch.equal(train_vmap(members(5), xs, ys), stacked)  # the comparison can tell
 
 
+def test_the_compiled_sides_products_are_the_studys_to_the_bit_forward_and_backward():
+    """The compile benchmark's custom operator runs the study's kernel: run eagerly, its
+    losses and gradients are the stacked net's own floats, so what compiling changes is
+    the compiler's alone (the benchmark's loss difference)."""
+    from benchmarks.compiled import member_losses
+
+    xs, ys = batches(3, 1)
+    nets = stacked_from(members(3)), stacked_from(members(3))
+    study = (nets[0](xs[0]).squeeze(-1) - ys[0]).square().mean(1)
+    custom = member_losses(nets[1], xs[0], ys[0])
+    assert torch.equal(custom, study)
+    study.sum().backward()
+    custom.sum().backward()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert a.grad is not None and torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.slow
+def test_the_compile_benchmark_times_both_sides_and_a_cold_compile(tmp_path):
+    """About a minute: two compiles in new processes and one here."""
+    from benchmarks.compiled import compare
+
+    c = compare(2, steps=5, repeats=1)
+    assert c["compile_cold"] > c["compile_warm"] > 0
+    assert c["eager"] > 0 and c["compiled"] > 0
+    assert 0 <= c["diff"] < 1e-3
+
+
 def test_study_linear_under_vmap_is_the_stacked_layer_with_or_without_bias():
     """Each member's nn.Linear output, computed by the study's products: with a bias, without
     one, and with an input shared by every member (not batched)."""
