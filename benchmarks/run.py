@@ -3,8 +3,8 @@
 Everything is measured in the same run on the same machine, and reported as ratios
 where it matters, because the machines are shared and noisy. Prints a table and writes
 it, with the machine's cores, memory and package versions, to benchmarks/RESULTS.md.
-Options: --quick (smaller sizes, for trying the suite out), --skip-study, --only-study,
---only-compile.
+Options: --quick (smaller sizes, for trying the suite out), --skip-study, and --only SECTION
+(study, compile or stacks: those sections alone, replacing them in an existing RESULTS.md).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import compiled, ensemble, jobs, limits, search, study, throughput
+from benchmarks import compiled, ensemble, jobs, limits, search, stacks, study, throughput
 from regstudy import kernels, products
 from regstudy.data import make_dataset, save_npz
 
 HERE = Path(__file__).resolve().parent
+ONLY = ("study", "compile", "stacks")  # the sections --only can run alone
 PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "dvc", "numpy", "pandas")
 
 
@@ -260,6 +261,28 @@ def bench_compile(r: Report, quick: bool) -> None:
             "tables would change.")
 
 
+def bench_stacks(r: Report, tmp: Path, quick: bool) -> None:
+    torch.set_num_threads(1)
+    families = 4 if quick else len(stacks.study_params()["study"]["families"])
+    rows = []
+    for dataset in ("signal", "moons", "digits"):
+        one, all_ = (stacks.member_seconds(tmp, dataset, n) for n in (1, families))
+        per = lambda c: 1e3 * (c["training"] + c["evaluation"])  # noqa: E731
+        rows.append([dataset, f"K={one['k']}", f"{1e3 * one['training']:.1f}", f"{1e3 * one['evaluation']:.1f}",
+                     f"K={all_['k']}", f"{1e3 * all_['training']:.1f}", f"{1e3 * all_['evaluation']:.1f}",
+                     f"{per(one) / per(all_):.2f}"])
+    r.table("One stack per dataset instead of one per family (ms per member)",
+            ["dataset", "one family's stack", "training", "evaluation", f"{families} families' stack", "training",
+             "evaluation", "one ÷ all, per member"],
+            rows,
+            f"One job of l2 as the study runs it (the dataset's epochs, 5 seeds, MLflow off), with its grid and with "
+            f"the grid repeated {families} times, nudged to stay distinct (benchmarks/stacks.py): the size of one stack "
+            "of every family of the study on that dataset. Each job's own timings (run.json) over its members. "
+            "A ratio above 1 is what the bigger stack saves per member. The per-epoch evaluation of every member "
+            "on its training and validation rows works on tensors that grow with K and leave the caches; and DVC "
+            "would cache per dataset, so that editing one family's grid would train every family again.")
+
+
 def bench_search(r: Report, tmp: Path, quick: bool) -> None:
     import yaml
 
@@ -367,10 +390,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-study", action="store_true")
-    parser.add_argument("--only-study", action="store_true",
-                        help="the whole-study sections only, replacing those of an existing --out")
-    parser.add_argument("--only-compile", action="store_true",
-                        help="the torch.compile section only, replacing that of an existing --out")
+    parser.add_argument("--only", action="append", choices=ONLY, default=[],
+                        help="these sections alone (repeat for more), replacing those of an existing --out")
+    parser.add_argument("--only-study", action="append_const", dest="only", const="study",
+                        help="the same as --only study")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -379,9 +402,7 @@ def main() -> None:
     r = Report()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.only_compile:
-            bench_compile(r, args.quick)
-        elif not args.only_study:
+        if not args.only:
             data = signal_data(tmp, args.quick)
             tput = bench_throughput(r, data, tmp, args.quick)
             bench_limit(r, tput, data)
@@ -389,16 +410,20 @@ def main() -> None:
             bench_scaling(r, data, tmp, args.quick)
             bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
             bench_ensemble(r, args.quick)
+        if not args.only or "compile" in args.only:
             bench_compile(r, args.quick)
+        if not args.only or "stacks" in args.only:
+            bench_stacks(r, tmp, args.quick)
+        if not args.only:
             bench_search(r, tmp, args.quick)
-        if not args.skip_study and not args.only_compile:
+        if (not args.only and not args.skip_study) or "study" in args.only:
             bench_study(r, tmp)
             bench_study_profile(r, tmp)
             bench_members(r, tmp)
     total = time.perf_counter() - start
     out = Path(args.out)
-    only = "--only-study" if args.only_study else "--only-compile" if args.only_compile else None
-    if only and out.exists():
+    if args.only and out.exists():
+        only = " ".join(f"--only {name}" for name in dict.fromkeys(args.only))
         write_sections(out, r.sections, f"re-measured alone by `python -m benchmarks.run {only}` "
                                         f"({total:.0f} s), load average at its start {header[-1].split(': ')[1]}")
     else:
