@@ -263,7 +263,8 @@ def bench_compile(r: Report, quick: bool) -> None:
 
 def bench_stacks(r: Report, tmp: Path, quick: bool) -> None:
     torch.set_num_threads(1)
-    families = 4 if quick else len(stacks.study_params()["study"]["families"])
+    study = stacks.study_params()["study"]
+    families = 4 if quick else len(study["families"])
     rows = []
     for dataset in ("signal", "moons", "digits"):
         one, all_ = (stacks.member_seconds(tmp, dataset, n) for n in (1, families))
@@ -275,7 +276,7 @@ def bench_stacks(r: Report, tmp: Path, quick: bool) -> None:
             ["dataset", "one family's stack", "training", "evaluation", f"{families} families' stack", "training",
              "evaluation", "one ÷ all, per member"],
             rows,
-            f"One job of l2 as the study runs it (the dataset's epochs, 5 seeds, MLflow off), with its grid and with "
+            f"One job of l2 as the study runs it (the dataset's epochs, {len(study['seeds'])} seeds, MLflow off), with its grid and with "
             f"the grid repeated {families} times, nudged to stay distinct (benchmarks/stacks.py): the size of one stack "
             "of every family of the study on that dataset. Each job's own timings (run.json) over its members. "
             "A ratio above 1 is what the bigger stack saves per member. The per-epoch evaluation of every member "
