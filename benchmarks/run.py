@@ -52,9 +52,7 @@ class Report:
 
 
 def signal_data(tmp: Path, quick: bool) -> Path:
-    import yaml
-
-    params = yaml.safe_load((HERE.parent / "params.yaml").read_text())["data"]
+    params = stacks.study_params()["data"]
     path = tmp / "signal.npz"
     save_npz(path, make_dataset("signal", params["signal"], [0, 1, 2], params["seed"]))
     return path
@@ -285,9 +283,7 @@ def bench_stacks(r: Report, tmp: Path, quick: bool) -> None:
 
 
 def bench_search(r: Report, tmp: Path, quick: bool) -> None:
-    import yaml
-
-    params = yaml.safe_load((HERE.parent / "params.yaml").read_text())
+    params = stacks.study_params()
     data = tmp / "moons.npz"
     save_npz(data, make_dataset("moons", params["data"]["moons"], [0], params["data"]["seed"]))
     trials, epochs = (8, 10) if quick else (32, params["study"]["by_dataset"]["moons"]["epochs"])

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def study_params() -> dict:
+    """The project's ``params.yaml`` (the study's data, seeds, grids and epochs)."""
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
