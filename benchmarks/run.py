@@ -4,7 +4,8 @@ Everything is measured in the same run on the same machine, and reported as rati
 where it matters, because the machines are shared and noisy. Prints a table and writes
 it, with the machine's cores, memory and package versions, to benchmarks/RESULTS.md.
 Options: --quick (smaller sizes, for trying the suite out), --skip-study, and --only SECTION
-(study, compile or stacks: those sections alone, replacing them in an existing RESULTS.md).
+(study, compile, stacks or evaluation: those sections alone, replacing them in an existing
+RESULTS.md).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import compiled, ensemble, jobs, limits, search, stacks, study, throughput
+from benchmarks import compiled, ensemble, evaluation, jobs, limits, search, stacks, study, throughput
 from regstudy import kernels, products
 from regstudy.data import make_dataset, save_npz
 
 HERE = Path(__file__).resolve().parent
-ONLY = ("study", "compile", "stacks")  # the sections --only can run alone
+ONLY = ("study", "compile", "stacks", "evaluation")  # the sections --only can run alone
 PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "dvc", "numpy", "pandas")
 
 
@@ -282,6 +283,29 @@ def bench_stacks(r: Report, tmp: Path, quick: bool) -> None:
             "would cache per dataset, so that editing one family's grid would train every family again.")
 
 
+def bench_evaluation(r: Report, tmp: Path, quick: bool) -> None:
+    study = stacks.study_params()["study"]
+    rows, spent = [], {"torch": 0.0, "study": 0.0}
+    for dataset in study["datasets"][:2] if quick else study["datasets"]:
+        c = evaluation.compare(tmp, dataset, alternations=4 if quick else 20)
+        for way in spent:
+            spent[way] += c[way] * c["epochs"] / 1e3
+        rows.append([dataset, f"K={c['k']}", c["epochs"], f"{c['torch']:.2f}", f"{c['study']:.2f}",
+                     f"{c['torch'] / c['study']:.2f}", "yes" if c["same"] else "**no**"])
+    rows.append(["one l2 job per dataset (s)", "", "", f"{spent['torch']:.2f}", f"{spent['study']:.2f}",
+                 f"{spent['torch'] / spent['study']:.2f}", ""])
+    r.table("The per-epoch evaluation: torch's passes against the study's (ms per evaluation of all K members)",
+            ["dataset", "members", "epochs", "torch's passes", "the study's", "torch ÷ study", "same numbers"],
+            rows,
+            "One evaluation of every member of l2's job (untrained, the study's grid, seeds and data) on its "
+            "training and validation rows, as after each epoch; the two ways alternated in one process, medians of "
+            f"{4 if quick else 20} (benchmarks/evaluation.py). The study's way: the hidden layers' leaky ReLU applied "
+            "by the product's kernel, the alive units' max and min and the weight statistics' counts each one pass "
+            "in C (regstudy/reductions.py); torch's: `F.leaky_relu` after the product, `amax` and `amin`, a clone, "
+            "a comparison and a sum per count. The last row is the evaluation of one l2 job per dataset at the "
+            "study's epochs.")
+
+
 def bench_search(r: Report, tmp: Path, quick: bool) -> None:
     params = stacks.study_params()
     data = tmp / "moons.npz"
@@ -411,6 +435,8 @@ def main() -> None:
             bench_compile(r, args.quick)
         if not args.only or "stacks" in args.only:
             bench_stacks(r, tmp, args.quick)
+        if not args.only or "evaluation" in args.only:
+            bench_evaluation(r, tmp, args.quick)
         if not args.only:
             bench_search(r, tmp, args.quick)
         if (not args.only and not args.skip_study) or "study" in args.only:

@@ -174,3 +174,29 @@ def test_tracking_cpu_sums_the_tracking_processes_last_lines(tmp_path):
         f"{CPU_LINE} digits/none: 5 member runs, 0.50 s CPU\n")
     assert tracking_cpu(tmp_path) == (1.75, 2)
     assert tracking_cpu(tmp_path / "nowhere") == (0.0, 0)
+
+
+def test_the_evaluation_benchmarks_two_ways_give_the_same_numbers_and_differ_in_code(tmp_path):
+    """Both sides of the evaluation benchmark evaluate a study module to the same numbers
+    (the study's kernels are torch's bits), while the torch side really runs torch's calls;
+    a module with a removed unit and exact zeros, so that the counts are not all 0."""
+    from benchmarks import evaluation
+    from regstudy import metrics
+    from regstudy import module as module_code
+
+    _, module = evaluation.study_module(tmp_path, "moons")
+    with torch.no_grad():  # something to count: a removed unit (constant: not alive), exact zeros
+        module.net.kernels[0][0, :, 3] = 0.0
+        module.net.kernels[1][1, :5] = 0.0
+    study_row = module.evaluate()
+    with evaluation.torch_passes(module):
+        assert module.net.fused_slope is None
+        assert module_code.alive_units is evaluation.torch_alive_units
+        assert metrics.zero_counts is evaluation.torch_zero_counts
+        torch_row = module.evaluate()
+    assert module.net.fused_slope == 0.01 and metrics.zero_counts is not evaluation.torch_zero_counts
+    assert study_row.keys() == torch_row.keys()
+    for key, value in study_row.items():
+        torch.testing.assert_close(value, torch_row[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    assert study_row["removed_neurons"][0] == 1 and study_row["exact_zero_fraction"][1] > 0
+    assert study_row["layer_alive"][0, 0] == module.net.hidden[0] - 1

@@ -173,3 +173,48 @@ def test_a_train_job_calls_no_mkl_product(signal_npz):
     if not any("SGEMM" in line for line in mkl_calls("x = torch.randn(4, 64, 64); torch.bmm(x, x)")):
         pytest.skip("torch here has no MKL to call")
     assert mkl_calls(job) == []
+
+
+SLOPES = [0.01, 0.0, 0.3]
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_the_fused_leaky_relu_is_torchs_to_the_bit(on_path, name):
+    on_path(name)
+    g = torch.Generator().manual_seed(4)
+    for k, m, p, n in [(1, 1, 1, 1), (2, 7, 9, 8), (2, 13, 31, 17), (3, 64, 55, 1), (2, 37, 64, 64)]:
+        left, right = torch.randn(k, m, p, generator=g), torch.randn(k, p, n, generator=g)
+        bias = torch.randn(k, n, generator=g)
+        # NaN, infinities, a zero of either sign, and values whose scaled copy underflows
+        bias[0, : min(n, 5)] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, -1e-44])[: min(n, 5)]
+        for slope in SLOPES + [-0.5]:
+            fused = products.product(left, right, bias, negative_slope=slope)
+            plain = torch.nn.functional.leaky_relu(products.product(left, right, bias), slope)
+            assert torch.equal(fused.view(torch.int32), plain.view(torch.int32)), (k, m, p, n, slope)
+
+
+@pytest.mark.parametrize("slope", SLOPES)
+def test_the_fused_layers_gradients_are_torchs_to_the_bit(slope):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 10, 7, generator=g, requires_grad=True)
+    w = torch.randn(3, 7, 5, generator=g, requires_grad=True)
+    b = torch.randn(3, 5, generator=g, requires_grad=True)
+    up = torch.randn(3, 10, 5, generator=g)
+    grads = []
+    for fused in (True, False):
+        out = (products.affine(x, w, b, negative_slope=slope) if fused
+               else torch.nn.functional.leaky_relu(products.affine(x, w, b), slope))
+        (out * up).sum().backward()
+        grads.append([out.detach(), *(t.grad.clone() for t in (x, w, b))])
+        x.grad = w.grad = b.grad = None
+    for a, c in zip(*grads):
+        assert torch.equal(a, c)
+
+
+def test_a_negative_slope_is_fused_only_without_autograd():
+    x, w = torch.randn(2, 4, 3), torch.randn(2, 3, 6, requires_grad=True)
+    with pytest.raises(ValueError, match=r"negative_slope=-0.2: the fused gradient needs a slope >= 0"):
+        products.affine(x, w, negative_slope=-0.2)
+    with torch.no_grad():
+        assert torch.equal(products.affine(x, w, negative_slope=-0.2),
+                           torch.nn.functional.leaky_relu(products.affine(x, w), -0.2))

@@ -135,3 +135,34 @@ def test_a_member_at_strength_0_ends_where_the_baseline_ends(signal_npz, family)
             assert all(same), f"{family} at 0, seed {m['seed']}: {[n for n, s in zip(base_state, same) if not s]}"
         else:  # not vacuous: a strength above 0 moves the member
             assert not all(same), f"{family} at {m['strength']}, seed {m['seed']} equals the baseline"
+
+
+def test_the_leaky_relu_fused_into_the_products_trains_to_torchs_bits(moons_npz):
+    """Where a hidden layer's leaky ReLU follows its product (no normalization), the
+    product's kernel applies it (regstudy.products): the same job with torch's own leaky
+    ReLU after the product ends on the same weights, with the same numbers every epoch:
+    with dropout after the activation and an activity penalty on it."""
+    overrides = ["data=moons", f"data.path={moons_npz}", "data.batch_size=16", "experiment=dropout",
+                 "regularizer=[dropout,activity]", "regularizer.activity.lam=0.01", "members.strengths=[0.0,0.1]",
+                 "members.seeds=[0,1]", "model.hidden=[16,13]", "trainer.max_epochs=4", "optim.lr=0.01",
+                 "logger.enabled=false"]
+    cfg = compose_job(overrides)
+    validate(cfg)
+    members = member_grid(cfg)
+    runs = []
+    for fused in (True, False):
+        module = build_module(cfg, load_tensors(load_npz(cfg.data.path), [m["seed"] for m in members]), members)
+        assert module.net.fused_slope == cfg.model.negative_slope
+        if not fused:
+            module.net.fused_slope = None  # torch's F.leaky_relu after each product
+        instantiate(cfg.trainer).fit(module)
+        runs.append(module)
+    fused, plain = runs
+    for name, t in plain.net.state_dict().items():
+        assert torch.equal(fused.net.state_dict()[name], t), name
+    for e, row in enumerate(plain.history):
+        for key, t in row.items():
+            torch.testing.assert_close(fused.history[e][key], t, rtol=0, atol=0, equal_nan=True,
+                                       msg=f"epoch {e + 1}: {key}")
+    assert not torch.equal(plain.net.kernels[0], build_module(
+        cfg, load_tensors(load_npz(cfg.data.path), [m["seed"] for m in members]), members).net.kernels[0])

@@ -4,7 +4,9 @@ A layer of K members computes, for each member ``k``,
 
     out[k] = bias[k] + x[k] @ w[k]        x: (K, M, P), w: (K, P, N), bias: (K, N), out: (K, M, N)
 
-and its backward pass two more products (``dx = g @ w^T``, ``dw = x^T @ g``). All three
+optionally followed by the layer's leaky ReLU, ``out > 0 ? out : out * slope`` (torch's
+formula, one rounding: the same bits as ``F.leaky_relu``, without a second pass over the
+output), and its backward pass two more products (``dx = g @ w^T``, ``dw = x^T @ g``). All three
 are computed by regstudy's own kernel (``_products.c``), which fixes the arithmetic of
 every output element: start from the bias (or 0), then one fused multiply-add per term,
 ``acc = fma(x[i, p], w[p, j], acc)``, for ``p = 0, 1, ..., P - 1`` in that order. A
@@ -48,9 +50,10 @@ def _check(name: str, t: Tensor, dim: int) -> None:
                         f"{t.dtype} tensor on {t.device}")
 
 
-def product(left: Tensor, right: Tensor, bias: Tensor | None = None) -> Tensor:
+def product(left: Tensor, right: Tensor, bias: Tensor | None = None, negative_slope: float | None = None) -> Tensor:
     """``bias[k] + left[k] @ right[k]`` for every ``k``, as a new contiguous ``(K, M, N)``
-    tensor: each element one chain of fused multiply-adds in ascending ``p``.
+    tensor: each element one chain of fused multiply-adds in ascending ``p``, then, with
+    ``negative_slope``, ``F.leaky_relu(·, negative_slope)`` of it.
 
     ``left``: ``(K, M, P)`` and ``right``: ``(K, P, N)``, any strides (a transposed view is
     read as it is); ``bias``: ``(K, N)`` or None (zero). Float32 on the CPU. No autograd:
@@ -65,10 +68,10 @@ def product(left: Tensor, right: Tensor, bias: Tensor | None = None) -> Tensor:
         _check("bias", bias, 2)
         if tuple(bias.shape) != (k, right.shape[2]):
             raise ValueError(f"bias: shape {tuple(bias.shape)}, expected {(k, right.shape[2])}")
-    return _product(left, right, bias)
+    return _product(left, right, bias, negative_slope)
 
 
-def _product(left: Tensor, right: Tensor, bias: Tensor | None) -> Tensor:
+def _product(left: Tensor, right: Tensor, bias: Tensor | None, negative_slope: float | None = None) -> Tensor:
     """:func:`product` without its checks (the layer's own calls, a few per step)."""
     k, m, p = left.shape
     n = right.shape[2]
@@ -78,34 +81,45 @@ def _product(left: Tensor, right: Tensor, bias: Tensor | None) -> Tensor:
     ls, rs = left.stride(), right.stride()
     _products.products(k, m, n, p, left.data_ptr(), ls[0], ls[1], ls[2], right.data_ptr(), rs[0], rs[1], rs[2],
                        out.data_ptr(), m * n, n, 0 if bias is None else bias.data_ptr(),
-                       0 if bias is None else bias.stride(0))
+                       0 if bias is None else bias.stride(0), negative_slope is not None,
+                       0.0 if negative_slope is None else float(negative_slope))
     return out
 
 
 class _Affine(torch.autograd.Function):
-    """``bias + x @ w`` per member, with its gradients computed by the same kernel."""
+    """``bias + x @ w`` per member, optionally then leaky ReLU, with its gradients computed
+    by the same kernel."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, w)
-        return _product(x, w, bias)
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, negative_slope: float | None) -> Tensor:
+        out = _product(x, w, bias, negative_slope)
+        ctx.negative_slope = negative_slope
+        ctx.save_for_backward(x, w, out if negative_slope is not None else None)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, w = ctx.saved_tensors
-        need_x, need_w, need_bias = ctx.needs_input_grad
+        x, w, out = ctx.saved_tensors
+        need_x, need_w, need_bias, _ = ctx.needs_input_grad
+        if ctx.negative_slope is not None:
+            # torch's own leaky ReLU gradient, `a > 0 ? grad : grad * slope`, read from the
+            # output: with a slope >= 0 the output is > 0 exactly where the input is.
+            grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.negative_slope, False)
         grad_x = _product(grad, w.transpose(1, 2), None) if need_x else None
         grad_w = _product(x.transpose(1, 2), grad, None) if need_w else None
         grad_bias = grad.sum(1) if need_bias else None
-        return grad_x, grad_w, grad_bias
+        return grad_x, grad_w, grad_bias, None
 
 
-def affine(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """A stacked linear layer: ``bias[k] + x[k] @ w[k]`` for every member ``k``.
+def affine(x: Tensor, w: Tensor, bias: Tensor | None = None, negative_slope: float | None = None) -> Tensor:
+    """A stacked linear layer: ``bias[k] + x[k] @ w[k]`` for every member ``k``, then,
+    with ``negative_slope`` (``>= 0`` under autograd), leaky ReLU.
 
     ``x``: ``(K, M, P)``; ``w``: ``(K, P, N)``; ``bias``: ``(K, N)`` or None. Differentiable
     in all three; see :func:`product` for the arithmetic.
     """
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad)):
-        return _Affine.apply(x, w, bias)
-    return product(x, w, bias)
+        if negative_slope is not None and negative_slope < 0:
+            raise ValueError(f"negative_slope={negative_slope}: the fused gradient needs a slope >= 0")
+        return _Affine.apply(x, w, bias, negative_slope)
+    return product(x, w, bias, negative_slope)
