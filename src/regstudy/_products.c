@@ -257,15 +257,15 @@ static void extrema_loop(long M, long U, const float *X, long xsi, float *hi, fl
 {
     for (long u = 0; u < U; u++) {
         float h = X[u], l = X[u];
-        int nan = isnan(h);
+        int has_nan = isnan(h);
         for (long i = 1; i < M; i++) {
             const float v = X[i * xsi + u];
-            nan |= isnan(v);
+            has_nan |= isnan(v);
             h = v > h ? v : h;
             l = v < l ? v : l;
         }
-        hi[u] = nan ? NAN : h;
-        lo[u] = nan ? NAN : l;
+        hi[u] = has_nan ? NAN : h;
+        lo[u] = has_nan ? NAN : l;
     }
 }
 
@@ -274,25 +274,25 @@ static void extrema_loop(long M, long U, const float *X, long xsi, float *hi, fl
    returns h when either is NaN; a NaN is noted apart and put back at the end. */
 INLINE AVX2 void extrema_block(const int nv, long M, const float *X, long xsi, long u0, float *hi, float *lo)
 {
-    __m256 h[4], l[4], nan[4];
+    __m256 h[4], l[4], has_nan[4];
     for (int v = 0; v < nv; v++) {
         h[v] = l[v] = _mm256_loadu_ps(X + u0 + 8 * v);
-        nan[v] = _mm256_cmp_ps(h[v], h[v], _CMP_UNORD_Q);
+        has_nan[v] = _mm256_cmp_ps(h[v], h[v], _CMP_UNORD_Q);
     }
     for (long i = 1; i < M; i++) {
         const float *row = X + i * xsi + u0;
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             const __m256 x = _mm256_loadu_ps(row + 8 * v);
-            nan[v] = _mm256_or_ps(nan[v], _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+            has_nan[v] = _mm256_or_ps(has_nan[v], _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
             h[v] = _mm256_max_ps(x, h[v]);
             l[v] = _mm256_min_ps(x, l[v]);
         }
     }
     const __m256 nans = _mm256_set1_ps(NAN);
     for (int v = 0; v < nv; v++) {
-        _mm256_storeu_ps(hi + u0 + 8 * v, _mm256_blendv_ps(h[v], nans, nan[v]));
-        _mm256_storeu_ps(lo + u0 + 8 * v, _mm256_blendv_ps(l[v], nans, nan[v]));
+        _mm256_storeu_ps(hi + u0 + 8 * v, _mm256_blendv_ps(h[v], nans, has_nan[v]));
+        _mm256_storeu_ps(lo + u0 + 8 * v, _mm256_blendv_ps(l[v], nans, has_nan[v]));
     }
 }
 
@@ -358,7 +358,8 @@ static AVX2 long long lanes_sum(__m256i v)
 }
 
 /* counts_loop, 8 columns at a time (a comparison's mask is -1 where true, so subtracting
-   it counts); the last N % 8 columns by the loop. A lane counts at most P per column. */
+   it counts); the last N % 8 columns by the loop. A lane counts at most P * N / 8, far
+   below 2^31 for any kernel in memory. */
 static AVX2 void counts_avx2(long P, long N, const float *W, float small, long long *out)
 {
     const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
