@@ -11,6 +11,7 @@ RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import platform
@@ -366,7 +367,21 @@ def bench_study_profile(r: Report, tmp: Path) -> None:
                   "work on the cores the jobs share, and what the jobs do for it. The job rows come from each "
                   "job's own timings (results/*/*/run.json), halved: two jobs run at a time. The report stage "
                   f"took {on['report']:.0f} s in the run with MLflow. {_tracking_share(on, off)} "
-                  f"{_products_floor(off, rows[3][1] + rows[4][1])}"))
+                  f"{_products_floor(off, rows[3][1] + rows[4][1])} "
+                  f"{_rest_of_the_study(rows, on['tracking_cpu'][0], _floor_seconds(off))}"))
+
+
+def _rest_of_the_study(rows: list, tracking_cpu: float, floor: float) -> str:
+    """The study's time if training and evaluation took only their layer products at the
+    kernel's rate (``floor``, on both cores) and every other part of ``rows`` stayed as
+    measured, with MLflow as its tracking processes' CPU seconds on both cores. The idle
+    worker at a stage's end is left out: it shrinks with the jobs."""
+    left_out = ("train jobs: training", "train jobs: per-epoch", "train stages:", "MLflow")
+    rest = sum(sec for what, sec in rows if not what.startswith(left_out))
+    mlflow = tracking_cpu / 2
+    return (f"The parts other than training, evaluation and the idle worker took {rest:.0f} s, and MLflow's "
+            f"processes {mlflow:.0f} s of both cores: with training and evaluation at that floor, the study "
+            f"would still take {rest + mlflow + floor:.0f} s.")
 
 
 def _tracking_share(on: dict, off: dict) -> str:
@@ -380,14 +395,26 @@ def _tracking_share(on: dict, off: dict) -> str:
             f"own seconds were {jobs_on:.0f} with MLflow and {jobs_off:.0f} without.")
 
 
+@functools.cache
+def _products_rate() -> float:
+    """The study's products at layer size, K=32, one thread (FLOP/s), measured once."""
+    torch.set_num_threads(1)
+    return limits.batched_rate(32, product=products.product)
+
+
+def _floor_seconds(run: dict) -> float:
+    """The study's layer products (training and per-epoch evaluation) on both cores at
+    :func:`_products_rate`."""
+    return run["flops"][0] / _products_rate() / 2
+
+
 def _products_floor(run: dict, measured: float) -> str:
     """What the study's layer products alone would take on both cores at their kernel's
     measured rate: the floor under the training and evaluation rows."""
     flops, member_epochs = run["flops"]
-    torch.set_num_threads(1)
-    rate = limits.batched_rate(32, product=products.product)
+    rate = _products_rate()
     return (f"Its layer products, training and per-epoch evaluation ({flops / 1e12:.2f} TFLOP over "
-            f"{member_epochs:,} member-epochs), would take {flops / rate / 2:.0f} s on both cores at the rate "
+            f"{member_epochs:,} member-epochs), would take {_floor_seconds(run):.0f} s on both cores at the rate "
             f"of the study's products measured now at layer size ({rate / 1e9:.1f} GFLOP/s, K=32): the floor "
             f"under the training and evaluation rows' {measured:.0f} s.")
 

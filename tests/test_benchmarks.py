@@ -200,3 +200,20 @@ def test_the_evaluation_benchmarks_two_ways_give_the_same_numbers_and_differ_in_
         torch.testing.assert_close(value, torch_row[key], rtol=0, atol=0, equal_nan=True, msg=key)
     assert study_row["removed_neurons"][0] == 1 and study_row["exact_zero_fraction"][1] > 0
     assert study_row["layer_alive"][0, 0] == module.net.hidden[0] - 1
+
+
+def test_the_rest_of_the_study_adds_every_part_but_training_evaluation_the_idle_worker_and_mlflows_wall():
+    from benchmarks.run import _rest_of_the_study
+
+    rows = [["DVC: stage start-up and lock writes (per stage, warm server found)", 20.0],
+            ["imports (the warm server's start, once)", 6.0],
+            ["generate stage", 5.0],
+            ["train jobs: training steps (incl. Lightning's loop)", 150.0],
+            ["train jobs: per-epoch evaluation", 50.0],
+            ["train jobs: set-up, final evaluation, result tables", 16.0],
+            ["train stages: one worker idle at a stage's end", 25.0],
+            ["report stage (figures, claims, HTML)", 50.0],
+            ["MLflow (wall with it − wall without it)", 58.0]]
+    text = _rest_of_the_study(rows, tracking_cpu=60.0, floor=41.0)
+    # 20 + 6 + 5 + 16 + 50 = 97 s; MLflow 60 s of CPU is 30 s of both cores; 97 + 30 + 41 = 168 s.
+    assert "took 97 s" in text and "processes 30 s of both cores" in text and "still take 168 s" in text
