@@ -341,6 +341,13 @@ def bench_study(r: Report, tmp: Path) -> None:
     r.table("The whole default study", ["what", "measured", "detail"], rows)
 
 
+# The profile's rows that _rest_of_the_study leaves out (and the floor replaces).
+TRAINING_ROW = "train jobs: training steps (incl. Lightning's loop)"
+EVALUATION_ROW = "train jobs: per-epoch evaluation"
+IDLE_ROW = "train stages: one worker idle at a stage's end"
+MLFLOW_ROW = "MLflow (wall with it − wall without it)"
+
+
 def bench_study_profile(r: Report, tmp: Path) -> None:
     p = study.profile(tmp)
     on, off = p[True], p[False]
@@ -350,14 +357,14 @@ def bench_study_profile(r: Report, tmp: Path) -> None:
         ["DVC: stage start-up and lock writes (per stage, warm server found)", off["stage_overhead"]],
         ["imports (the warm server's start, once)", off["imports"]],
         ["generate stage", off["generate"]],
-        ["train jobs: training steps (incl. Lightning's loop)", jobs.get("training_steps", 0) / 2],
-        ["train jobs: per-epoch evaluation", jobs.get("evaluation", 0) / 2],
+        [TRAINING_ROW, jobs.get("training_steps", 0) / 2],
+        [EVALUATION_ROW, jobs.get("evaluation", 0) / 2],
         ["train jobs: set-up, final evaluation, result tables", jobs.get("setup_and_tables", 0) / 2],
-        ["train stages: one worker idle at a stage's end",
-         off["train"] - off["stage_overhead"] - off["imports"] - train_jobs_wall],
+        [IDLE_ROW, off["train"] - off["stage_overhead"] - off["imports"] - train_jobs_wall],
         ["report stage (figures, claims, HTML)", off["report"]],
-        ["MLflow (wall with it − wall without it)", on["wall"] - off["wall"]],
+        [MLFLOW_ROW, on["wall"] - off["wall"]],
     ]
+    seconds = dict(rows)
     body = [[what, f"{sec:.1f}", f"{sec / on['wall']:.0%}"] for what, sec in rows]
     body.append(["**whole study, MLflow on**", f"{on['wall']:.1f}", "100%"])
     r.table("Where one whole study's time goes", ["part", "seconds (wall)", "share"], body,
@@ -367,7 +374,7 @@ def bench_study_profile(r: Report, tmp: Path) -> None:
                   "work on the cores the jobs share, and what the jobs do for it. The job rows come from each "
                   "job's own timings (results/*/*/run.json), halved: two jobs run at a time. The report stage "
                   f"took {on['report']:.0f} s in the run with MLflow. {_tracking_share(on, off)} "
-                  f"{_products_floor(off, rows[3][1] + rows[4][1])} "
+                  f"{_products_floor(off, seconds[TRAINING_ROW] + seconds[EVALUATION_ROW])} "
                   f"{_rest_of_the_study(rows, on['tracking_cpu'][0], _floor_seconds(off))}"))
 
 
@@ -376,8 +383,7 @@ def _rest_of_the_study(rows: list, tracking_cpu: float, floor: float) -> str:
     kernel's rate (``floor``, on both cores) and every other part of ``rows`` stayed as
     measured, with MLflow as its tracking processes' CPU seconds on both cores. The idle
     worker at a stage's end is left out: it shrinks with the jobs."""
-    left_out = ("train jobs: training", "train jobs: per-epoch", "train stages:", "MLflow")
-    rest = sum(sec for what, sec in rows if not what.startswith(left_out))
+    rest = sum(sec for what, sec in rows if what not in (TRAINING_ROW, EVALUATION_ROW, IDLE_ROW, MLFLOW_ROW))
     mlflow = tracking_cpu / 2
     return (f"The parts other than training, evaluation and the idle worker took {rest:.0f} s, and MLflow's "
             f"processes {mlflow:.0f} s of both cores: with training and evaluation at that floor, the study "

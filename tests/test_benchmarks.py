@@ -203,17 +203,17 @@ def test_the_evaluation_benchmarks_two_ways_give_the_same_numbers_and_differ_in_
 
 
 def test_the_rest_of_the_study_adds_every_part_but_training_evaluation_the_idle_worker_and_mlflows_wall():
-    from benchmarks.run import _rest_of_the_study
+    from benchmarks.run import EVALUATION_ROW, IDLE_ROW, MLFLOW_ROW, TRAINING_ROW, _rest_of_the_study
 
     rows = [["DVC: stage start-up and lock writes (per stage, warm server found)", 20.0],
             ["imports (the warm server's start, once)", 6.0],
             ["generate stage", 5.0],
-            ["train jobs: training steps (incl. Lightning's loop)", 150.0],
-            ["train jobs: per-epoch evaluation", 50.0],
+            [TRAINING_ROW, 150.0],
+            [EVALUATION_ROW, 50.0],
             ["train jobs: set-up, final evaluation, result tables", 16.0],
-            ["train stages: one worker idle at a stage's end", 25.0],
+            [IDLE_ROW, 25.0],
             ["report stage (figures, claims, HTML)", 50.0],
-            ["MLflow (wall with it − wall without it)", 58.0]]
+            [MLFLOW_ROW, 58.0]]
     text = _rest_of_the_study(rows, tracking_cpu=60.0, floor=41.0)
     # 20 + 6 + 5 + 16 + 50 = 97 s; MLflow 60 s of CPU is 30 s of both cores; 97 + 30 + 41 = 168 s.
     assert "took 97 s" in text and "processes 30 s of both cores" in text and "still take 168 s" in text
