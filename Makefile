@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: env study test bench ui postgres server server-stop server-status clean
+.PHONY: env study test test-slow bench ui postgres server server-stop server-status clean
 
 env: $(STAMP)
 
@@ -24,6 +24,10 @@ study: env
 
 test: env
 	$(RUN) $(BIN)/python -m pytest
+
+# The slow tier (a Ray sweep, a server that dies mid-job, a benchmark): about 2 minutes.
+test-slow: env
+	$(RUN) $(BIN)/python -m pytest -m slow
 
 bench: env
 	$(RUN) $(BIN)/python -m benchmarks.run

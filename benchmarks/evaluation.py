@@ -24,16 +24,21 @@ from benchmarks.stacks import dataset_file, study_params
 
 def torch_alive_units(hidden: list[torch.Tensor], threshold: float) -> torch.Tensor:
     """``metrics.alive_units`` with torch's ``amax`` and ``amin``."""
-    return torch.stack([(h.amax(1) - h.amin(1) > threshold).sum(-1) for h in hidden], 1)
+    from regstudy.metrics import alive_count
+
+    return torch.stack([alive_count(h.amax(1) - h.amin(1), threshold) for h in hidden], 1)
 
 
 def torch_zero_counts(net, zero_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``metrics.zero_counts`` made by torch: a clone, an in-place comparison and a sum
-    per count, and ``amax`` for the all-zero columns."""
+    per count (the near-zero one of each kernel over its rms), and ``amax`` for the
+    all-zero columns."""
+    from regstudy.metrics import per_rms
+
     with torch.no_grad():
         mags = [w.abs() for w in net.kernels]
-        small = torch.stack([a.clone().lt_(zero_threshold).flatten(1).sum(1) for a in mags], 1)
-        exact = torch.stack([a.clone().eq_(0).flatten(1).sum(1) for a in mags], 1)
+        small = torch.stack([per_rms(w).abs_().lt_(zero_threshold).flatten(1).sum(1) for w in net.kernels], 1).float()
+        exact = torch.stack([a.clone().eq_(0).flatten(1).sum(1) for a in mags], 1).float()
         removed = sum((a.amax(1) == 0).sum(1) for a in mags[:-1])
     return small, exact, removed
 

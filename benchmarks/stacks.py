@@ -27,12 +27,14 @@ def study_params() -> dict:
 
 
 def dataset_file(folder: Path, name: str, params: dict) -> Path:
-    """The study's ``name`` dataset (every seed of the study), written to ``folder``."""
+    """The study's ``name`` dataset (every seed of the dataset), written to ``folder``."""
     from regstudy.data import make_dataset, save_npz
+    from regstudy.stages import dataset_seeds
 
     path = folder / f"{name}.npz"
     if not path.exists():
-        save_npz(path, make_dataset(name, params["data"][name], params["study"]["seeds"], params["data"]["seed"]))
+        save_npz(path, make_dataset(name, params["data"][name], dataset_seeds(params["study"], name),
+                                    params["data"]["seed"]))
     return path
 
 
@@ -40,6 +42,7 @@ def member_seconds(folder: Path, dataset: str, families: int, family: str = "l2"
     """Seconds per member of one job of ``family`` on ``dataset`` whose grid is repeated
     ``families`` times: ``training``, ``evaluation`` (run.json's timings over K), and ``k``."""
     from regstudy.job import run_job
+    from regstudy.stages import dataset_seeds
     from regstudy.stages.train import compose_job, study_overrides
 
     params = study_params()
@@ -53,5 +56,5 @@ def member_seconds(folder: Path, dataset: str, families: int, family: str = "l2"
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     run_job(cfg)
     seconds = json.loads((results / "run.json").read_text())["seconds"]
-    k = len(study["strengths"][family]) * len(study["seeds"])
+    k = len(study["strengths"][family]) * len(dataset_seeds(study, dataset))
     return {"k": k, "training": seconds["training_steps"] / k, "evaluation": seconds["evaluation"] / k}

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as sps
 
 from regstudy_report import claims
-from regstudy_report.claims import CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED
+from regstudy_report.claims import CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
 from regstudy_report.tables import Results, json_number
 
 SEEDS = range(5)
@@ -324,21 +324,27 @@ def exact_zeros_study(l1, l1_fraction, l2_fraction, seed=0) -> Results:
                  fraction_job("signal", "l2", 1e-1, EXACT, l2_fraction, rng))
 
 
-@pytest.mark.parametrize("l1", ["l1", "l1_prox"])
-def test_l1_exact_zeros_reproduced(l1):
-    r = exact_zeros_study(l1, 0.5, 0.05)
+def test_l1_exact_zeros_reproduced():
+    r = exact_zeros_study("l1_prox", 0.5, 0.05)
     res = only(claims.l1_exact_zeros(r))
-    assert (res.key, res.verdict) == (f"signal:{l1}-vs-l2", REPRODUCED)
-    assert_interval(res.numbers, "delta", at(r.members, l1, 1e-2, EXACT) - at(r.members, "l2", 1e-1, EXACT))
+    assert (res.key, res.verdict) == ("signal:l1_prox-vs-l2", REPRODUCED)
+    assert_interval(res.numbers, "delta", at(r.members, "l1_prox", 1e-2, EXACT) - at(r.members, "l2", 1e-1, EXACT))
 
 
-@pytest.mark.parametrize("l1", ["l1", "l1_prox"])
-def test_l1_exact_zeros_not_reproduced(l1):
+def test_l1_exact_zeros_not_reproduced():
     # 3% more zeros than l2: more, but not the 10% more the criterion asks
-    r = exact_zeros_study(l1, 0.08, 0.05)
+    r = exact_zeros_study("l1_prox", 0.08, 0.05)
     res = only(claims.l1_exact_zeros(r))
-    assert res.numbers["delta_hi"] < claims.FRACTION_MARGIN
+    assert res.numbers["delta_hi"] < claims.BASE.fraction_margin
     assert res.verdict == NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("l1_fraction", [0.5, 0.0])
+def test_subgradient_l1_cannot_give_exact_zeros_so_it_is_not_testable(l1_fraction):
+    """Whatever its numbers, subgradient l1 is not testable for exact zeros, and says why."""
+    res = only(claims.l1_exact_zeros(exact_zeros_study("l1", l1_fraction, 0.05)))
+    assert (res.key, res.verdict) == ("signal:l1-vs-l2", NOT_TESTABLE)
+    assert "subgradient" in res.reason and "exactly 0" in res.reason and res.reason in res.measurement
 
 
 # --- normalization_scale_invariance ---
@@ -461,7 +467,7 @@ def test_adam_l2_is_not_decay_reproduced_when_they_differ(differ):
     m = r.members
     if differ == "norm":  # by hand: log ‖W‖ of l2 at 1e-2 minus that of weight decay at 2e-2
         delta = np.log(at(m, "l2", 1e-2, "weight_norm")) - np.log(at(m, "weight_decay", 2e-2, "weight_norm"))
-        assert t_interval(delta)[2] < -claims.NORM_TOL
+        assert t_interval(delta)[2] < -claims.BASE.norm_tol
         assert f"Δ log‖W‖ {'%+.3g' % delta.mean()}" in res.measurement
 
 
@@ -510,9 +516,9 @@ def removed(job: pd.DataFrame, family, strength) -> pd.Series:
     return 1 - at(job, family, strength, "alive_neurons") / at(job, family, strength, "total_neurons")
 
 
-@pytest.mark.parametrize("gl, l1", [("group_lasso", "l1"), ("group_lasso_prox", "l1_prox")])
-def test_group_lasso_removes_units_reproduced(gl, l1):
+def test_group_lasso_removes_units_reproduced():
     rng = np.random.default_rng(0)
+    gl, l1 = "group_lasso_prox", "l1_prox"
     r = study(units_job(gl, 1e-2, 40, rng), units_job(l1, 1e-3, 97, rng), units_job("l2", 1e-1, 98, rng))
     res = only(claims.group_lasso_removes_units(r))
     assert (res.key, res.verdict) == (f"signal:{gl}-vs-{l1}+l2", REPRODUCED)
@@ -521,16 +527,24 @@ def test_group_lasso_removes_units_reproduced(gl, l1):
     assert_interval(res.numbers, "vs_l2", removed(m, gl, 1e-2) - removed(m, "l2", 1e-1))
 
 
-@pytest.mark.parametrize("gl, l1", [("group_lasso", "l1"), ("group_lasso_prox", "l1_prox")])
 @pytest.mark.parametrize("alive", [(95, 97, 98), (70, 76, 98)], ids=["group-lasso-removes-few", "l1-removes-as-many"])
-def test_group_lasso_removes_units_not_reproduced(gl, l1, alive):
+def test_group_lasso_removes_units_not_reproduced(alive):
     rng = np.random.default_rng(0)
+    gl, l1 = "group_lasso_prox", "l1_prox"
     r = study(*(units_job(fam, matched, n, rng) for fam, matched, n in zip((gl, l1, "l2"), (1e-2, 1e-3, 1e-1), alive)))
     res = only(claims.group_lasso_removes_units(r))
     assert res.verdict == NOT_REPRODUCED
     vs_l1 = removed(r.members, gl, 1e-2) - removed(r.members, l1, 1e-3)
-    assert t_interval(vs_l1)[2] < claims.FRACTION_MARGIN  # fewer than 10% more units removed than l1
+    assert t_interval(vs_l1)[2] < claims.BASE.fraction_margin  # fewer than 10% more units removed than l1
     assert_interval(res.numbers, "vs_l1", vs_l1)
+
+
+def test_subgradient_group_lasso_is_not_testable():
+    rng = np.random.default_rng(0)
+    r = study(units_job("group_lasso", 1e-2, 40, rng), units_job("l1", 1e-3, 97, rng), units_job("l2", 1e-1, 98, rng))
+    res = only(claims.group_lasso_removes_units(r))
+    assert (res.key, res.verdict) == ("signal:group_lasso-vs-l1+l2", NOT_TESTABLE)
+    assert "subgradient" in res.reason
 
 
 # --- l1_beats_l2_when_sparse ---
@@ -671,20 +685,22 @@ def test_claims_json():
     out = claims.claims_json(checked, json_number)
     expected = {
         "texts_l2_sweep": {"signal:l2": REPRODUCED},
-        "l1_exact_zeros": {"sparse:l1-vs-l2": REPRODUCED},
+        "l1_exact_zeros": {"sparse:l1_prox-vs-l2": REPRODUCED},
         "adam_l2_is_not_decay": {"moons:l2-vs-weight_decay+Adam": NOT_REPRODUCED},
     }
-    assert set(out) == {c.id for c in CLAIMS} | {"verdicts"}
+    assert set(out) == {c.id for c in CLAIMS} | {"verdicts", "fragile"}
     for claim in CLAIMS:
         verdicts = {key: entry["verdict"] for key, entry in out[claim.id].items()}
         assert verdicts == expected.get(claim.id, {"any": NOT_MEASURED}), claim.id
-    assert out["verdicts"] == {REPRODUCED: 2, NOT_REPRODUCED: 1, INCONCLUSIVE: 0, NOT_MEASURED: len(CLAIMS) - 3}
-    assert sum(out["verdicts"].values()) == sum(len(v) for k, v in out.items() if k != "verdicts")
+    assert out["verdicts"] == {REPRODUCED: 2, NOT_REPRODUCED: 1, INCONCLUSIVE: 0, NOT_TESTABLE: 0,
+                               NOT_MEASURED: len(CLAIMS) - 3}
+    assert sum(out["verdicts"].values()) == sum(len(v) for k, v in out.items() if k not in ("verdicts", "fragile"))
+    assert out["fragile"] == 0
 
     # numbers ride along, as JSON numbers of 6 significant digits
     m = r.members[r.members["dataset"] == "sparse"]
-    mean, lo, hi = t_interval(at(m, "l1", 1e-2, EXACT) - at(m, "l2", 1e-1, EXACT))
-    entry = out["l1_exact_zeros"]["sparse:l1-vs-l2"]
+    mean, lo, hi = t_interval(at(m, "l1_prox", 1e-2, EXACT) - at(m, "l2", 1e-1, EXACT))
+    entry = out["l1_exact_zeros"]["sparse:l1_prox-vs-l2"]
     assert entry == {"verdict": REPRODUCED, "delta_mean": float(f"{mean:.6g}"), "delta_lo": float(f"{lo:.6g}"),
                      "delta_hi": float(f"{hi:.6g}")}
     assert out["adam_l2_is_not_decay"]["moons:l2-vs-weight_decay+Adam"]["pairs_differing"] == 0
@@ -693,7 +709,7 @@ def test_claims_json():
 
 def exact_zeros_study_on(dataset, seed=0) -> Results:
     rng = np.random.default_rng(seed)
-    return study(fraction_job(dataset, "l1", 1e-2, EXACT, 0.5, rng),
+    return study(fraction_job(dataset, "l1_prox", 1e-2, EXACT, 0.5, rng),
                  fraction_job(dataset, "l2", 1e-1, EXACT, 0.05, rng))
 
 
@@ -756,3 +772,35 @@ def test_max_norm_helps_dropout_reproduced_and_not():
     assert no_bound.verdict == NOT_REPRODUCED and "no bound" in no_bound.measurement
     noisy = only(claims.max_norm_helps_dropout(max_norm_study(best_c=1.0, gain=0.001, noise=0.05)))
     assert noisy.verdict == INCONCLUSIVE
+
+
+def test_normalization_scale_invariance_is_judged_inside_its_domain():
+    """λ·η above the domain's bound (1e-2) is left out: the metric's move at λ = 0.1 does not
+    count where η = 1 (λ·η = 0.1), and with no λ inside the domain the claim is not testable."""
+    r, _ = normalization_study(val_move=-0.1)
+    r.members["lr"] = 1.0
+    res = only(claims.normalization_scale_invariance(r))
+    assert res.verdict == REPRODUCED  # judged up to λ = 0.01 only
+    assert "λ·η ≤ 0.01 (λ = 0.1 outside it)" in res.measurement
+    r, _ = normalization_study()
+    r.members["lr"] = 10.0
+    res = only(claims.normalization_scale_invariance(r))
+    assert res.verdict == NOT_TESTABLE and "λ·η ≤ 0.01" in res.reason
+
+
+def test_a_verdict_that_changes_with_a_threshold_is_fragile_and_says_how():
+    """The metric moves by 0.03 at λ = 0.1: outside ±0.02 (not reproduced) and ±0.01, but
+    inside ±0.05 (reproduced). The rows that do not hang on a threshold are not fragile."""
+    r, _ = normalization_study(val_move=-0.03)
+    checked = dict((claim.id, results) for claim, results in claims.check_claims(r))
+    res = only(checked["normalization_scale_invariance"])
+    assert res.verdict == NOT_REPRODUCED
+    assert res.variants == {"matching tolerance 0.05": REPRODUCED}
+    assert res.fragile == ("reproduced / not reproduced as the thresholds move (reproduced with matching "
+                           "tolerance 0.05)")
+    steady, _ = normalization_study(val_move=-0.2)
+    assert only(dict((c.id, rs) for c, rs in claims.check_claims(steady))["normalization_scale_invariance"]).fragile == ""
+    out = claims.claims_json(claims.check_claims(r), json_number)
+    entry = out["normalization_scale_invariance"]["signal:batchnorm_l2"]
+    assert entry["fragile"] == res.fragile and entry["verdicts_under_variants"] == res.variants
+    assert out["fragile"] == 1

@@ -43,6 +43,8 @@ def test_label_smoothing_on_regression_is_refused_naming_the_dataset():
     ["regularizer=[elastic_net]", "regularizer.elastic_net.rho=0.0"],
     ["regularizer=[elastic_net]", "regularizer.elastic_net.rho=1.0"],
     ["experiment=l2", "members.strengths=[0.0]", "regularizer.l2.lam=0.0"],
+    ["metrics.alive_threshold=0.0", "model.init.perturb_ulps=0"],  # the defaults: off
+    ["metrics.alive_threshold=0.5", "model.init.perturb_ulps=4"],
 ])
 def test_edges_are_accepted(overrides):
     validate(compose_job(overrides))
@@ -74,6 +76,10 @@ BAD = [
      "exact_zero_fraction"),
     (["logger.layer_metrics=[bias_norm]"], "logger.layer_metrics[0]", "bias_norm", "effective_lr"),
     (["logger.flush_every=0"], "logger.flush_every", "0", "or null"),
+    (["metrics.zero_threshold=0"], "metrics.zero_threshold", "0", "> 0"),
+    (["metrics.alive_threshold=1.0"], "metrics.alive_threshold", "1.0", "[0, 1)"),
+    (["metrics.alive_threshold=-0.1"], "metrics.alive_threshold", "-0.1", "[0, 1)"),
+    (["model.init.perturb_ulps=-1"], "model.init.perturb_ulps", "-1", "an integer >= 0"),
 ]
 
 
@@ -105,6 +111,7 @@ def test_unknown_option_fails_at_compose(overrides, mentions):
     ("data.batch_size=abc", "data.batch_size"),
     ("regularizer.noise.sigma=abc", "regularizer.noise.sigma"),
     ("members.seeds=[a]", "members.seeds"),
+    ("model.init.perturb_ulps=1.5", "model.init.perturb_ulps"),
 ])
 def test_type_error_fails_at_compose(override, key):
     extra = ["regularizer=[noise]"] if "noise" in override else []
@@ -191,3 +198,41 @@ def test_stage_reports_missing_data_file(tmp_path):
     assert str(tmp_path.resolve() / "data" / "signal.npz") in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert_nothing_written(tmp_path, {"params.yaml"})
+
+
+# --- a dataset's own seeds (study.by_dataset.<name>.seeds): the generate, csv and train stages ---
+
+
+@pytest.mark.parametrize("seeds", [[0, 0], [-1], [], "0", [True], [0.5]])
+@pytest.mark.parametrize("command", [["regstudy.stages.generate"], ["regstudy.stages.generate", "--csv", "signal"],
+                                     ["regstudy.stages.train", "--family", "l2"],
+                                     ["regstudy.stages.train", "--family", "l2", "--dataset", "signal"]],
+                         ids=["generate", "csv", "train", "train one job"])
+def test_stages_refuse_bad_dataset_seeds_naming_the_key_before_writing(tmp_path, command, seeds):
+    """Exit 2 with the params key, the value and the rule, and nothing written: no data
+    file, no results, no MLflow store (a valid study.seeds beside it changes nothing)."""
+    signal = dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=2, phase_std=1.0)
+    study = {**STUDY, "seeds": [0, 1], "by_dataset": {"signal": {"epochs": 1, "seeds": seeds}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"seed": 0, "signal": signal}, "csv": {"signal": {"path": "my.csv", "target": "y"}}, "study": study}))
+    env = {**{k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}, "REGSTUDY_WARM": "0"}
+    proc = subprocess.run([sys.executable, "-m", *command, *(["--conf", str(CONF)] if "train" in command[0] else [])],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"study.by_dataset.signal.seeds={seeds!r}" in proc.stderr, proc.stderr
+    assert "a non-empty list of distinct integers >= 0" in proc.stderr and "Traceback" not in proc.stderr
+    assert_nothing_written(tmp_path, {"params.yaml"})
+
+
+def test_a_jobs_cost_counts_its_members_with_the_datasets_own_seeds(tmp_path):
+    """The train stage orders its jobs by cost, longest first: three times the seeds on a
+    dataset is three times its job's cost, as is three times the family's strengths."""
+    from regstudy.stages.train import job_cost
+
+    write_signal(tmp_path)
+    base = {**STUDY, "seeds": [0, 1]}
+    cost = job_cost(base, "signal", "l2", tmp_path / "data", CONF)
+    own = {**base, "by_dataset": {"signal": {"epochs": 1, "seeds": [0, 1, 2, 3, 4, 5]}}}
+    assert cost > 0 and job_cost(own, "signal", "l2", tmp_path / "data", CONF) == pytest.approx(3 * cost)
+    wider = {**base, "strengths": {"l2": [0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0]}}
+    assert job_cost(wider, "signal", "l2", tmp_path / "data", CONF) == pytest.approx(3 * cost)

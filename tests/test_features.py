@@ -91,7 +91,7 @@ def test_early_stopping_never_stops_on_the_initial_plateau(signal_npz):
     assert module.stopped_epoch.tolist() == [2, 3]
 
 
-def test_weight_stats_count_exact_zeros_and_removed_units_by_hand():
+def test_weight_stats_count_near_and_exact_zeros_and_removed_units_by_hand():
     from regstudy.metrics import weight_stats
     from regstudy.randomness import Stream, member_generator
     from regstudy.stacked import StackedMLP
@@ -104,12 +104,20 @@ def test_weight_stats_count_exact_zeros_and_removed_units_by_hand():
         net.kernels[1][1, 2, 0] = 0.0  # member 1: one weight zero, no unit removed
         net.kernels[2][1, :, 0] = 0.0  # member 1: an output unit's weights (not a hidden unit)
         net.kernels[0][1, 0, 0] = 5e-4  # near zero, not exactly zero
-    stats = weight_stats(net, zero_threshold=1e-3, lr=0.1)
+    stats = weight_stats(net, zero_threshold=1e-2, lr=0.1)
     for k in range(2):
         entries = [v for w in net.kernels for v in w[k].flatten().tolist()]
         assert stats["exact_zero_fraction"][k].item() == pytest.approx(sum(v == 0.0 for v in entries) / len(entries))
-        assert stats["near_zero_fraction"][k].item() == pytest.approx(sum(abs(v) < 1e-3 for v in entries) / len(entries))
+        # near zero: below 1e-2 times the rms of the entry's own layer (of this member)
+        near = []
+        for w in net.kernels:
+            layer = w[k].flatten().tolist()
+            rms = math.sqrt(sum(v * v for v in layer) / len(layer))
+            near.append(sum(v == 0.0 or abs(v) < 1e-2 * rms for v in layer))
+            assert stats["layer_near_zero"][k, len(near) - 1].item() == pytest.approx(near[-1] / len(layer))
+        assert stats["near_zero_fraction"][k].item() == pytest.approx(sum(near) / len(entries))
         removed = sum(all(w[k][i][j] == 0.0 for i in range(w.shape[1]))
                       for w in net.kernels[:-1] for j in range(w.shape[2]))
         assert stats["removed_neurons"][k].item() == removed
     assert stats["removed_neurons"].tolist() == [2, 0]
+    assert stats["near_zero_fraction"][1] > stats["exact_zero_fraction"][1]  # the 5e-4 entry

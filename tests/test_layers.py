@@ -216,18 +216,29 @@ def test_layer_norm_matches_torch_layernorm(mode):
 
 
 def test_alive_units_counts_units_whose_output_varies_over_the_rows_of_a_strided_slice():
-    """A unit is alive if max - min of its output over the inputs exceeds the threshold. The
-    evaluation passes slices h[:, :n_train] (strided); rows past n_train must not count."""
+    """At threshold 0 a unit is alive unless max - min of its output over the inputs is 0.
+    The evaluation passes slices h[:, :n_train] (strided); rows past n_train must not count."""
     h = torch.zeros(2, 6, 4)  # (K, rows, units); the first 4 rows are the training split
     h[0, :4, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0])  # alive
     h[0, :4, 1] = 5.0  # constant: dead
-    h[0, :4, 2] = torch.tensor([0.0, 0.0, 0.0, 1e-7])  # spread below the threshold
+    h[0, :4, 2] = torch.tensor([0.0, 0.0, 0.0, 1e-30])  # a tiny spread: alive
     h[0, 4:, 3] = 9.0  # varies only outside the slice: dead
     h[1, :4, :] = torch.arange(16.0).view(4, 4)  # every unit alive
     sliced = h[:, :4]
     assert not sliced.is_contiguous()
-    counts = alive_units([sliced, h[:, :4, :2]], threshold=1e-6)
-    assert counts.tolist() == [[1, 1], [4, 2]]
+    counts = alive_units([sliced, h[:, :4, :2]], threshold=0.0)
+    assert counts.tolist() == [[2, 1], [4, 2]]
+
+
+def test_alive_threshold_is_a_fraction_of_the_largest_range_of_the_units_layer():
+    """A unit is alive if its range exceeds threshold x the largest range among its layer's
+    units, of its own member: ranges 4, 0.5, 0.3, 0 at 0.1 keep 4 and 0.5 (bound 0.4);
+    the same ranges x 1e-8 keep the same units. At 0, an infinite range (a diverging
+    member) leaves the others alive; a NaN range is not alive."""
+    spans = torch.tensor([[4.0, 0.5, 0.3, 0.0], [4e-8, 5e-9, 3e-9, 0.0], [math.inf, 1.0, 0.0, math.nan]])
+    h = torch.stack([torch.zeros_like(spans), spans], 1)  # (K, 2 rows, units): max - min = spans
+    assert alive_units([h[:2]], threshold=0.1)[:, 0].tolist() == [2, 2]
+    assert alive_units([h], threshold=0.0)[:, 0].tolist() == [3, 3, 2]
 
 
 # --- evaluation without autograd: activations in place ---

@@ -23,6 +23,13 @@ STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "label_smoothing": [0.0, 
              "weight_decay_sgd": [0.0, 0.02]}
 CONTROLS = {"datasets": ["signal"], "families": ["weight_decay_sgd"], "overrides": ["optim.lr=0.1"]}
 SEEDS = [0, 1]
+# datasets with seeds of their own (study.by_dataset.<name>.seeds): signal, with the control
+# on it, and the CSV file (its csv@mine stage); moons keeps study.seeds
+OWN_SEEDS = {"signal": [0, 1, 2], "mine": [3, 5]}
+
+
+def seeds_of(dataset: str) -> list[int]:
+    return OWN_SEEDS.get(dataset, SEEDS)
 
 
 def jobs() -> list[tuple[str, str]]:
@@ -48,7 +55,8 @@ def tiny_params() -> dict:
     params["data"]["moons"].update(n_train=40, n_val=20, n_test=20)
     params["csv"] = {"mine": {"path": "data/raw/mine.csv", "target": "kind"}}
     params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS,
-                           by_dataset={d: {"epochs": 3, "overrides": []} for d in DATASETS}, controls=CONTROLS, strengths=STRENGTHS,
+                           by_dataset={d: {"epochs": 3, "overrides": [], **({"seeds": OWN_SEEDS[d]} if d in OWN_SEEDS else {})}
+                                       for d in DATASETS}, controls=CONTROLS, strengths=STRENGTHS,
                            overrides=["model.hidden=[8,8]", "metrics.grid_size=20",
                                       "metrics.grid_size_2d=8"])
     return params
@@ -98,7 +106,7 @@ def test_outputs_exist_with_their_content(study):
         out = study / "results" / fam / ds
         members = pd.read_csv(out / "members.csv")
         assert set(members.dataset) == {ds} and set(members.family) == {fam}
-        grid = [(s, seed) for s in STRENGTHS[fam] for seed in SEEDS]
+        grid = [(s, seed) for s in STRENGTHS[fam] for seed in seeds_of(ds)]
         assert list(zip(members.strength, members.seed)) == grid
         assert (members.epochs_trained == 3).all()
         curves = pd.read_csv(out / "curves.csv")
@@ -108,14 +116,54 @@ def test_outputs_exist_with_their_content(study):
     mine = pd.read_csv(study / "results" / "l2" / "mine" / "members.csv")
     assert set(mine.task) == {"classification"}  # inferred from the CSV's string target
     control = pd.read_csv(study / "results" / "weight_decay_sgd" / "signal" / "members.csv")
-    assert list(control.strength) == [0.0, 0.0, 0.02, 0.02]
+    assert list(control.strength) == [0.0, 0.0, 0.0, 0.02, 0.02, 0.02]  # signal's own 3 seeds
     assert set(control.optimizer) == {"SGD"} and set(control.lr) == {0.1}  # the controls' overrides came last
     html = (study / "reports" / "index.html").read_text()
     assert "data:image/png;base64," in html
     metrics = json.loads((study / "reports" / "metrics.json").read_text())
-    assert set(metrics) >= set(DATASETS)
-    assert set(metrics["signal"]) == {"l2", "dropout", "weight_decay_sgd"}
-    assert set(metrics["mine"]) == {"l2", "dropout", "label_smoothing"}
+    assert set(metrics) == {*DATASETS, "study"}
+    assert metrics["signal"]["seeds"] == len(seeds_of("signal")) and metrics["mine"]["seeds"] == len(seeds_of("mine"))
+    findings = json.loads((study / "reports" / "findings.json").read_text())
+    assert set(findings["findings"]["signal"]) == {"l2", "dropout", "weight_decay_sgd"}
+    assert set(findings["findings"]["mine"]) == {"l2", "dropout", "label_smoothing"}
+    # the SGD control is judged against its own λ = 0: its optimizer is not the baseline's
+    assert findings["findings"]["signal"]["weight_decay_sgd"]["comparator"] == "weight_decay_sgd at lam = 0"
+    assert metrics["study"]["members"] == sum(len(pd.read_csv(study / "results" / f / d / "members.csv"))
+                                              for d, f in jobs() if (study / "results" / f / d).is_dir())
+
+
+def test_a_dataset_with_seeds_of_its_own_draws_and_trains_exactly_those(study):
+    """study.by_dataset.<name>.seeds: the data file (generate, csv@mine) holds a draw per
+    seed of the dataset's own, and every job on it (the families and the control) trains
+    those seeds; moons keeps study.seeds. members.csv also has the near-zero fraction at a
+    tenth and ten times the threshold, around the threshold's own."""
+    import numpy as np
+
+    for ds in DATASETS:
+        with np.load(study / "data" / f"{ds}.npz") as f:
+            assert f["seeds"].tolist() == seeds_of(ds), ds
+    for ds, fam in jobs():
+        members = pd.read_csv(study / "results" / fam / ds / "members.csv")
+        assert sorted(set(members.seed)) == seeds_of(ds), (ds, fam)
+        strict, near, loose = members.near_zero_fraction_strict, members.near_zero_fraction, \
+            members.near_zero_fraction_loose
+        assert ((strict <= near) & (near <= loose)).all() and (loose > strict).any(), (ds, fam)
+    assert set(pd.read_csv(study / "results" / "l2" / "moons" / "members.csv").zero_threshold) == {1e-2}
+
+
+def test_editing_a_datasets_seeds_draws_its_data_again(study):
+    """study.by_dataset is a param of the generate and csv stages: new seeds for moons
+    re-run generate (and so every family: they read the data folder)."""
+    path = study / "params.yaml"
+    text = path.read_text()
+    params = yaml.safe_load(text)
+    params["study"]["by_dataset"]["moons"]["seeds"] = [0, 1, 4]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = set(json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], study).stdout))
+    finally:
+        path.write_text(text)
+    assert {"generate", "csv@mine", *(f"train@{f}" for f in FAMILIES)} <= changed
 
 
 def test_claims_are_dvc_metrics(study):
@@ -126,7 +174,9 @@ def test_claims_are_dvc_metrics(study):
     data = next(iter(shown.values()))["data"]["reports/claims.json"]["data"]
     assert data == claims
     counts = claims["verdicts"]
-    assert sum(counts.values()) == sum(len(v) for k, v in claims.items() if k != "verdicts")
+    assert sum(counts.values()) == sum(len(v) for k, v in claims.items() if k not in ("verdicts", "fragile"))
+    assert claims["fragile"] == sum("fragile" in e for k, v in claims.items() if k not in ("verdicts", "fragile")
+                                    for e in v.values())
 
 
 def test_dvc_plots_show_a_line_per_family_of_each_dataset(study):
@@ -187,12 +237,12 @@ def test_mlflow_store_holds_every_member(study):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted((r.data.tags["dataset"], r.data.tags["family"]) for r in parents) == sorted(jobs())
-    assert len(children) == sum(len(STRENGTHS[f]) * len(SEEDS) for _, f in jobs())
+    assert len(children) == sum(len(STRENGTHS[f]) * len(seeds_of(d)) for d, f in jobs())
     assert all(r.info.status == "FINISHED" for r in runs)
     for r in children:
         fam, ds = r.data.tags["family"], r.data.tags["dataset"]
         assert float(r.data.params["member.strength"]) in STRENGTHS[fam]
-        assert int(r.data.params["member.seed"]) in SEEDS
+        assert int(r.data.params["member.seed"]) in seeds_of(ds)
         assert r.data.params["data.name"] == ds
         assert r.data.params["trainer.max_epochs"] == "3"
         assert r.data.tags["git_commit"] != "unknown"
@@ -266,7 +316,7 @@ def test_one_setting_sends_the_study_to_a_shared_server(study, tracking_server):
     assert sorted(r.data.tags["dataset"] for r in parents) == sorted(DATASETS)
     assert {r.data.tags["family"] for r in parents} == {"l2"}
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}]
-    assert len(children) == len(DATASETS) * len(STRENGTHS["l2"]) * len(SEEDS)
+    assert len(children) == sum(len(STRENGTHS["l2"]) * len(seeds_of(d)) for d in DATASETS)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert json.loads((study / "results" / "l2" / "moons" / "run.json").read_text())["tracking_uri"] \
         == tracking_server.url

@@ -108,6 +108,13 @@ def write_job(root: Path, dataset: str, family: str, strengths: list[float], div
     pd.DataFrame(layers).to_csv(job / "layers.csv", index=False)
     pd.DataFrame(params).to_parquet(job / "params.parquet", index=False)
     pd.DataFrame(predictions).to_parquet(job / "predictions.parquet", index=False)
+    # the resolved config: batchnorm_l2 changes the network (its comparator is its own λ = 0)
+    sweep = {"batchnorm_l2": "l2"}.get(family, family)
+    (job / "config.yaml").write_text(json.dumps({
+        "family": family, "members": {"sweep": sweep, "strengths": strengths, "seeds": SEEDS},
+        "model": {"hidden": [WIDTH] * 3, "norm": "batch" if family == "batchnorm_l2" else "none"},
+        "regularizer": {r: ({"lam": 0.0} if r == sweep else None) for r in ("l2", "dropout")},
+        "optim": {"_target_": "torch.optim.Adam", "lr": 0.001}}))
     (job / "run.json").write_text(json.dumps({
         "tracking_uri": "http://127.0.0.1:5000", "experiment_id": "7",
         "parent_run_id": f"parent-{dataset}-{family}",
@@ -138,7 +145,7 @@ def expected_figures(root: Path) -> set[str]:
     ids = set()
     for dataset, rows in all_members(root).groupby("dataset"):
         families = set(rows["family"])
-        ids |= {f"{dataset}-{slug}" for slug in ("loss-curves", "predictions", "parameter-kdes", "metrics-vs-strength")}
+        ids |= {f"{dataset}-{slug}" for slug in ("loss-curves", "predictions", "parameter-kdes", "paired-vs-strength")}
         if families & {"l1", "l2", "elastic_net", "group_lasso"}:
             ids.add(f"{dataset}-sparsity")
         if families & {"l2", "batchnorm_l2", "weight_decay", "layernorm_weight_decay"}:
@@ -178,6 +185,17 @@ def best_settings(root: Path) -> dict:
     return best
 
 
+def holm_by_hand(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values: sorted ascending, the i-th (from 0) times m - i, then the
+    running maximum, capped at 1; returned in the input's order."""
+    order = np.argsort(p)
+    out, running = [0.0] * len(p), 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (len(p) - i) * p[k]))
+        out[k] = running
+    return out
+
+
 def summary_row(html: str, dataset: str, family: str) -> str:
     match = re.search(rf'<tr id="best-{dataset}-{family}"[^>]*>(.*?)</tr>', html, re.S)
     assert match, f"no summary row for {dataset}/{family}"
@@ -190,9 +208,15 @@ def test_report_content(tmp_path):
     html = index.read_text()
 
     ids = expected_figures(root)
-    assert html.count('<img src="data:image/png;base64,') == len(ids)
+    # the headline figures: every finding, the claims, the ranks, a forest plot per dataset
+    headline = {"effects-heatmap", "claim-grid", "critical-difference", "forest-signal", "forest-moons"}
+    assert html.count('<img src="data:image/png;base64,') == len(ids) + len(headline)
     for figure_id in ids:
         assert re.search(rf'<figure id="{figure_id}">\s*<h3>[^<]*</h3>\s*<img src="data:image/png;base64,', html)
+    for figure_id in headline:
+        assert re.search(rf'<figure id="{figure_id}">\s*(<h3>[^<]*</h3>)?\s*<img src="data:image/png;base64,', html)
+    # the findings section opens with them: the heatmap before any dataset's table
+    assert html.index('id="effects-heatmap"') < html.index('id="forest-signal"') < html.index('id="finding-signal-')
     assert "http://" not in html and "https://" not in html
 
     # the diverged member, visibly marked, with its epoch
@@ -202,47 +226,75 @@ def test_report_content(tmp_path):
     assert row and "DIVERGED" in row.group(1)
     assert f"<td class=\"num\">{int(bad['diverged_epoch'])}</td>" in row.group(1)
 
-    metrics = json.loads(metrics_path.read_text())
     for (dataset, family), best in best_settings(root).items():
-        stats = best["stats"]
         cells = summary_row(html, dataset, family)
         assert f"= {sig(best['strength'])}</td>" in cells
         for column in ("val_metric", "test_metric", "gap"):
             assert estimate(best["rows"][column]) in cells
         assert f'<td class="num">{best["n_seeds"]}</td>' in cells
-        headline = metrics[dataset][family]
-        assert headline["best_strength"] == best["strength"]
-        assert headline["val_metric"] == float(f"{stats[('val_metric', 'mean')]:.6g}")
-        assert headline["test_metric"] == float(f"{stats[('test_metric', 'mean')]:.6g}")
-        assert headline["gap"] == float(f"{stats[('gap', 'mean')]:.6g}")
-        assert headline["n_diverged"] == best["n_diverged"]
-    assert set(metrics) == {"signal", "moons"}
+
+    # findings: each family at its best strength against its comparator, paired by seed,
+    # two tests each, Holm across the dataset's tests, all by hand
+    found = json.loads((root / "reports" / "findings.json").read_text())
+    for dataset in ("signal", "moons"):
+        tests = {}
+        for (d, family), best in best_settings(root).items():
+            if d != dataset or family == "none":
+                continue
+            own = family == "batchnorm_l2"  # its network differs: judged against its own λ = 0
+            rows = members[(members["dataset"] == dataset) & (members["status"] == "ok")]
+            base = rows[(rows["family"] == family) & (rows["strength"] == 0.0)] if own else \
+                rows[rows["family"] == "none"]
+            diff = (best["rows"].set_index("seed")["test_metric"] - base.set_index("seed")["test_metric"]).dropna()
+            entry = found["findings"][dataset][family]
+            assert entry["comparator"] == ("batchnorm_l2 at lam = 0" if own else "none")
+            if own and best["strength"] == 0.0:
+                assert entry["verdict"] == "no regularization selected"
+                continue
+            if len(diff) < 2:
+                assert entry["verdict"] == "not measured"
+                continue
+            x = diff.to_numpy()
+            margin = 0.02 if dataset == "signal" else 0.01
+            p = scipy.stats.ttest_1samp(x, 0.0).pvalue
+            q = max(scipy.stats.ttest_1samp(x, -margin, alternative="greater").pvalue,
+                    scipy.stats.ttest_1samp(x, margin, alternative="less").pvalue)
+            tests[family] = (x, p, q)
+            assert entry["p"] == pytest.approx(float(f"{p:.6g}"), rel=1e-5)
+            assert entry["p_equivalence"] == pytest.approx(float(f"{q:.6g}"), rel=1e-5)
+            half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            lo, hi = x.mean() - half, x.mean() + half
+            row = re.search(rf'<tr id="finding-{dataset}-{family}">(.*?)</tr>', html, re.S).group(1)
+            assert f"{signed(to_interval_precision(x.mean(), lo, hi))} [{sig(lo)}, {sig(hi)}]" in row, row
+        adjusted = {name: holm_by_hand([t[i] for t in tests.values()]) for i, name in ((1, "p"), (2, "q"))}
+        for k, (family, (x, _, _)) in enumerate(tests.items()):
+            p_adj, q_adj = adjusted["p"][k], adjusted["q"][k]
+            verdict = ("equivalent" if q_adj < 0.05 else "better" if p_adj < 0.05 and x.mean() > 0 else
+                       "worse" if p_adj < 0.05 else "undetermined")
+            entry = found["findings"][dataset][family]
+            assert entry["p_adjusted"] == pytest.approx(float(f"{p_adj:.6g}"), rel=1e-5)
+            assert entry["verdict"] == verdict
+            row = re.search(rf'<tr id="finding-{dataset}-{family}">(.*?)</tr>', html, re.S).group(1)
+            assert f">{verdict}</span>" in row
+        assert found["datasets"][dataset]["tests"] == len(tests)
+
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics) == {"signal", "moons", "study"}
+    assert metrics["study"]["members"] == len(members)
+    for dataset in ("signal", "moons"):
+        counts = {v: sum(e["verdict"] == v for e in found["findings"][dataset].values())
+                  for v in ("better", "equivalent", "worse", "undetermined")}
+        assert {k: metrics[dataset][k] for k in counts} == counts
+        assert metrics[dataset]["seeds"] == len(SEEDS)
     assert metrics_path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
 
-    # findings: each family at its best strength against the baseline, paired by seed
-    for (dataset, family), best in best_settings(root).items():
-        if family == "none":
-            continue
-        base = members[(members["dataset"] == dataset) & (members["family"] == "none")
-                       & (members["status"] == "ok")].set_index("seed")["test_metric"]
-        diff = (best["rows"].set_index("seed")["test_metric"] - base).dropna().to_numpy()
-        row = re.search(rf'<tr id="finding-{dataset}-{family}">(.*?)</tr>', html, re.S).group(1)
-        if len(diff) < 2:  # one pair: no interval, no verdict
-            assert f"{signed(diff.mean())} [n/a]" in row and ">not measured</span>" in row
-            continue
-        half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-        lo, hi = diff.mean() - half, diff.mean() + half
-        verdict = "helps" if lo > 0 else "hurts" if hi < 0 else "no detectable effect"
-        assert f"{signed(to_interval_precision(diff.mean(), lo, hi))} [{sig(lo)}, {sig(hi)}]" in row, row
-        assert f">{verdict}</span>" in row
-        assert metrics[dataset][family]["verdict"] == verdict
-        assert metrics[dataset][family]["effect"] == float(f"{diff.mean():.6g}")
     # every claim has its section, with a verdict per dataset it was checked on
     claims = json.loads((root / "reports" / "claims.json").read_text())
     for claim in CLAIMS:
         assert f'<section class="claim" id="claim-{claim.id}">' in html
         for key, entry in claims[claim.id].items():
-            assert entry["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not measured")
+            assert entry["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not testable",
+                                        "not measured")
 
     # provenance: versions and each job's MLflow filter; nothing that differs per clone or
     # run (run ids, tracking URI, commit), as the report is a hashed DVC output
@@ -264,7 +316,7 @@ def test_reproducible_and_cli(tmp_path):
     assert done.returncode == 0, done.stderr
     build_report(root / "results", root / "data", root / "second")
     written = sorted(p.relative_to(root / "first").as_posix() for p in (root / "first").rglob("*") if p.is_file())
-    assert written == sorted(["claims.json", "index.html", "metrics.json",
+    assert written == sorted(["claims.json", "findings.json", "index.html", "metrics.json",
                               *(f"plots/{kind}/{d}.csv" for kind in ("loss_curves", "metric_vs_strength")
                                 for d in ("signal", "moons"))])  # no temporary file left
     for name in written:
@@ -281,18 +333,19 @@ def test_no_results_fails_naming_the_path(tmp_path, capsys):
 
 
 def test_all_diverged_family_gives_null_metrics(tmp_path):
-    """A family whose every member diverged still renders; its headline numbers are null."""
+    """A family whose every member diverged still renders; it is not measured, its numbers null."""
     diverged = {("signal", "dropout", s, seed): 2 for s in (0.0, 0.5) for seed in SEEDS}
     root = write_study(tmp_path, diverged=diverged)
     index, metrics_path = build_report(root / "results", root / "data", root / "reports")
-    text = metrics_path.read_text()
-    assert "NaN" not in text
-    headline = json.loads(text)["signal"]["dropout"]
-    assert headline == {"best_strength": None, "val_metric": None, "test_metric": None, "gap": None, "n_diverged": 4,
-                        "effect": None, "effect_lo": None, "effect_hi": None, "verdict": "not measured"}
+    text = (root / "reports" / "findings.json").read_text()
+    assert "NaN" not in text and "NaN" not in metrics_path.read_text()
+    entry = json.loads(text)["findings"]["signal"]["dropout"]
+    assert entry["verdict"] == "not measured"
+    assert entry["strength"] is None and entry["effect"] is None and entry["p"] is None
     html = index.read_text()
     assert html.count('<tr class="diverged"') == 4
     assert summary_row(html, "signal", "dropout").count("n/a") == 4  # strength and three numbers
+    assert "dropout: every member diverged; nothing to compare." in html
 
 
 def test_constant_parameters_do_not_break_kdes():
@@ -351,7 +404,7 @@ def test_single_dataset_draws_in_process(tmp_path):
     root = write_study(tmp_path, jobs=[job for job in JOBS if job[0] == "signal"])
     index, _ = build_report(root / "results", root / "data", root / "reports")
     html = index.read_text()
-    ids = expected_figures(root)
+    ids = expected_figures(root) | {"effects-heatmap", "claim-grid", "forest-signal"}  # no ranks from one dataset
     assert html.count('<img src="data:image/png;base64,') == len(ids)
     assert all(f'<figure id="{figure_id}">' in html for figure_id in ids)
 
@@ -378,12 +431,13 @@ def test_the_figure_pool_ends_even_where_sigterm_only_takes_note():
 
 
 def test_ranking_sentence_agrees_in_number_with_its_counts():
-    """One family that hurts "does worse even at its best setting"; two that help "beat"."""
+    """One family that does worse "does worse even at its best setting"; two better ones "do better"."""
     from regstudy_report.findings import findings, ranking_sentence
+    from regstudy_report.tables import Results
 
-    base = [0.80, 0.82, 0.81]
+    base = [0.80, 0.82, 0.81, 0.79, 0.83]
     shift = {"none": 0.0, "l1": 0.10, "l2": 0.05, "dropout": -0.10, "noise": 0.0}
-    noise = [0.001, -0.002, 0.001]  # paired differences vary, so every interval is defined
+    noise = [0.001, -0.002, 0.001, 0.0, 0.002]  # paired differences vary, so every test is defined
     rows = [{"dataset": "moons", "family": family, "sweep": family, "strength_name": "lam",
              "strength": 0.1, "seed": seed, "member": seed, "status": "ok", "metric_name": "accuracy",
              "task": "classification", "val_metric": b + d + e, "test_metric": b + d + e}
@@ -392,12 +446,13 @@ def test_ranking_sentence_agrees_in_number_with_its_counts():
         if row["family"] == "none":
             row["strength"], row["strength_name"] = 0.0, "none"
             row["val_metric"] = row["test_metric"] = base[row["seed"]]
-        if row["family"] == "noise":  # a difference of 0 at seed 0 only: no detectable effect
-            row["test_metric"] = base[row["seed"]] + [0.0, 0.01, -0.01][row["seed"]]
-    found = findings(pd.DataFrame(rows))
+        if row["family"] == "noise":  # differences that straddle 0 by more than the margin: undetermined
+            row["test_metric"] = base[row["seed"]] + [0.0, 0.03, -0.03, 0.02, -0.02][row["seed"]]
+    empty = pd.DataFrame()
+    found = findings(Results(pd.DataFrame(rows), empty, empty, empty, empty, {}, {}))
     verdicts = {f.family: f.verdict for f in found}
-    assert verdicts == {"none": "baseline", "l1": "helps", "l2": "helps", "dropout": "hurts",
-                        "noise": "no detectable effect"}
+    assert verdicts == {"none": "baseline", "l1": "better", "l2": "better", "dropout": "worse",
+                        "noise": "undetermined"}
     assert ranking_sentence(found, "moons") == (
-        "On moons, 2 families beat the baseline (l1, l2, best first); 1 family shows no detectable "
-        "effect; 1 family does worse even at its best setting (dropout).")
+        "On moons, 2 families do better than their comparators (l1, l2, best first); 1 family does worse even "
+        "at its best setting (dropout); 1 family is undetermined.")

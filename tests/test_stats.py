@@ -10,9 +10,25 @@ import pytest
 from scipy import stats as sps
 
 from regstudy_report.stats import (
+    BETTER,
+    EQUIVALENT,
+    UNDETERMINED,
+    WORSE,
     Interval,
-    effect_verdict,
+    decide,
+    detectable_effect,
+    difference_p,
+    equivalence_p,
     estimate_text,
+    holm,
+    improvement_probability,
+    iqm,
+    near_alpha,
+    pooled_sd,
+    seeds_needed,
+    seeds_to_decide,
+    stratified_bootstrap,
+    three_way,
     interval_text,
     mean_interval,
     paired,
@@ -159,7 +175,7 @@ def test_paired_difference_drops_nan_pairs():
 def test_paired_difference_with_one_common_seed_is_undefined():
     iv = paired_difference(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([0.5, 3.0], index=[1, 2]))
     assert iv.n == 1 and iv.mean == pytest.approx(1.5) and not iv.defined
-    assert effect_verdict(iv) == "not measured"
+    assert math.isnan(difference_p([1.5])) and math.isnan(equivalence_p([1.5], 0.1))
 
 
 def test_paired_difference_with_no_common_seed():
@@ -167,28 +183,145 @@ def test_paired_difference_with_no_common_seed():
     assert iv.n == 0 and not iv.defined
 
 
-# --- verdicts ---
+# --- tests of one comparison, against scipy and by hand ---
+
+DIFFS = np.array([0.012, 0.031, -0.004, 0.022, 0.017, 0.009])
 
 
-@pytest.mark.parametrize("interval, expected", [
-    (Interval(0.1, 0.05, 0.15, 5), "helps"),
-    (Interval(-0.1, -0.15, -0.05, 5), "hurts"),
-    (Interval(0.01, -0.1, 0.12, 5), "no detectable effect"),
-    (Interval(0.05, 0.0, 0.1, 5), "no detectable effect"),  # touching 0 is not above it
-    (Interval(-0.05, -0.1, 0.0, 5), "no detectable effect"),
-    (Interval(0.1, math.nan, math.nan, 1), "not measured"),
-    (Interval(math.nan, math.nan, math.nan, 0), "not measured"),
+def test_difference_p_is_the_paired_t_test():
+    expected = sps.ttest_1samp(DIFFS, 0.0).pvalue
+    assert difference_p(DIFFS) == pytest.approx(expected, rel=1e-10)
+    # by hand: t = mean / (sd / sqrt n), two-sided tail of Student's t with n - 1 dof
+    t = DIFFS.mean() / (DIFFS.std(ddof=1) / math.sqrt(len(DIFFS)))
+    assert difference_p(DIFFS) == pytest.approx(2 * sps.t.sf(abs(t), len(DIFFS) - 1), rel=1e-10)
+    assert difference_p(np.append(DIFFS, [np.nan, np.inf])) == pytest.approx(expected, rel=1e-10)
+
+
+def test_equivalence_p_is_the_larger_of_two_one_sided_t_tests():
+    margin = 0.04
+    lower = sps.ttest_1samp(DIFFS, -margin, alternative="greater").pvalue
+    upper = sps.ttest_1samp(DIFFS, margin, alternative="less").pvalue
+    assert equivalence_p(DIFFS, margin) == pytest.approx(max(lower, upper), rel=1e-10)
+    # equivalent at 5% exactly when the 90% interval lies inside the margin
+    lo, hi = sps.ttest_1samp(DIFFS, 0.0).confidence_interval(0.90)
+    for m in (0.02, 0.03, 0.04, 0.06):
+        assert (equivalence_p(DIFFS, m) < 0.05) == (-m < lo and hi < m), m
+
+
+def test_identical_differences_are_certain():
+    assert difference_p([0.01] * 5) == 0.0 and difference_p([0.0] * 5) == 1.0
+    assert equivalence_p([0.01] * 5, 0.02) == 0.0 and equivalence_p([0.03] * 5, 0.02) == 1.0
+
+
+def test_holm_against_the_step_down_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, then the running maximum
+    expected = {3: 0.02, 0: 0.03, 2: 0.06, 1: 0.06}
+    adjusted = holm(p)
+    for i, value in expected.items():
+        assert adjusted[i] == pytest.approx(value, rel=1e-12)
+    assert math.isnan(adjusted[4])
+    assert np.isnan(holm([np.nan, np.nan])).all()
+    assert holm([0.8, 0.9]).max() == 1.0  # capped at 1
+
+
+@pytest.mark.parametrize("mean, p, q, verdict", [
+    (0.03, 0.01, 0.5, BETTER),
+    (-0.03, 0.01, 0.5, WORSE),
+    (0.001, 0.6, 0.01, EQUIVALENT),
+    (0.005, 0.01, 0.01, EQUIVALENT),  # real but smaller than the margin
+    (0.02, 0.2, 0.3, UNDETERMINED),
+    (0.02, 0.05, 0.05, UNDETERMINED),  # at alpha is not below it
 ])
-def test_effect_verdict(interval, expected):
-    assert effect_verdict(interval) == expected
+def test_three_way(mean, p, q, verdict):
+    assert three_way(mean, p, q) == verdict
 
 
-def test_effect_verdict_on_measured_differences():
-    base = pd.Series(SAMPLE, index=range(6))
-    assert effect_verdict(paired_difference(base + 0.02 + 0.001 * np.arange(6), base)) == "helps"
-    assert effect_verdict(paired_difference(base - 0.02 - 0.001 * np.arange(6), base)) == "hurts"
-    assert effect_verdict(paired_difference(base + np.array([-1, 1, -1, 1, -1, 1]) * 0.01, base)) == \
-        "no detectable effect"
+def test_decide_is_both_tests_then_holm_then_three_way():
+    rng = np.random.default_rng(1)
+    diffs = [rng.normal(0.05, 0.01, 6), rng.normal(0.0, 0.002, 6), rng.normal(-0.01, 0.03, 6), [0.01]]
+    decisions = decide(diffs, margin=0.02)
+    p = [difference_p(d) for d in diffs]
+    q = [equivalence_p(d, 0.02) for d in diffs]
+    for d, pa, qa, x in zip(decisions, holm(p), holm(q), diffs):
+        assert (d.p_adjusted, d.p_equivalence_adjusted) == (pytest.approx(pa, nan_ok=True), pytest.approx(qa, nan_ok=True))
+        assert d.verdict == three_way(float(np.mean(x)), pa, qa)
+    assert [d.verdict for d in decisions[:3]] == [BETTER, EQUIVALENT, UNDETERMINED]
+    assert decisions[3].verdict == UNDETERMINED and math.isnan(decisions[3].p_value)  # one pair: no test
+
+
+def test_near_alpha():
+    assert near_alpha(0.0125) and near_alpha(0.2) and near_alpha(0.06)
+    assert not near_alpha(0.012) and not near_alpha(0.21) and not near_alpha(math.nan)
+
+
+# --- power ---
+
+
+def test_detectable_effect_has_the_stated_power_by_the_noncentral_t():
+    sd, n, alpha = 0.05, 8, 0.05 / 10
+    effect = detectable_effect(sd, n, alpha)
+    # power of the two-sided paired t-test by hand: noncentral t with nc = effect / (sd / sqrt n)
+    crit = sps.t.isf(alpha / 2, n - 1)
+    nc = effect / (sd / math.sqrt(n))
+    power = sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    assert detectable_effect(sd, 2 * n, alpha) < effect  # more seeds, smaller effects
+    assert math.isnan(detectable_effect(sd, 1, alpha)) and detectable_effect(0.0, n, alpha) == 0.0
+
+
+def test_seeds_needed_inverts_the_detectable_effect():
+    sd, alpha = 0.05, 0.005
+    for n in (5, 10, 20):
+        effect = detectable_effect(sd, n, alpha)
+        assert seeds_needed(effect, sd, alpha) == n  # rounded up from n minus a solver's hair
+        assert seeds_needed(effect * 1.01, sd, alpha) <= n
+    assert seeds_needed(1e-9, sd, alpha) is None  # beyond MAX_SEEDS
+    assert seeds_needed(0.0, sd, alpha) is None
+
+
+def test_seeds_to_decide_takes_the_nearer_verdict():
+    # a clear effect far outside the margin: the difference test decides it
+    n, verdict = seeds_to_decide(0.05, 0.05, 0.01, 0.005)
+    assert verdict == BETTER and n == seeds_needed(0.05, 0.05, 0.005)
+    # a tiny effect well inside the margin: equivalence is nearer
+    n, verdict = seeds_to_decide(0.001, 0.02, 0.02, 0.005)
+    assert verdict == EQUIVALENT and n == seeds_needed(0.019, 0.02, 0.005, alternative="larger")
+    assert seeds_to_decide(-0.05, 0.05, 0.01, 0.005)[1] == WORSE
+
+
+def test_pooled_sd_is_the_root_mean_square():
+    assert pooled_sd([0.03, 0.04, np.nan]) == pytest.approx(math.sqrt((0.03**2 + 0.04**2) / 2))
+    assert math.isnan(pooled_sd([]))
+
+
+# --- aggregates ---
+
+
+def test_iqm_is_scipys_trimmed_mean():
+    x = np.array([5.0, -1.0, 0.2, 0.4, 0.3, 0.1, 0.5, 9.0])
+    assert iqm(x) == pytest.approx(sps.trim_mean(x, 0.25))
+    assert iqm(x) == pytest.approx(np.mean(np.sort(x)[2:6]))  # the middle half, by hand
+    rows = np.stack([x, x[::-1] + 1])
+    np.testing.assert_allclose(iqm(rows, axis=-1), [iqm(x), iqm(x + 1)])
+
+
+def test_improvement_probability_counts_ties_half():
+    assert improvement_probability([0.1, -0.2, 0.0, 0.3]) == pytest.approx(2.5 / 4)
+    np.testing.assert_allclose(improvement_probability(np.array([[1.0, -1.0], [0.0, 0.0]]), axis=-1), [0.5, 0.5])
+
+
+def test_stratified_bootstrap_resamples_within_each_stratum():
+    """Each resample keeps every stratum's size: a statistic that is the first stratum's
+    mean never sees the second's values, and the interval is scipy's for that stratum alone."""
+    a, b = np.array([0.1, 0.4, 0.2, 0.3, 0.5]), np.array([100.0, 200.0, 300.0])
+    first = lambda strata, axis=-1: np.mean(strata[0], axis=axis)  # noqa: E731
+    iv = stratified_bootstrap([a, b], first)
+    assert iv.mean == pytest.approx(a.mean()) and 0.1 <= iv.lo < a.mean() < iv.hi <= 0.5
+    assert iv == stratified_bootstrap([a, b], first)  # a fixed seed: the same interval
+    alone = sps.bootstrap((a,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(0))
+    assert iv.lo == pytest.approx(alone.confidence_interval.low, abs=0.03)
+    assert iv.hi == pytest.approx(alone.confidence_interval.high, abs=0.03)
 
 
 # --- trend ---

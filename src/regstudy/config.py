@@ -176,6 +176,9 @@ class InitConfig:
     scheme: str = "uniform"  # uniform | normal | xavier_uniform | kaiming_uniform
     scale: float = 0.1  # bound of uniform(-scale, scale), std of normal
     bias: str = "same"  # same (as kernels) | zeros
+    # After initialization, every kernel and bias entry moved this many ulps up
+    # (torch.nextafter towards +inf): do the verdicts hang on rounding? 0: off
+    perturb_ulps: int = 0
 
 
 @dataclass
@@ -206,8 +209,12 @@ def member_strengths(members) -> list[float]:
 
 @dataclass
 class MetricsConfig:
-    zero_threshold: float = 1e-3  # |w| below this counts as zero
-    alive_threshold: float = 1e-6  # a hidden unit is alive if its output range exceeds this
+    # Relative, so that shrinking is not pruning: a kernel entry counts as near zero if
+    # w == 0 or |w| < zero_threshold * rms of its layer's kernel (of that member)
+    zero_threshold: float = 1e-2
+    # A hidden unit is alive if its output range over the training split exceeds this
+    # times the largest range in its layer; 0: alive unless its output is constant
+    alive_threshold: float = 0.0
     grid_size: int = 200  # points of the 1-D plotting grid (signal)
     grid_size_2d: int = 60  # points per axis of the 2-D plotting grid (moons)
 
@@ -411,6 +418,9 @@ def validate(cfg: DictConfig) -> None:
     _check(_finite(m.init.scale) and m.init.scale > 0, "model.init.scale", m.init.scale,
            "a finite number > 0")
     _check(m.init.bias in ("same", "zeros"), "model.init.bias", m.init.bias, "same or zeros")
+    _check(isinstance(m.init.perturb_ulps, int) and not isinstance(m.init.perturb_ulps, bool)
+           and m.init.perturb_ulps >= 0, "model.init.perturb_ulps", m.init.perturb_ulps,
+           "an integer >= 0 (ulps added to every initial parameter; 0: off)")
 
     _validate_regularizers(cfg.regularizer, n_layers=len(m.hidden) + 1)
     if cfg.data.task is not None:
@@ -444,8 +454,11 @@ def validate(cfg: DictConfig) -> None:
     _check(_finite(opt.lr) and opt.lr > 0, "optim.lr", opt.lr, "a finite number > 0")
     _check(cfg.trainer.max_epochs >= 1, "trainer.max_epochs", cfg.trainer.max_epochs,
            "an integer >= 1")
-    _check(cfg.metrics.zero_threshold > 0, "metrics.zero_threshold", cfg.metrics.zero_threshold,
-           "a number > 0")
+    _check(_finite(cfg.metrics.zero_threshold) and cfg.metrics.zero_threshold > 0, "metrics.zero_threshold",
+           cfg.metrics.zero_threshold, "a finite number > 0 (a fraction of each layer's rms)")
+    _check(_finite(cfg.metrics.alive_threshold) and 0 <= cfg.metrics.alive_threshold < 1,
+           "metrics.alive_threshold", cfg.metrics.alive_threshold,
+           "a number in [0, 1) (a fraction of the layer's largest output range)")
     for key in ("grid_size", "grid_size_2d"):
         _check(cfg.metrics[key] >= 2, f"metrics.{key}", cfg.metrics[key], "an integer >= 2")
     _check(cfg.logger.flush_every is None or cfg.logger.flush_every >= 1, "logger.flush_every",

@@ -31,7 +31,7 @@ from .member_figures import member_figure
 from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
 from .regularizers import Regularization
-from .metrics import feature_norms
+from .metrics import feature_norms, near_zero_sensitivity
 from .results import (MAX_FEATURES, ResultsWriter, best_strength, curves_table, features_table, layers_table,
                       members_table, params_table, predictions_table, sample_indices)
 from .describe import dataset_entity, job_description, source_tags
@@ -119,7 +119,7 @@ def build_module(cfg: DictConfig, data: dict[str, torch.Tensor],
     net = StackedMLP(len(members), d_in, list(mc.hidden), d_out, mc.activation, mc.negative_slope,
                      mc.output_activation, mc.norm)
     net.reset_parameters([member_generator(s, Stream.INIT) for s in seeds], mc.init.scheme,
-                         mc.init.scale, mc.init.bias)
+                         mc.init.scale, mc.init.bias, mc.init.perturb_ulps)
     strengths = torch.tensor([m["strength"] for m in members], dtype=torch.float32)
     reg = Regularization.build(cfg.regularizer, cfg.members.sweep, strengths, net.n_layers)
     return MemberStackModule(net, reg, data, task, instantiate(cfg.optim), cfg.data.batch_size,
@@ -196,6 +196,7 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     fit_end = time.perf_counter()
     module.restore_best()
     final_eval = module.evaluate(SPLITS)  # the kept weights; the only look at the test split
+    final_eval.update(near_zero_sensitivity(module.net, cfg.metrics.zero_threshold))
 
     net, history = module.net, module.history
     info = {"dataset": cfg.data.name, "family": cfg.family, "sweep": cfg.members.sweep,

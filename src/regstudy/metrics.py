@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -41,14 +43,14 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
 
     ``layer_norm`` ``(K, L)``: Frobenius norm ``||W_l||``; ``weight_norm`` ``(K,)``:
     ``sqrt(sum_l ||W_l||^2)``; ``layer_near_zero`` / ``near_zero_fraction``: fraction
-    of kernel entries with ``|w| < zero_threshold``; ``effective_lr`` ``(K, L)``:
-    ``lr / ||W_l||^2`` for layers followed by normalization, NaN elsewhere;
-    ``exact_zero_fraction`` ``(K,)``: fraction of kernel entries exactly 0.0;
-    ``removed_neurons`` ``(K,)``: hidden units whose incoming kernel weights are all
-    exactly 0.0 (a unit a proximal group lasso step removed).
+    of kernel entries near zero relative to their layer (:func:`near_zero_counts`);
+    ``effective_lr`` ``(K, L)``: ``lr / ||W_l||^2`` for layers followed by
+    normalization, NaN elsewhere; ``exact_zero_fraction`` ``(K,)``: fraction of kernel
+    entries exactly 0.0; ``removed_neurons`` ``(K,)``: hidden units whose incoming kernel
+    weights are all exactly 0.0 (a unit a proximal group lasso step removed).
     """
     norms = torch.stack([torch.linalg.vector_norm(w.flatten(1), dim=1) for w in net.kernels], 1)
-    sizes = torch.tensor([w[0].numel() for w in net.kernels], dtype=torch.float32)
+    sizes = kernel_sizes(net)
     small, exact, removed = zero_counts(net, zero_threshold)
     normalized = torch.tensor(net.normalized_layers())
     eff = torch.where(normalized, lr / norms.square(), torch.full_like(norms, float("nan")))
@@ -58,13 +60,59 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
             "effective_lr": eff}
 
 
+def kernel_sizes(net: StackedMLP) -> Tensor:
+    """Entries of one member's kernel of each layer, ``(L,)`` float."""
+    return torch.tensor([w[0].numel() for w in net.kernels], dtype=torch.float32)
+
+
+def near_zero_counts(w: Tensor, zero_threshold: float) -> Tensor:
+    """Per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, the entries near zero
+    relative to the member's kernel, ``(K,)`` int64: ``|w| / rms(W) < zero_threshold``
+    with ``rms(W) = sqrt(mean w^2) = ||W|| / sqrt(fan_in * fan_out)`` (float32, the
+    threshold as float32): in exact arithmetic, ``w == 0`` or ``|w| < zero_threshold * rms(W)``.
+
+    Scale-free: multiplying a kernel by a power of two (exact in floating point) leaves
+    the count unchanged, so a layer that L2 merely shrinks is not counted as pruned. A
+    kernel of zeros counts all its entries; one holding a NaN (a diverged member), none.
+    The bound differs per member, so the quotient is counted against one bound in one
+    pass (``kernel_counts``): half the time of torch's comparison and sum, every epoch.
+    """
+    return kernel_counts(per_rms(w), zero_threshold)[:, 0]
+
+
+def per_rms(w: Tensor) -> Tensor:
+    """``w / rms(W)`` per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, a new
+    tensor (``rms`` as in :func:`near_zero_counts`; a kernel of zeros stays zeros)."""
+    w = w.detach()
+    rms = torch.linalg.vector_norm(w.flatten(1), dim=1) / math.sqrt(w[0].numel())
+    rms = torch.where(rms == 0, 1.0, rms)  # all zeros: 0 / 1 = 0, near zero
+    return w / rms.view(-1, 1, 1)
+
+
 def zero_counts(net: StackedMLP, zero_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Per member: kernel entries with ``|w| < zero_threshold`` and entries exactly 0.0,
-    per layer (``(K, L)``, float: exact below 2^24), and hidden units whose incoming
+    """Per member: kernel entries near zero (:func:`near_zero_counts`) and entries exactly
+    0.0, per layer (``(K, L)``, float: exact below 2^24), and hidden units whose incoming
     kernel weights (a column of the kernel) are all exactly 0.0 (``(K,)``, int64); one
-    pass over each kernel."""
-    counts = torch.stack([kernel_counts(w, zero_threshold) for w in net.kernels], 1)
-    return counts[..., 0].float(), counts[..., 1].float(), counts[:, :-1, 2].sum(1)
+    pass over each kernel for the near-zero count, one for the exact ones."""
+    near = torch.stack([near_zero_counts(w, zero_threshold) for w in net.kernels], 1)
+    # |w| < 0 counts nothing: the exact zeros and removed units of the kernel itself
+    # (a quotient w / rms can underflow to 0)
+    counts = torch.stack([kernel_counts(w, 0.0) for w in net.kernels], 1)
+    return near.float(), counts[..., 1].float(), counts[:, :-1, 2].sum(1)
+
+
+# members.csv's near-zero fraction at a tenth and at ten times metrics.zero_threshold, of
+# the kept weights: whether a verdict on sparsity hangs on the threshold.
+THRESHOLD_SENSITIVITY = {"near_zero_fraction_strict": 0.1, "near_zero_fraction_loose": 10.0}
+
+
+@torch.no_grad()
+def near_zero_sensitivity(net: StackedMLP, zero_threshold: float) -> dict[str, Tensor]:
+    """``near_zero_fraction`` ``(K,)`` at each factor of :data:`THRESHOLD_SENSITIVITY`
+    times ``zero_threshold``, keyed by its column name."""
+    total = kernel_sizes(net).sum()
+    return {name: sum(near_zero_counts(w, factor * zero_threshold) for w in net.kernels).float() / total
+            for name, factor in THRESHOLD_SENSITIVITY.items()}
 
 
 @torch.no_grad()
@@ -75,11 +123,21 @@ def feature_norms(net: StackedMLP) -> Tensor:
 
 
 def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:
-    """Hidden units per layer whose output varies over the inputs, ``(K, L-1)``.
+    """Hidden units per layer whose output varies over the inputs (:func:`alive_count` of
+    each layer's ranges ``max - min`` over the rows of ``hidden``), ``(K, L-1)``."""
+    return torch.stack([alive_count(hi - lo, threshold) for hi, lo in map(column_extrema, hidden)], 1)
 
-    A unit is alive if ``max - min`` of its output over the inputs exceeds ``threshold``:
-    a pruned unit (all incoming weights zero), a dead ReLU and a collapsed layer all
-    output a constant.
+
+def alive_count(span: Tensor, threshold: float) -> Tensor:
+    """Alive units per member of one layer, ``(K,)``, from its units' output ranges
+    ``span`` ``(K, units)``.
+
+    A unit is alive if its range exceeds ``threshold`` times the largest range among the
+    units of its layer (of that member): scale-free, so units that L2 merely shrinks stay
+    alive. At ``threshold = 0`` a unit is alive unless its output is exactly constant: a
+    pruned unit (all incoming weights zero), a dead ReLU, a collapsed layer. A NaN range
+    is not alive.
     """
-    spans = [(hi - lo > threshold).sum(-1) for hi, lo in map(column_extrema, hidden)]
-    return torch.stack(spans, 1)
+    # 0, not 0 x the largest: a diverged member's infinite range would make it NaN
+    bound = threshold * span.amax(-1, keepdim=True) if threshold > 0 else 0.0
+    return (span > bound).sum(-1)

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from .config import MetricsConfig
 from .metrics import alive_units, data_loss, metric, weight_stats
 from .optimizers import member_optimizers, parameter_groups
 from .randomness import MemberBatches, Stream, WholeEpochs, member_generator
@@ -31,7 +32,8 @@ class MemberStackModule(pl.LightningModule):
 
     def __init__(self, net: StackedMLP, reg: Regularization, data: dict[str, Tensor], task: str,
                  optimizer: Callable, batch_size: int, seeds: list[int],
-                 zero_threshold: float = 1e-3, alive_threshold: float = 1e-6):
+                 zero_threshold: float = MetricsConfig.zero_threshold,
+                 alive_threshold: float = MetricsConfig.alive_threshold):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.reg, self.splits, self.task = net, reg, data, task

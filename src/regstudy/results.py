@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .lifecycle import alive as process_alive
-from .metrics import METRIC_NAME
+from .metrics import METRIC_NAME, THRESHOLD_SENSITIVITY
 from .config import CURVE_METRICS
 
 FLOAT_FORMAT = "%.8g"
@@ -136,9 +136,10 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
     """One row per member: its final numbers (at its kept epoch) and its fate.
 
     ``final`` is the evaluation of the kept weights on every split after training (the
-    only one of the test split); ``info`` holds ``dataset, family, sweep, strength_name,
-    task, optimizer, lr, zero_threshold`` and the per-member tensors ``best_epoch,
-    diverged_epoch, stopped_epoch``.
+    only one of the test split), with their near-zero fractions at other thresholds
+    (:data:`regstudy.metrics.THRESHOLD_SENSITIVITY`); ``info`` holds ``dataset, family,
+    sweep, strength_name, task, optimizer, lr, zero_threshold`` and the per-member
+    tensors ``best_epoch, diverged_epoch, stopped_epoch``.
     """
     k, last = len(members), len(history)
     diverged = info["diverged_epoch"] > 0
@@ -159,7 +160,7 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
     for key in ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm",
                 "near_zero_fraction", "exact_zero_fraction", "alive_neurons", "removed_neurons"):
         df[key] = pick(key)
-    for key in ("test_loss", "test_metric"):
+    for key in ("test_loss", "test_metric", *THRESHOLD_SENSITIVITY):
         df[key] = final[key].double().numpy()
     df["gap"] = df["val_loss"] - df["train_loss"]
     df["zero_threshold"] = info["zero_threshold"]
@@ -168,7 +169,7 @@ def members_table(history: list[dict[str, Tensor]], final: dict[str, Tensor],
             "diverged_epoch", "epochs_trained", "best_epoch", "task", "metric_name", "optimizer", "lr",
             "train_loss", "val_loss", "test_loss", "train_metric", "val_metric", "test_metric",
             "gap", "penalty", "weight_norm", "near_zero_fraction", "zero_threshold",
-            "exact_zero_fraction", "alive_neurons", "removed_neurons", "total_neurons"]
+            *THRESHOLD_SENSITIVITY, "exact_zero_fraction", "alive_neurons", "removed_neurons", "total_neurons"]
     assert len(df) == k
     return df[cols]
 

@@ -113,13 +113,14 @@ class StackedMLP(nn.Module):
         return sum(self.hidden)
 
     def reset_parameters(self, generators: list[torch.Generator], scheme: str, scale: float,
-                         bias: str) -> None:
+                         bias: str, perturb_ulps: int = 0) -> None:
         """Draw each member's parameters from its own generator, layer by layer.
 
         ``uniform``: U(-scale, scale); ``normal``: N(0, scale^2); ``xavier_uniform``:
         U(-b, b) with ``b = sqrt(6 / (fan_in + fan_out))``; ``kaiming_uniform``:
         ``b = sqrt(6 / fan_in)``. Biases follow the kernels' law (``same``) or are zero;
-        biases before batch norm are always zero.
+        biases before batch norm are always zero. Then every kernel and bias entry moves
+        ``perturb_ulps`` units in the last place up (:meth:`perturb_`; 0: the draw's bits).
         """
         with torch.no_grad():
             for k, g in enumerate(generators):
@@ -135,6 +136,18 @@ class StackedMLP(nn.Module):
                             nn.init.uniform_(t, -bound, bound, generator=g)
                     if bias == "zeros" or free:  # drawn anyway: same kernels with or without norm
                         b[k].zero_()
+        self.perturb_(perturb_ulps)
+
+    @torch.no_grad()
+    def perturb_(self, ulps: int) -> None:
+        """Move every kernel and bias entry of every member ``ulps`` units in the last place
+        up (``torch.nextafter`` towards +inf, ``ulps`` times): a change far below any
+        regularizer's, to check that results do not hang on rounding. The biases before
+        batch norm stay 0 (fixed: they have no effect but noise, see ``bias_free``)."""
+        up = torch.tensor(math.inf)
+        for t in [*self.kernels, *(b for b, free in zip(self.biases, self.bias_free) if not free)]:
+            for _ in range(ulps):
+                torch.nextafter(t, up, out=t)
 
     def _normalize(self, h: Tensor, i: int) -> Tensor:
         """Batch norm (statistics over each member's batch) or layer norm (over units).

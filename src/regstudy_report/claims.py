@@ -1,25 +1,33 @@
 """The literature's claims, each checked against the study's tables.
 
-Each claim is one small pure function of the results (``Results``) that returns, for
-every dataset (and variant) it applies to, a :class:`ClaimResult`: what was measured,
-the criterion, the numbers, and a verdict:
+Each claim is one small pure function of the results (``Results``) and of its
+thresholds (:class:`Thresholds`) that returns, for every dataset (and variant) it
+applies to, a :class:`ClaimResult`: what was measured, the criterion, the numbers, and
+a verdict:
 
 - *reproduced*: every part of the criterion holds, with its 95% interval on the right
   side of the threshold;
 - *not reproduced*: some part is contradicted (its interval lies on the wrong side);
 - *inconclusive*: no part is contradicted, but some interval straddles its threshold;
+- *not testable*: the method compared cannot produce the effect (subgradient steps
+  never give exact zeros), or no setting of the grid lies in the claim's domain; the
+  reason is given;
 - *not measured*: the families or data the claim needs are not in the study.
 
+Every claim is then re-run with each threshold moved on its own (:data:`VARIANTS`: the
+matching tolerance, the near-zero threshold, the margins, matching on the loss instead
+of the metric, the domain's bound); a row whose verdict changes is *fragile*, and says
+under which thresholds it reads otherwise.
+
 Comparisons pair members by seed (same data draw and initialization); intervals are
-those of :mod:`regstudy_report.stats`. The thresholds below are part of each criterion
-and are printed with it.
+those of :mod:`regstudy_report.stats`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -27,17 +35,50 @@ import pandas as pd
 
 from regstudy_report.findings import by_seed
 from regstudy_report.stats import Interval, effect_text, estimate, mean_interval, paired_difference, sig, trend
-from regstudy_report.tables import METRIC_TOL, Results, best_strength, matched_strength, ok_rows
+from regstudy_report.tables import LOSS_TOL, METRIC_TOL, Results, best_strength, matched_strength, ok_rows
 
 MEAN_FLAT = 0.1  # predictions' spread over the inputs below 10% of the true function's: "predicts the mean"
 MEAN_R2 = 0.1  # without prediction tables: |test R²| below this
-FRACTION_MARGIN = 0.1  # "many more" zeros or removed units: at least 10% of all of them more
-NORM_TOL = math.log(1.05)  # "the same weights": norms within 5% (as a log ratio)
 SPIKE_SPREAD = 0.01  # trained kernel std below 1% of the initial std: a spike (as in the KDE figure)
 P_TREND = 0.05  # significance of a rank correlation
+#: Families with a proximal (soft-threshold) step: the only ones that set weights or
+#: whole units to exactly 0. Subgradient steps, under Adam or SGD, leave them jittering.
+PROXIMAL = ("l1_prox", "elastic_net_prox", "group_lasso_prox")
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = (
-    "reproduced", "not reproduced", "inconclusive", "not measured")
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED = (
+    "reproduced", "not reproduced", "inconclusive", "not testable", "not measured")
+CLAIM_VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The thresholds of the claims' criteria (each printed with its criterion)."""
+
+    metric_tol: float = METRIC_TOL  # metric units: "matched", "barely moves"
+    match_on: str = "metric"  # matched strength by validation metric, or by validation "loss"
+    loss_tol: float = LOSS_TOL  # matching on the loss: within this fraction of strength 0's
+    # the near-zero column: |w| < τ·rms (τ: the job's zero_threshold), or its _strict / _loose twin
+    near_zero: str = "near_zero_fraction"
+    fraction_margin: float = 0.1  # "many more" zeros or removed units: at least this fraction of all more
+    norm_tol: float = math.log(1.05)  # "the same weights": norms within 5% (as a log ratio)
+    decay_domain: float = 1e-2  # normalization claim: λ·η at most this (weights shrink ≤ 1% a step by decay)
+
+
+BASE = Thresholds()
+#: Each threshold moved on its own, with a label for the report.
+VARIANTS: dict[str, Thresholds] = {
+    "matching tolerance 0.01": replace(BASE, metric_tol=0.01),
+    "matching tolerance 0.05": replace(BASE, metric_tol=0.05),
+    "matched on validation loss (within 10%)": replace(BASE, match_on="loss"),
+    "near-zero threshold τ/10": replace(BASE, near_zero="near_zero_fraction_strict"),
+    "near-zero threshold 10τ": replace(BASE, near_zero="near_zero_fraction_loose"),
+    "margin 0.05": replace(BASE, fraction_margin=0.05),
+    "margin 0.2": replace(BASE, fraction_margin=0.2),
+    "norm tolerance 2%": replace(BASE, norm_tol=math.log(1.02)),
+    "norm tolerance 10%": replace(BASE, norm_tol=math.log(1.10)),
+    "domain λ·η ≤ 1e-3": replace(BASE, decay_domain=1e-3),
+    "domain λ·η ≤ 0.1": replace(BASE, decay_domain=1e-1),
+}
 
 
 @dataclass
@@ -48,6 +89,9 @@ class ClaimResult:
     verdict: str
     measurement: str  # in words, with the numbers
     numbers: dict[str, float] = field(default_factory=dict)
+    reason: str = ""  # why it is not testable
+    variants: dict[str, str] = field(default_factory=dict)  # verdict under each threshold variant that differs
+    fragile: str = ""  # in words: the verdicts it takes as the thresholds move, or ""
 
     @property
     def key(self) -> str:
@@ -66,7 +110,8 @@ class Claim:
     statement: str
     source: str
     criterion: str
-    check: Callable[[Results], list[ClaimResult]]
+    check: Callable[..., list[ClaimResult]]  # (results, thresholds) -> one result per dataset and variant
+    uses: tuple[str, ...] = ()  # the Thresholds fields its criterion reads (the variants worth re-running)
 
 
 # --- three-valued parts of a criterion: True (holds), False (contradicted), None (undecided) ---
@@ -118,8 +163,7 @@ def _word(part: bool | None) -> str:
 
 
 def job(r: Results, dataset: str, family: str) -> pd.DataFrame:
-    m = r.members
-    return m[(m["dataset"] == dataset) & (m["family"] == family)]
+    return r.job(dataset, family)
 
 
 #: Per-member columns computed from members.csv.
@@ -188,7 +232,7 @@ def _predicts_the_mean(r: Results, rows: pd.DataFrame, d: str, family: str, stre
     return (inside(r2, -MEAN_R2, MEAN_R2), f"test R² at {sig(strength)}: {estimate(r2)}", _iv(f"test_r2_{family}", r2))
 
 
-def texts_l2_sweep(r: Results) -> list[ClaimResult]:
+def texts_l2_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for d in _regression_or_first(r, "l2"):
         rows = job(r, d, "l2")
@@ -204,7 +248,7 @@ def texts_l2_sweep(r: Results) -> list[ClaimResult]:
         flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "l2", top)
         spike_at = 1.0 if 1.0 in strengths else top
         spread = mean_interval(_spread_ratio(r, d, "l2", spike_at))
-        parts = [above(kept, -METRIC_TOL), rises, flat, below(spread, SPIKE_SPREAD)]
+        parts = [above(kept, -t.metric_tol), rises, flat, below(spread, SPIKE_SPREAD)]
         text = (f"smallest λ={sig(small)} against λ=0: Δ test R² {effect_text(kept)} "
                 f"(fit kept: {_word(parts[0])}); training loss against λ: Spearman ρ={sig(rho)}, p={sig(p)} "
                 f"(rises: {_word(parts[1])}); {flat_text} (predicts the mean: {_word(parts[2])}); "
@@ -216,7 +260,7 @@ def texts_l2_sweep(r: Results) -> list[ClaimResult]:
     return out or _missing("texts_l2_sweep", "family l2 on a regression dataset")
 
 
-def texts_dropout_sweep(r: Results) -> list[ClaimResult]:
+def texts_dropout_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for d in _regression_or_first(r, "dropout"):
         rows = job(r, d, "dropout")
@@ -259,39 +303,72 @@ def _init_final(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.pivot_table(index=["member", "layer", "entry"], columns="when", values="value")
 
 
-def _paired_at_matched(r: Results, d: str, a: str, b: str, column: str) -> tuple[Interval, float, float]:
+def _matched(rows: pd.DataFrame, t: Thresholds):
+    return matched_strength(rows, t.metric_tol, t.match_on, t.loss_tol)
+
+
+def _paired_at_matched(r: Results, d: str, a: str, b: str, column: str,
+                       t: Thresholds = BASE) -> tuple[Interval, float, float]:
     """``column`` of family a minus family b, each at its matched strength, paired by seed."""
     ja, jb = job(r, d, a), job(r, d, b)
-    sa, sb = matched_strength(ja), matched_strength(jb)
-    if sa is None or sb is None:
-        return Interval(math.nan, math.nan, math.nan, 0), math.nan, math.nan
+    sa, sb = _matched(ja, t), _matched(jb, t)
+    if sa is None or sb is None or not all(column in j or column in DERIVED for j in (ja, jb)):
+        return Interval(math.nan, math.nan, math.nan, 0), math.nan if sa is None else sa, math.nan if sb is None else sb
     return paired_difference(seeds_at(ja, sa, column), seeds_at(jb, sb, column)), sa, sb
 
 
-def texts_sparsity_order(r: Results) -> list[ClaimResult]:
+def _matched_words(t: Thresholds) -> str:
+    return (f"matched validation metric (within {t.metric_tol})" if t.match_on == "metric" else
+            f"matched validation loss (within {sig(100 * t.loss_tol)}%)")
+
+
+def _not_testable(claim: str, d: str, variant: str, family: str, optimizer: str) -> ClaimResult:
+    reason = (f"{family} takes subgradient steps (under {optimizer}), which do not set weights or units to "
+              f"exactly 0; the claim is about proximal or coordinate methods (its _prox variant tests it)")
+    return ClaimResult(claim, d, variant, NOT_TESTABLE, f"not testable: {reason}", reason=reason)
+
+
+def _optimizer(r: Results, d: str, family: str) -> str:
+    rows = job(r, d, family)
+    return str(rows["optimizer"].iloc[0]) if "optimizer" in rows and len(rows) else "its optimizer"
+
+
+def _relative_threshold(r: Results, d: str, family: str, column: str) -> str:
+    """The near-zero threshold of a column, relative to each layer's rms, in words."""
+    rows = job(r, d, family)
+    tau = rows["zero_threshold"].dropna().unique() if "zero_threshold" in rows else []
+    factor = {"near_zero_fraction_strict": 0.1, "near_zero_fraction_loose": 10.0}.get(column, 1.0)
+    return f"|w| < {sig(factor * tau[0])}·rms of its layer" if len(tau) else "|w| near 0"
+
+
+def texts_sparsity_order(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
-    for l1, en, l2, column, what in [("l1", "elastic_net", "l2", "near_zero_fraction", "near-zero"),
-                                     ("l1_prox", "elastic_net_prox", "l2", "exact_zero_fraction", "exactly zero")]:
+    for l1, en, l2, column in [("l1", "elastic_net", "l2", t.near_zero),
+                               ("l1_prox", "elastic_net_prox", "l2", "exact_zero_fraction")]:
         for d in datasets_with(r, l1, en, l2):
-            first, s1, se = _paired_at_matched(r, d, l1, en, column)
-            second, _, s2 = _paired_at_matched(r, d, en, l2, column)
+            what = ("exactly zero" if column == "exact_zero_fraction" else
+                    f"near-zero ({_relative_threshold(r, d, l1, column)})")
+            first, s1, se = _paired_at_matched(r, d, l1, en, column, t)
+            second, _, s2 = _paired_at_matched(r, d, en, l2, column, t)
             parts = [above(first, 0.0), above(second, 0.0)]
-            text = (f"fraction of {what} kernel weights at matched validation metric "
+            text = (f"fraction of {what} kernel weights at {_matched_words(t)} "
                     f"({l1} λ={sig(s1)}, {en} λ={sig(se)}, {l2} λ={sig(s2)}): {l1} − {en} "
-                    f"{effect_text(first)}, {en} − {l2} {effect_text(second)}"
-                    f"")
+                    f"{effect_text(first)}, {en} − {l2} {effect_text(second)}")
             out.append(ClaimResult("texts_sparsity_order", d, f"{l1} > {en} > {l2}", verdict(parts, (s1, se, s2)), text,
                                    {**_iv("l1_minus_en", first), **_iv("en_minus_l2", second)}))
     return out or _missing("texts_sparsity_order", "families l1, elastic_net and l2")
 
 
-def l1_exact_zeros(r: Results) -> list[ClaimResult]:
+def l1_exact_zeros(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for l1 in ("l1", "l1_prox"):
         for d in datasets_with(r, l1, "l2"):
-            diff, s1, s2 = _paired_at_matched(r, d, l1, "l2", "exact_zero_fraction")
-            part = above(diff, FRACTION_MARGIN)
-            text = (f"exactly-zero kernel weights at matched validation metric ({l1} λ={sig(s1)}, l2 λ={sig(s2)}): "
+            if l1 not in PROXIMAL:
+                out.append(_not_testable("l1_exact_zeros", d, f"{l1} vs l2", l1, _optimizer(r, d, l1)))
+                continue
+            diff, s1, s2 = _paired_at_matched(r, d, l1, "l2", "exact_zero_fraction", t)
+            part = above(diff, t.fraction_margin)
+            text = (f"exactly-zero kernel weights at {_matched_words(t)} ({l1} λ={sig(s1)}, l2 λ={sig(s2)}): "
                     f"{l1} − l2 = {effect_text(diff)} of all kernel weights")
             out.append(ClaimResult("l1_exact_zeros", d, f"{l1} vs l2", verdict([part], (s1, s2)), text,
                                    _iv("delta", diff)))
@@ -299,7 +376,15 @@ def l1_exact_zeros(r: Results) -> list[ClaimResult]:
 
 
 def _normalized_layers(r: Results, d: str, family: str) -> pd.DataFrame:
-    """Per member at its kept epoch: ‖W‖ of the normalized layers together and their mean η/‖W‖²."""
+    """Per member at its kept epoch: ‖W‖ of the normalized layers together and their mean η/‖W‖²
+    (computed once per study, dataset and family)."""
+    key = ("normalized_layers", d, family)
+    if key not in r.memo:
+        r.memo[key] = _normalized_layers_of(r, d, family)
+    return r.memo[key]
+
+
+def _normalized_layers_of(r: Results, d: str, family: str) -> pd.DataFrame:
     lay, mem = r.layers, job(r, d, family)
     mem = mem[mem["status"] == "ok"]
     rows = lay[(lay["dataset"] == d) & (lay["family"] == family) & lay["effective_lr"].notna()]
@@ -312,18 +397,30 @@ def _normalized_layers(r: Results, d: str, family: str) -> pd.DataFrame:
     return agg.assign(norm=np.sqrt(agg["sq"]))
 
 
-def normalization_scale_invariance(r: Results) -> list[ClaimResult]:
+def in_decay_domain(rows: pd.DataFrame, strength: float, bound: float) -> bool:
+    """λ·η of a strength at most ``bound`` (η: the job's learning rate; without one, every λ)."""
+    lr = rows["lr"].dropna() if "lr" in rows else pd.Series(dtype=float)
+    return lr.empty or strength * float(lr.max()) <= bound
+
+
+def normalization_scale_invariance(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for family in ("batchnorm_l2", "layernorm_weight_decay"):
         for d in datasets_with(r, family):
             rows = job(r, d, family)
             strengths = sorted(rows.loc[rows["status"] == "ok", "strength"].unique())
-            positive = [s for s in strengths if s > 0]
-            if 0.0 not in strengths or not positive:
+            positive = [s for s in strengths if s > 0 and in_decay_domain(rows, s, t.decay_domain)]
+            if 0.0 not in strengths:
                 continue
+            if not positive:
+                reason = f"no λ > 0 of the grid has λ·η ≤ {sig(t.decay_domain)}, the moderate decay the claim is about"
+                out.append(ClaimResult("normalization_scale_invariance", d, family, NOT_TESTABLE,
+                                       f"not testable: {reason}", reason=reason))
+                continue
+            left_out = [s for s in strengths if s > 0 and s not in positive]
             base = seeds_at(rows, 0.0, "val_metric")
             moves = {s: paired_difference(seeds_at(rows, s, "val_metric"), base) for s in positive}
-            flat = [inside(iv, -METRIC_TOL, METRIC_TOL) for iv in moves.values()]
+            flat = [inside(iv, -t.metric_tol, t.metric_tol) for iv in moves.values()]
             flat_part = False if False in flat else (True if all(p is True for p in flat) else None)
             stats = _normalized_layers(r, d, family)
             top = positive[-1]
@@ -340,11 +437,13 @@ def normalization_scale_invariance(r: Results) -> list[ClaimResult]:
             worst = max(moves.items(), key=lambda kv: abs(kv[1].mean))
             held = [lam for lam, part in zip(moves, flat) if part is True]
             upto = [lam for i, lam in enumerate(moves) if all(f is True for f in flat[: i + 1])]
-            held_text = (f"within ±{METRIC_TOL} up to λ={sig(upto[-1])}" if upto else
-                         f"within ±{METRIC_TOL} at {len(held)} of {len(moves)} λ")
-            text = (f"validation metric against λ=0: {held_text}, largest move at λ={sig(worst[0])}: "
-                    f"{effect_text(worst[1])} (within ±{METRIC_TOL} at every λ: {_word(parts[0])}); "
-                    f"log(‖W‖ at λ={sig(top)} / at λ=0) of the normalized layers: {effect_text(dn)}"
+            held_text = (f"within ±{t.metric_tol} up to λ={sig(upto[-1])}" if upto else
+                         f"within ±{t.metric_tol} at {len(held)} of {len(moves)} λ")
+            domain = (f"λ·η ≤ {sig(t.decay_domain)}" + (f" (λ = {', '.join(sig(s) for s in left_out)} outside it)"
+                                                          if left_out else ""))
+            text = (f"within the claim's domain, {domain}: validation metric against λ=0: {held_text}, largest move "
+                    f"at λ={sig(worst[0])}: {effect_text(worst[1])} (within ±{t.metric_tol} at every λ: "
+                    f"{_word(parts[0])}); log(‖W‖ at λ={sig(top)} / at λ=0) of the normalized layers: {effect_text(dn)}"
                     f" (falls: {_word(parts[1])}); log ratio of η/‖W‖²: {effect_text(dlr)}"
                     f" (rises: {_word(parts[2])})")
             out.append(ClaimResult("normalization_scale_invariance", d, family, verdict(parts), text,
@@ -370,46 +469,49 @@ def _pairs_text(pairs) -> str:
                      f"Δ log‖W‖ {effect_text(dn)}" for lam, dv, dn in pairs)
 
 
-def _same(dv: Interval, dn: Interval) -> bool | None:
-    parts = [inside(dv, -METRIC_TOL, METRIC_TOL), inside(dn, -NORM_TOL, NORM_TOL)]
+def _same(dv: Interval, dn: Interval, t: Thresholds) -> bool | None:
+    parts = [inside(dv, -t.metric_tol, t.metric_tol), inside(dn, -t.norm_tol, t.norm_tol)]
     return False if False in parts else (True if all(p is True for p in parts) else None)
 
 
-def adam_l2_is_not_decay(r: Results) -> list[ClaimResult]:
+def adam_l2_is_not_decay(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for d in datasets_with(r, "l2", "weight_decay"):
         pairs = _decay_pairs(r, d, "l2", "weight_decay")
         if not pairs:
             continue
-        same = [_same(dv, dn) for _, dv, dn in pairs]
+        same = [_same(dv, dn, t) for _, dv, dn in pairs]
         part = True if False in same else (False if all(s is True for s in same) else None)
         out.append(ClaimResult("adam_l2_is_not_decay", d, "l2 (λ) vs weight_decay (2λ), Adam", verdict([part]),
                                _pairs_text(pairs), {"pairs_differing": float(sum(s is False for s in same))}))
     return out or _missing("adam_l2_is_not_decay", "families l2 and weight_decay with λ_decay = 2 λ_l2 in both grids")
 
 
-def sgd_l2_is_decay(r: Results) -> list[ClaimResult]:
+def sgd_l2_is_decay(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for d in datasets_with(r, "l2_sgd", "weight_decay_sgd"):
         pairs = _decay_pairs(r, d, "l2_sgd", "weight_decay_sgd")
         if not pairs:
             continue
-        same = [_same(dv, dn) for _, dv, dn in pairs]
+        same = [_same(dv, dn, t) for _, dv, dn in pairs]
         out.append(ClaimResult("sgd_l2_is_decay", d, "l2_sgd (λ) vs weight_decay_sgd (2λ)", verdict(same),
                                _pairs_text(pairs), {"pairs_same": float(sum(s is True for s in same))}))
     return out or _missing("sgd_l2_is_decay", "the SGD control families l2_sgd and weight_decay_sgd")
 
 
-def group_lasso_removes_units(r: Results) -> list[ClaimResult]:
+def group_lasso_removes_units(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for gl, l1 in (("group_lasso", "l1"), ("group_lasso_prox", "l1_prox")):
         for d in datasets_with(r, gl, l1, "l2"):
-            vs_l1, sg, s1 = _paired_at_matched(r, d, gl, l1, "removed_fraction")
-            vs_l2, _, s2 = _paired_at_matched(r, d, gl, "l2", "removed_fraction")
-            parts = [above(vs_l1, FRACTION_MARGIN), above(vs_l2, FRACTION_MARGIN)]
-            text = (f"fraction of hidden units removed (constant output) at matched validation metric "
-                    f"({gl} λ={sig(sg)}, {l1} λ={sig(s1)}, l2 λ={sig(s2)}): {gl} − {l1} {effect_text(vs_l1)}"
-                    f", {gl} − l2 {effect_text(vs_l2)}")
+            if gl not in PROXIMAL:
+                out.append(_not_testable("group_lasso_removes_units", d, f"{gl} vs {l1}, l2", gl, _optimizer(r, d, gl)))
+                continue
+            vs_l1, sg, s1 = _paired_at_matched(r, d, gl, l1, "removed_fraction", t)
+            vs_l2, _, s2 = _paired_at_matched(r, d, gl, "l2", "removed_fraction", t)
+            parts = [above(vs_l1, t.fraction_margin), above(vs_l2, t.fraction_margin)]
+            text = (f"fraction of hidden units removed (output exactly constant over the training set) at "
+                    f"{_matched_words(t)} ({gl} λ={sig(sg)}, {l1} λ={sig(s1)}, l2 λ={sig(s2)}): {gl} − {l1} "
+                    f"{effect_text(vs_l1)}, {gl} − l2 {effect_text(vs_l2)}")
             out.append(ClaimResult("group_lasso_removes_units", d, f"{gl} vs {l1}, l2", verdict(parts, (sg, s1, s2)), text,
                                    {**_iv("vs_l1", vs_l1), **_iv("vs_l2", vs_l2)}))
     return out or _missing("group_lasso_removes_units", "families group_lasso, l1 and l2")
@@ -425,7 +527,7 @@ def sparse_datasets(r: Results) -> list[str]:
     return out
 
 
-def l1_beats_l2_when_sparse(r: Results) -> list[ClaimResult]:
+def l1_beats_l2_when_sparse(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for l1 in ("l1", "l1_prox"):
         for d in [d for d in sparse_datasets(r) if d in datasets_with(r, l1, "l2")]:
@@ -453,7 +555,7 @@ def block_spread(features: pd.DataFrame) -> pd.Series:
     return ratio.groupby("member").mean()
 
 
-def elastic_net_groups(r: Results) -> list[ClaimResult]:
+def elastic_net_groups(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for en, l1 in (("elastic_net", "l1"), ("elastic_net_prox", "l1_prox")):
         for d in datasets_with(r, en, l1):
@@ -476,12 +578,12 @@ def elastic_net_groups(r: Results) -> list[ClaimResult]:
                     f"best validation setting: {en} (λ={sig(spread[en][0])}) {estimate(e_iv)}, "
                     f"{l1} (λ={sig(spread[l1][0])}) {estimate(l_iv)}; difference "
                     f"{effect_text(diff)}")
-            out.append(ClaimResult("elastic_net_groups", d, f"{en} vs {l1}", verdict([above(diff, FRACTION_MARGIN)]), text,
-                                   {**_iv("delta", diff), **_iv(en, e_iv), **_iv(l1, l_iv)}))
+            out.append(ClaimResult("elastic_net_groups", d, f"{en} vs {l1}", verdict([above(diff, t.fraction_margin)]),
+                                   text, {**_iv("delta", diff), **_iv(en, e_iv), **_iv(l1, l_iv)}))
     return out or _missing("elastic_net_groups", "a dataset with known feature blocks and families elastic_net, l1")
 
 
-def max_norm_helps_dropout(r: Results) -> list[ClaimResult]:
+def max_norm_helps_dropout(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
     out = []
     for d in datasets_with(r, "dropout_max_norm"):
         rows = job(r, d, "dropout_max_norm")
@@ -499,15 +601,17 @@ def max_norm_helps_dropout(r: Results) -> list[ClaimResult]:
     return out or _missing("max_norm_helps_dropout", "family dropout_max_norm")
 
 
+_MATCHING = ("metric_tol", "match_on", "loss_tol")  # what picks a matched strength
+
 CLAIMS = [
     Claim("texts_l2_sweep",
           "L2 from small λ to 1: small λ keeps the fit, training loss rises with λ, the strongest λ predicts "
           "the mean, and at λ = 1 the weights collapse to a spike at 0.",
           "the texts' L2 sweep (STUDY.md)",
-          f"all four parts hold: Δ test R² (smallest λ − 0) above −{METRIC_TOL}; Spearman ρ(λ, training loss) > 0 "
+          f"all four parts hold: Δ test R² (smallest λ − 0) above −{BASE.metric_tol}; Spearman ρ(λ, training loss) > 0 "
           f"at p < {P_TREND}; at the strongest λ, the prediction's spread over the inputs below {MEAN_FLAT} of the "
           f"true function's (without prediction tables: |test R²| below {MEAN_R2}); trained/initial kernel spread below "
-          f"{SPIKE_SPREAD}.", texts_l2_sweep),
+          f"{SPIKE_SPREAD}.", texts_l2_sweep, ("metric_tol",)),
     Claim("texts_dropout_sweep",
           "Dropout over p: loss rises with p, around p ≈ 0.6 the model predicts about the mean, and at p = 1 the "
           "weights keep their initial values.",
@@ -519,33 +623,41 @@ CLAIMS = [
           "L1 gives sparse weights, L2 spreads weight over all of them, elastic net sits in between.",
           "the texts (STUDY.md); Tibshirani 1996; Zou & Hastie 2005",
           "at matched validation metric, the fraction of (near-)zero weights: L1 − elastic net > 0 and "
-          "elastic net − L2 > 0 (intervals above 0). Near zero: |w| below the zero threshold; the proximal "
-          "variant counts exact zeros.", texts_sparsity_order),
+          "elastic net − L2 > 0 (intervals above 0). Near zero: |w| below the zero threshold times the rms of its "
+          "layer's kernel (scale-free); the proximal variant counts exact zeros.", texts_sparsity_order,
+          _MATCHING + ("near_zero",)),
     Claim("l1_exact_zeros",
           "L1 gives many more exactly-zero weights than L2 at a matched validation metric.",
           "Tibshirani 1996",
-          f"exact-zero fraction of L1 minus that of L2 above {FRACTION_MARGIN} (interval above it).",
-          l1_exact_zeros),
+          f"exact-zero fraction of L1 minus that of L2 above {BASE.fraction_margin} (interval above it); only a "
+          "proximal L1 step can give exact zeros, so subgradient L1 is not testable.",
+          l1_exact_zeros, _MATCHING + ("fraction_margin",)),
     Claim("normalization_scale_invariance",
           "With normalization, the validation metric barely moves with λ, while ‖W‖ falls and the effective "
           "learning rate η/‖W‖² rises.",
           "van Laarhoven 2017",
-          f"Δ validation metric (λ − 0) within ±{METRIC_TOL} at every λ; at the largest λ, log ‖W‖ of the "
-          "normalized layers below that at λ = 0, and log η/‖W‖² above it.", normalization_scale_invariance),
+          f"within the claim's domain of moderate decay, λ·η ≤ {BASE.decay_domain}: Δ validation metric (λ − 0) "
+          f"within ±{BASE.metric_tol} at every λ; at the largest such λ, log ‖W‖ of the normalized layers below that at "
+          "λ = 0, and log η/‖W‖² above it.", normalization_scale_invariance,
+          ("metric_tol", "decay_domain")),
     Claim("adam_l2_is_not_decay",
           "Under Adam, L2 in the loss and decoupled weight decay differ at the same λ.",
           "Loshchilov & Hutter 2019",
           f"at some λ, l2 (λ) and weight_decay (2λ, the same penalty under plain SGD) differ: Δ validation metric "
-          f"outside ±{METRIC_TOL} or Δ log ‖W‖ outside ±log 1.05, interval and all.", adam_l2_is_not_decay),
+          f"outside ±{BASE.metric_tol} or Δ log ‖W‖ outside ±log 1.05, interval and all.", adam_l2_is_not_decay,
+          ("metric_tol", "norm_tol")),
     Claim("sgd_l2_is_decay",
           "Under plain SGD, L2 in the loss with λ and decoupled weight decay with 2λ coincide.",
           "Loshchilov & Hutter 2019 (the control)",
-          f"at every λ, Δ validation metric within ±{METRIC_TOL} and Δ log ‖W‖ within ±log 1.05.", sgd_l2_is_decay),
+          f"at every λ, Δ validation metric within ±{BASE.metric_tol} and Δ log ‖W‖ within ±log 1.05.", sgd_l2_is_decay,
+          ("metric_tol", "norm_tol")),
     Claim("group_lasso_removes_units",
           "Group lasso removes whole neurons at a matched validation metric; L1 and L2 do not.",
           "Scardapane et al. 2017",
-          f"fraction of hidden units removed (constant output over the training set): group lasso minus L1, "
-          f"and minus L2, above {FRACTION_MARGIN}.", group_lasso_removes_units),
+          f"fraction of hidden units removed (output exactly constant over the training set, whatever the weights' "
+          f"scale): group lasso minus L1, and minus L2, above {BASE.fraction_margin}; only a proximal step removes "
+          "units exactly, so subgradient group lasso is not testable.", group_lasso_removes_units,
+          _MATCHING + ("fraction_margin",)),
     Claim("max_norm_helps_dropout",
           "Dropout works better with a max-norm constraint on each unit's incoming weights.",
           "Srivastava et al. 2014",
@@ -562,23 +674,59 @@ CLAIMS = [
           "keeps few of its features.",
           "Zou & Hastie 2005",
           "share of each block's features in use (participation ratio of their first-layer weight norms over "
-          f"the block size), elastic net minus L1, above {FRACTION_MARGIN} (a tenth of the block more).",
-          elastic_net_groups),
+          f"the block size), elastic net minus L1, above {BASE.fraction_margin} (a tenth of the block more).",
+          elastic_net_groups, ("fraction_margin",)),
 ]
 
 
-def check_claims(results: Results) -> list[tuple[Claim, list[ClaimResult]]]:
-    return [(claim, claim.check(results)) for claim in CLAIMS]
+def with_fragility(results: list[ClaimResult], under: dict[str, list[ClaimResult]]) -> list[ClaimResult]:
+    """Mark each result whose verdict differs under some threshold variant (``under``: the
+    claim's results per variant label) as fragile, with the verdicts it takes."""
+    for res in results:
+        others = {label: next((o.verdict for o in rows if o.key == res.key), NOT_MEASURED)
+                  for label, rows in under.items()}
+        res.variants = {label: v for label, v in others.items() if v != res.verdict}
+        if res.variants:
+            taken = sorted({res.verdict, *res.variants.values()}, key=CLAIM_VERDICTS.index)
+            changes = "; ".join(f"{v} with {label}" for label, v in res.variants.items())
+            res.fragile = f"{' / '.join(taken)} as the thresholds move ({changes})"
+    return results
+
+
+def check_claims(results: Results, variants: dict[str, Thresholds] = VARIANTS) -> list[tuple[Claim, list[ClaimResult]]]:
+    """Every claim under the base thresholds, each result marked fragile where a variant
+    of its thresholds gives another verdict."""
+    out = []
+    for claim in CLAIMS:
+        checked = claim.check(results, BASE)
+        under = {label: claim.check(results, t) for label, t in variants.items() if _moves(t) & set(claim.uses)}
+        out.append((claim, with_fragility(checked, under)))
+    return out
+
+
+def _moves(t: Thresholds) -> set[str]:
+    """The fields in which ``t`` differs from the base thresholds."""
+    return {f.name for f in fields(Thresholds) if getattr(t, f.name) != getattr(BASE, f.name)}
 
 
 def claims_json(checked: list[tuple[Claim, list[ClaimResult]]], number) -> dict:
-    """``{claim: {"<dataset>:<variant>": {"verdict": ..., numbers...}}, "verdicts": counts}``."""
+    """``{claim: {"<dataset>:<variant>": {"verdict": ..., "fragile", "reason", numbers...}},
+    "verdicts": counts, "fragile": count}``."""
     out: dict = {}
-    counts = {v: 0 for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED)}
+    counts = {v: 0 for v in CLAIM_VERDICTS}
+    fragile = 0
     for claim, results in checked:
-        out[claim.id] = {res.key: {"verdict": res.verdict, **{k: number(v) for k, v in res.numbers.items()}}
-                         for res in results}
+        out[claim.id] = {}
         for res in results:
+            entry = {"verdict": res.verdict, **{k: number(v) for k, v in res.numbers.items()}}
+            if res.reason:
+                entry["reason"] = res.reason
+            if res.fragile:
+                entry["fragile"] = res.fragile
+                entry["verdicts_under_variants"] = res.variants
+            out[claim.id][res.key] = entry
             counts[res.verdict] += 1
+            fragile += bool(res.fragile)
     out["verdicts"] = counts
+    out["fragile"] = fragile
     return out

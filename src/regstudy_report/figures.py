@@ -37,6 +37,7 @@ from regstudy_report.tables import (
     ok_rows,
     ordered,
     strength_name,
+    stronger_is_smaller,
 )
 
 DPI = 90
@@ -146,14 +147,9 @@ def _note(ax, text: str, color: str = "0.3") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=color, fontsize=10)
 
 
-def _stronger_is_smaller(name: str) -> bool:
-    """Fewer epochs of patience stop earlier, a smaller max-norm bound c binds harder."""
-    return name in ("patience", "c")
-
-
 def strength_palette(strengths, name: str) -> dict:
     """Strength -> colour on a sequential palette, darker = stronger regularization."""
-    levels = sorted(pd.unique(pd.Series(strengths).dropna()), reverse=_stronger_is_smaller(name))
+    levels = sorted(pd.unique(pd.Series(strengths).dropna()), reverse=stronger_is_smaller(name))
     return dict(zip(levels, sns.color_palette("crest", len(levels))))
 
 
@@ -453,51 +449,6 @@ def _clip_density(ax, top: float) -> None:
     if peak > top:
         ax.set_ylim(0, top)
         ax.text(0.02, 0.95, f"clipped, peak {peak:.3g}", transform=ax.transAxes, va="top", fontsize=9.5, color="0.3")
-
-
-@_styled
-def metrics_vs_strength(members: pd.DataFrame) -> Figure:
-    """Final validation metric, test metric (R² for regression, accuracy for classification,
-    dimensionless) and generalization gap (validation minus training data loss, in loss
-    units) against strength, one line per family, mean ± 1 sd across seeds that did not
-    diverge; one row per swept key (λ, dropout p, noise σ, early-stopping patience in epochs,
-    where a smaller patience is stronger; the λ families in two rows: penalties in the loss
-    with their proximal variants, then decay, normalization and the SGD controls). The x
-    axis is symmetric-log: logarithmic above the smallest positive strength, linear below
-    it, so that strength 0 is shown. The baseline (family none) is the dotted black line
-    with its ±1 sd band."""
-    ok = members[members["status"] == "ok"]
-    metric = str(members["metric_name"].iloc[0])
-    baseline = ok[ok["family"] == "none"]
-    families = ordered(members.loc[members["family"] != "none", "family"].unique(), FAMILY_ORDER)
-    # one row per swept key, so that an x axis never mixes λ with p, σ or patience; the λ
-    # families in two rows (penalties, then decay, normalization and controls) to stay legible
-    by_name: dict[str, list[str]] = {}
-    for family in families:
-        name = strength_name(members, family)
-        row = (name, name == "lam" and family not in SPARSITY_FAMILIES)
-        by_name.setdefault(row, []).append(family)
-    palette = family_palette(families)
-    panels = [("val_metric", f"validation {metric}"), ("test_metric", f"test {metric}"),
-              ("gap", f"gap ({_loss_unit(members)})")]
-    fig, axes = _panels(3 * max(1, len(by_name)), 3, (3.0, 2.3))
-    for row_axes, ((name, _), row_families) in zip(axes, by_name.items() or [(("strength", False), [])]):
-        swept = ok[ok["family"].isin(row_families)]
-        for ax, (column, label) in zip(row_axes, panels):
-            _mean_sd_lines(ax, swept, "strength", column, "family", row_families, palette, marker="o",
-                           markersize=3, lw=1.2)
-            if len(baseline):
-                mean, sd = baseline[column].mean(), baseline[column].std()
-                ax.axhline(mean, color="k", ls=":", lw=1)
-                if np.isfinite(sd):
-                    ax.axhspan(mean - sd, mean + sd, color="k", alpha=0.08, lw=0)
-            linthresh = _symlog_x(ax, swept["strength"])
-            ax.set(xlabel=f"{name} (symlog, linear below {linthresh:g})", ylabel=label)
-        handles = [Line2D([], [], color=palette[f], lw=2, marker="o", ms=3, label=f) for f in row_families]
-        if len(baseline):
-            handles.append(Line2D([], [], color="k", ls=":", label="none (baseline)"))
-        row_axes[-1].legend(handles=handles, fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1))
-    return fig
 
 
 @_styled

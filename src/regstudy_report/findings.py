@@ -1,27 +1,78 @@
 """What the study found, per dataset and family, in numbers and in words.
 
 For each dataset and family: the best strength (highest mean validation metric), the
-test metric there, and its effect against the unregularized baseline (family ``none``)
-as a paired difference over seeds with a 95% t-interval, with a verdict: *helps* (the
-interval is above 0), *hurts* (below 0) or *no detectable effect*. A family trained
-with another optimizer than the baseline (the plain-SGD controls) is compared with its
-own strength-0 members instead, so that the effect is the regularizer's, not the
-optimizer's. The strength is
-chosen on the validation split and judged on the test split, so the choice does not
-flatter the effect. Every sentence of the report's findings is built here, from those
-numbers.
+test metric there, and its effect against the family's **comparator**, as a paired
+difference over seeds with a 95% t-interval and two tests:
+
+- a paired t-test of "no difference" (*better* / *worse* when it rejects), and
+- two one-sided tests (TOST) of "the difference lies inside the region of practical
+  equivalence ±margin" (*equivalent* when it rejects),
+
+each with Holm's correction across the dataset's findings, so that the chance of any
+false *better*/*worse* on a dataset, and of any false *equivalent*, is at most alpha.
+What neither test decides is *undetermined*, with the seeds that would likely decide it.
+
+The comparator is the unregularized baseline (``none``), except for a family whose
+network or training differs from the baseline's in more than its swept regularizer (its
+``config.yaml``: normalization, a second regularizer, another optimizer): it is judged
+against its own non-binding setting (the weakest of its grid: λ = 0, the largest c).
+A family whose best setting *is* its comparator (λ = 0, or members identical to it) has
+*no regularization selected*: there is nothing to test. The strength is chosen on the
+validation split and judged on the test split, so the choice does not flatter the
+effect. Every sentence of the report's findings is built here, from those numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
-from regstudy_report.stats import Interval, effect_text, effect_verdict, estimate, mean_interval, paired_difference, sig
-from regstudy_report.tables import best_strength, jobs, ordered, DATASET_ORDER
+from regstudy_report.settings import Settings
+from regstudy_report.stats import (
+    BETTER,
+    EQUIVALENT,
+    UNDETERMINED,
+    WORSE,
+    Interval,
+    decide,
+    detectable_effect,
+    effect_text,
+    estimate,
+    mean_interval,
+    near_alpha,
+    paired,
+    paired_difference,
+    pooled_sd,
+    seeds_to_decide,
+    sig,
+)
+from regstudy_report.tables import DATASET_ORDER, Results, best_strength, jobs, ordered, weakest_strength
 
 BASELINE = "none"
+NO_REGULARIZATION = "no regularization selected"
+NOT_MEASURED = "not measured"
+#: Every label a finding can carry: the four verdicts of a test, then the rows that are not tests.
+LABELS = (BETTER, EQUIVALENT, WORSE, UNDETERMINED, NO_REGULARIZATION, NOT_MEASURED, "baseline")
+# Keys of a job's config that do not change what is trained, or that the family sweeps.
+_SAME_MODEL_KEYS = ("family", "members", "paths", "logger", "threads", "metrics")
+
+
+@dataclass(frozen=True)
+class Comparator:
+    """Whose members a family is compared with: ``family``'s at ``strength`` (the baseline
+    ``none`` at 0, or the family's own non-binding setting), and why."""
+
+    family: str
+    strength: float | None
+    strength_name: str = "none"
+    reason: str = ""  # why not the baseline: what differs from it
+
+    @property
+    def label(self) -> str:
+        return BASELINE if self.family == BASELINE else f"{self.family} at {self.strength_name} = {sig(self.strength)}"
 
 
 @dataclass
@@ -29,97 +80,315 @@ class Finding:
     dataset: str
     family: str
     strength_name: str
-    strength: float | None
+    strength: float | None  # the best strength on validation; None when no member is ok
     metric_name: str
+    margin: float  # the region of practical equivalence, ±margin, in metric units
+    comparator: Comparator
     test: Interval  # test metric at the best strength, over seeds
-    baseline: Interval  # test metric of the baseline, over seeds
-    baseline_name: str  # "none", or "<family> at <name> = 0" for a family with its own optimizer
-    effect: Interval  # paired difference (family at best strength - baseline) of the test metric
-    verdict: str
-    text: str
+    baseline: Interval  # test metric of the comparator, over seeds
+    effect: Interval  # paired difference (family at best strength - comparator) of the test metric
+    diffs: pd.Series = field(repr=False)  # those paired differences, by seed
+    p_value: float = math.nan  # paired t-test of effect = 0, two-sided
+    p_equivalence: float = math.nan  # TOST of |effect| < margin
+    p_adjusted: float = math.nan  # Holm across the dataset's tests
+    p_equivalence_adjusted: float = math.nan
+    verdict: str = NOT_MEASURED
+    borderline: str = ""  # why the verdict could flip (an adjusted p near alpha, a near tie), or ""
+    seeds_to_decide: int | None = None  # undetermined rows: seeds that would likely decide them
+    decided_as: str = ""  # ... and the verdict they would likely give
+    runner_up: float | None = None  # the second-best strength when it nearly ties the best
+    text: str = ""
+
+    @property
+    def tested(self) -> bool:
+        return self.verdict in (BETTER, EQUIVALENT, WORSE, UNDETERMINED)
+
+
+@dataclass
+class DatasetPower:
+    """What one dataset's findings can detect."""
+
+    dataset: str
+    metric_name: str
+    margin: float
+    seeds: int  # seeds of the baseline (every family of the dataset trains the same seeds)
+    tests: int  # findings tested (Holm's m)
+    sd: float  # pooled standard deviation of the tested findings' paired differences
+    detectable: float  # effect detected with the stated power at alpha / m
+    alpha: float
+    power: float
+    text: str = ""
 
 
 def by_seed(rows: pd.DataFrame, column: str) -> pd.Series:
     """``column`` of the ok members of ``rows``, indexed by seed (one member per seed)."""
-    ok = rows[rows["status"] == "ok"]
-    return ok.set_index("seed")[column].sort_index()
+    ok = rows["status"].to_numpy() == "ok"
+    values = pd.Series(rows[column].to_numpy()[ok], index=pd.Index(rows["seed"].to_numpy()[ok], name="seed"),
+                       name=column)
+    return values.sort_index()
 
 
 def at_strength(job: pd.DataFrame, strength) -> pd.DataFrame:
-    return job[job["strength"] == strength]
+    return job[np.isclose(job["strength"], strength)] if strength is not None else job.iloc[:0]
 
 
-def _sentence(f: Finding) -> str:
-    if f.strength is None:
-        return f"{f.family}: every member diverged; nothing to compare."
-    if f.family == BASELINE:
-        return (f"The unregularized baseline reaches a test {f.metric_name} of {estimate(f.test)}"
-                f" over {f.test.n} seeds.")
-    setting = f"{f.strength_name} = {sig(f.strength)}"
-    if f.strength == 0 and f.strength_name != "patience":
-        setting += ", that is, no regularization at all"
-    if not f.effect.defined:
-        return (f"{f.family}: at its best setting ({setting}) the test {f.metric_name} is "
-                f"{sig(f.test.mean)}; no baseline to compare with over two or more seeds.")
-    against = "the baseline" if f.baseline_name == BASELINE else f"its own unregularized setting ({f.baseline_name})"
-    return (f"{f.family} {f.verdict}: at its best setting ({setting}) the test {f.metric_name} is "
-            f"{sig(f.test.mean)} against {sig(f.baseline.mean)} for {against}, a paired difference "
-            f"of {effect_text(f.effect)} over {f.effect.n} seeds.")
-
-
-def baseline_rows(members: pd.DataFrame, dataset: str, job: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The members a family is compared with: the baseline ``none`` trained with the same
-    optimizer and learning rate, else the family's own strength-0 members."""
-    rows = members[(members["dataset"] == dataset) & (members["family"] == BASELINE)]
-    if "optimizer" in job and len(rows):
-        same = (rows["optimizer"] == job["optimizer"].iloc[0]) & (rows["lr"] == job["lr"].iloc[0])
-        if not same.all():
-            own = job[job["strength"] == 0.0]
-            label = f"{job['family'].iloc[0]} at {job['strength_name'].iloc[0]} = 0, {job['optimizer'].iloc[0]}"
-            return own, label
-    return rows, BASELINE
-
-
-def findings(members: pd.DataFrame) -> list[Finding]:
-    """One finding per dataset and family, in report order."""
-    out = []
-    for dataset, family, job in jobs(members):
-        base_rows, base_name = baseline_rows(members, dataset, job)
-        base = by_seed(base_rows, "test_metric")
-        best = best_strength(job)
-        chosen = by_seed(at_strength(job, best), "test_metric") if best is not None else pd.Series(dtype=float)
-        effect = paired_difference(chosen, base) if len(base) else Interval(float("nan"), float("nan"), float("nan"), 0)
-        f = Finding(dataset=dataset, family=family, strength_name=str(job["strength_name"].iloc[0]),
-                    strength=best, metric_name=str(job["metric_name"].iloc[0]), test=mean_interval(chosen),
-                    baseline=mean_interval(base), baseline_name=base_name, effect=effect,
-                    verdict="baseline" if family == BASELINE else effect_verdict(effect), text="")
-        f.text = _sentence(f)
-        out.append(f)
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
+def differences_from_baseline(config: dict, baseline: dict) -> list[str]:
+    """The settings in which a job's config differs from the baseline's, beyond its swept
+    regularizer (``members.sweep``) and what does not change the model: e.g.
+    ``["model.norm"]``, ``["regularizer.dropout"]``, ``["optim"]``."""
+    sweep = str((config.get("members") or {}).get("sweep", ""))
+    a, b = _flat(config), _flat(baseline)
+    skip = (*_SAME_MODEL_KEYS, f"regularizer.{sweep}")
+    found = set()
+    for key in set(a) | set(b):
+        if a.get(key) == b.get(key) or any(key == s or key.startswith(s + ".") for s in skip):
+            continue
+        parts = key.split(".")
+        found.add("optim" if parts[0] == "optim" else ".".join(parts[:2]))
+    return sorted(found)
+
+
+def comparator_of(results: Results, dataset: str, job: pd.DataFrame) -> Comparator:
+    """The baseline ``none``, or the family's own weakest setting when its config differs
+    from the baseline's in more than its swept regularizer (without config files: when its
+    optimizer or learning rate differs), or when the dataset has no baseline."""
+    family = str(job["family"].iloc[0])
+    name = str(job["strength_name"].iloc[0])
+    base = results.members[(results.members["dataset"] == dataset) & (results.members["family"] == BASELINE)]
+    if family == BASELINE:
+        return Comparator(BASELINE, 0.0)
+    if base.empty:
+        return Comparator(family, weakest_strength(job), name,
+                          "has no baseline (family none) on this dataset to compare with")
+    own = results.configs.get((dataset, family))
+    base_config = results.configs.get((dataset, BASELINE))
+    if own and base_config:
+        differs = differences_from_baseline(own, base_config)
+    else:
+        same = (base["optimizer"] == job["optimizer"].iloc[0]) & (base["lr"] == job["lr"].iloc[0]) \
+            if "optimizer" in job and "optimizer" in base else pd.Series([True])
+        differs = [] if same.all() else ["optim"]
+    if not differs:
+        return Comparator(BASELINE, 0.0)
+    return Comparator(family, weakest_strength(job), name, f"differs from the baseline in {', '.join(differs)}")
+
+
+def _comparator_rows(results: Results, dataset: str, job: pd.DataFrame, comparator: Comparator) -> pd.DataFrame:
+    if comparator.family == BASELINE:
+        m = results.members
+        return m[(m["dataset"] == dataset) & (m["family"] == BASELINE)]
+    return at_strength(job, comparator.strength)
+
+
+def _identical(chosen: pd.DataFrame, base: pd.DataFrame) -> bool:
+    """The chosen members are their comparator's, to the bit: every paired loss and metric equal."""
+    columns = [c for c in ("val_loss", "test_loss", "val_metric", "test_metric") if c in chosen and c in base]
+    pairs = [paired(by_seed(chosen, c), by_seed(base, c)) for c in columns]
+    return bool(columns) and len(pairs[0]) > 0 and all(len(d) == len(pairs[0]) and (d == 0).all() for d in pairs)
+
+
+def runner_up(job: pd.DataFrame, best):
+    """The second-best strength on validation when it nearly ties the best: the mean paired
+    difference of their validation metrics is at most one standard error of it (an exact
+    tie included), so another draw of the arithmetic may well pick it; else None."""
+    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean().dropna()
+    if best is None or len(means) < 2:
+        return None
+    second = means.drop(best).sort_values(ascending=False, kind="stable").index[0]
+    diff = paired(by_seed(at_strength(job, best), "val_metric"), by_seed(at_strength(job, second), "val_metric"))
+    if len(diff) < 2:
+        return None
+    return second if diff.mean() <= diff.std(ddof=1) / math.sqrt(len(diff)) else None
+
+
+def _measure(results: Results, dataset: str, job: pd.DataFrame, comparator: Comparator, strength,
+             settings: Settings) -> Finding:
+    """The finding of a family at ``strength`` against its comparator, before Holm."""
+    family, metric = str(job["family"].iloc[0]), str(job["metric_name"].iloc[0])
+    margin = settings.margin(metric)
+    base_rows = _comparator_rows(results, dataset, job, comparator)
+    chosen_rows = at_strength(job, strength)
+    base, chosen = by_seed(base_rows, "test_metric"), by_seed(chosen_rows, "test_metric")
+    diffs = paired(chosen, base)
+    f = Finding(dataset=dataset, family=family, strength_name=str(job["strength_name"].iloc[0]), strength=strength,
+                metric_name=metric, margin=margin, comparator=comparator, test=mean_interval(chosen),
+                baseline=mean_interval(base), effect=paired_difference(chosen, base), diffs=diffs)
+    if family == BASELINE:
+        f.verdict = "baseline"
+    elif strength is None or not f.effect.defined:
+        f.verdict = NOT_MEASURED
+    elif (comparator.family == family and np.isclose(strength, comparator.strength)) or \
+            ((diffs == 0).all() and _identical(chosen_rows, base_rows)):
+        f.verdict = NO_REGULARIZATION
+    else:
+        f.verdict = UNDETERMINED  # a test: decided with the dataset's other tests (_holm_verdicts)
+    return f
+
+
+def _holm_verdicts(found: list[Finding], settings: Settings) -> list[str]:
+    """Decide the tested findings together (:func:`stats.decide`: both tests, Holm across
+    ``found``), setting their p-values and verdicts; returns every finding's verdict."""
+    tested = [f for f in found if f.tested]
+    margins = {f.margin for f in tested}
+    if len(margins) > 1:
+        raise ValueError(f"one dataset's findings have several equivalence margins: {sorted(margins)}")
+    for f, d in zip(tested, decide([f.diffs for f in tested], margins.pop() if margins else 0.0, settings.alpha)):
+        f.p_value, f.p_equivalence = d.p_value, d.p_equivalence
+        f.p_adjusted, f.p_equivalence_adjusted, f.verdict = d.p_adjusted, d.p_equivalence_adjusted, d.verdict
+    return [f.verdict for f in found]
+
+
+def findings(results: Results, settings: Settings = Settings()) -> list[Finding]:
+    """One finding per dataset and family, in report order, with Holm's correction across
+    each dataset's tests, borderline marks and, for undetermined rows, the seeds needed."""
+    out: list[Finding] = []
+    for dataset in ordered(results.members["dataset"].unique(), DATASET_ORDER):
+        rows = results.members[results.members["dataset"] == dataset]
+        found, alternatives = [], []
+        for _, family, job in jobs(rows):
+            comparator = comparator_of(results, dataset, job)
+            best = best_strength(job)
+            f = _measure(results, dataset, job, comparator, best, settings)
+            if f.verdict != "baseline":
+                f.runner_up = runner_up(job, best)
+            found.append(f)
+            alternatives.append(None if f.runner_up is None else
+                                _measure(results, dataset, job, comparator, f.runner_up, settings))
+        verdicts = _holm_verdicts(found, settings)
+        tests = sum(f.tested for f in found)
+        for i, (f, alt) in enumerate(zip(found, alternatives)):
+            reasons = [f"adjusted p {sig(p, 2)} near α = {sig(settings.alpha)}" for p in
+                       (f.p_adjusted, f.p_equivalence_adjusted) if near_alpha(p, settings.alpha)]
+            if alt is not None:  # the same Holm family with the runner-up in this row's place
+                swapped = [replace(g) for g in found]
+                swapped[i] = alt
+                other = _holm_verdicts(swapped, settings)[i]
+                if other != verdicts[i]:
+                    reasons.append(f"the runner-up {f.strength_name} = {sig(alt.strength)}, within a standard error "
+                                   f"of the best on validation, would give {other}")
+            f.borderline = "; ".join(reasons)
+            if f.verdict == UNDETERMINED:
+                sd = float(f.diffs.std(ddof=1))
+                f.seeds_to_decide, f.decided_as = seeds_to_decide(f.effect.mean, sd, f.margin,
+                                                                  settings.alpha / max(tests, 1), settings.power)
+            f.text = _sentence(f, settings)
+        out += found
+    return out
+
+
+def dataset_power(found: list[Finding], settings: Settings = Settings()) -> list[DatasetPower]:
+    """Per dataset: the effect its findings detect with the stated power at alpha / m
+    (Holm's strictest step, m the dataset's tests), from the pooled paired spread."""
+    out = []
+    for dataset in ordered({f.dataset for f in found}, DATASET_ORDER):
+        rows = [f for f in found if f.dataset == dataset]
+        tested = [f for f in rows if f.tested]
+        seeds = max((f.baseline.n for f in rows), default=0)
+        sd = pooled_sd([f.diffs.std(ddof=1) for f in tested if len(f.diffs) > 1])
+        m = max(len(tested), 1)
+        alpha = settings.alpha / m
+        p = DatasetPower(dataset=dataset, metric_name=rows[0].metric_name, margin=rows[0].margin, seeds=seeds,
+                         tests=len(tested), sd=sd, detectable=detectable_effect(sd, seeds, alpha, settings.power),
+                         alpha=settings.alpha, power=settings.power)
+        p.text = _power_sentence(p)
+        out.append(p)
+    return out
+
+
+def _power_sentence(p: DatasetPower) -> str:
+    if p.tests == 0 or not math.isfinite(p.detectable):
+        return f"On {p.dataset}, no finding is a test, so there is no power to state ({p.seeds} seeds)."
+    return (f"With {p.seeds} seeds, this study detects on {p.dataset} effects of at least {sig(p.detectable)} "
+            f"{p.metric_name} (probability {sig(p.power)}, at α = {sig(p.alpha)}/{p.tests} for its {p.tests} tests; "
+            f"paired spread {sig(p.sd)}), against an equivalence margin of ±{sig(p.margin)}.")
+
+
+# --- in words ---
+
+
+def _setting(f: Finding) -> str:
+    text = f"{f.strength_name} = {sig(f.strength)}"
+    return text + (", that is, no regularization at all" if f.strength == 0 and f.strength_name != "patience" else "")
+
+
+def _sentence(f: Finding, settings: Settings) -> str:
+    if f.family == BASELINE:
+        return (f"The unregularized baseline reaches a test {f.metric_name} of {estimate(f.test)}"
+                f" over {f.test.n} seeds.")
+    if f.strength is None:
+        return f"{f.family}: every member diverged; nothing to compare."
+    against = "the baseline" if f.comparator.family == BASELINE else \
+        f"its own non-binding setting ({f.comparator.label}; it {f.comparator.reason})"
+    if f.verdict == NOT_MEASURED:
+        return (f"{f.family}: at its best setting ({_setting(f)}) the test {f.metric_name} is "
+                f"{sig(f.test.mean)}; fewer than two seeds pair with {against}.")
+    if f.verdict == NO_REGULARIZATION:
+        return (f"{f.family}: no regularization selected: its best validation setting ({_setting(f)}) trains the same "
+                f"models as {against}, so there is nothing to test.")
+    numbers = (f"at its best setting ({_setting(f)}) the test {f.metric_name} is {sig(f.test.mean)} against "
+               f"{sig(f.baseline.mean)} for {against}, a paired difference of {effect_text(f.effect)} over "
+               f"{f.effect.n} seeds (p = {sig(f.p_value, 2)}, Holm-adjusted {sig(f.p_adjusted, 2)}; "
+               f"equivalence within ±{sig(f.margin)}: adjusted p {sig(f.p_equivalence_adjusted, 2)})")
+    head = {BETTER: f"{f.family} does better", WORSE: f"{f.family} does worse",
+            EQUIVALENT: f"{f.family} is equivalent to {against if f.comparator.family != BASELINE else 'the baseline'}",
+            UNDETERMINED: f"{f.family} is undetermined"}[f.verdict]
+    text = f"{head}: {numbers}."
+    if f.verdict == EQUIVALENT and f.p_adjusted < settings.alpha:
+        text += " The difference is real but smaller than the margin."
+    if f.verdict == UNDETERMINED:
+        text += (f" About {f.seeds_to_decide} seeds would likely decide it ({f.decided_as}, if the observed "
+                 f"effect is the true one)." if f.seeds_to_decide else
+                 " No feasible number of seeds would decide it at the observed effect.")
+    if f.borderline:
+        text += f" Borderline: {f.borderline}."
+    return text
+
+
 def ranking(found: list[Finding], dataset: str) -> list[Finding]:
-    """The dataset's families, best first by their mean paired effect against the baseline
-    (the baseline itself at 0)."""
+    """The dataset's families, best first by their mean paired effect against their
+    comparator (the baseline itself and rows without a test at 0)."""
     rows = [f for f in found if f.dataset == dataset and f.strength is not None]
-    key = lambda f: 0.0 if f.family == BASELINE else (f.effect.mean if f.effect.defined else float("-inf"))  # noqa: E731
+
+    def key(f: Finding) -> float:
+        if not f.tested:
+            return 0.0 if f.verdict != NOT_MEASURED else -math.inf
+        return f.effect.mean
+
     return sorted(rows, key=key, reverse=True)
 
 
 def ranking_sentence(found: list[Finding], dataset: str) -> str:
-    """One sentence: which families help, which hurt, and which show no detectable effect."""
-    rows = [f for f in found if f.dataset == dataset and f.family != BASELINE]
-    groups = {v: [f.family for f in ranking(rows, dataset) if f.verdict == v]
-              for v in ("helps", "no detectable effect", "hurts")}
+    """One sentence: how many families do better, are equivalent, do worse, are
+    undetermined or select no regularization, naming the decided ones."""
+    rows = [f for f in ranking(found, dataset) if f.family != BASELINE]
+    groups = {v: [f.family for f in rows if f.verdict == v] for v in (BETTER, EQUIVALENT, WORSE, UNDETERMINED,
+                                                                        NO_REGULARIZATION)}
     parts = []
-    if groups["helps"]:
-        parts.append(_counted(groups["helps"], "beats", "beat") + f" the baseline ({', '.join(groups['helps'])}, best first)")
-    if groups["no detectable effect"]:
-        parts.append(_counted(groups["no detectable effect"], "shows", "show") + " no detectable effect")
-    if groups["hurts"]:
-        one = len(groups["hurts"]) == 1
-        parts.append(_counted(groups["hurts"], "does", "do") + f" worse even at {'its' if one else 'their'} "
-                     f"best setting ({', '.join(groups['hurts'])})")
+    if groups[BETTER]:
+        comparator = "its comparator" if len(groups[BETTER]) == 1 else "their comparators"
+        order = ", best first" if len(groups[BETTER]) > 1 else ""
+        parts.append(_counted(groups[BETTER], "does", "do") + f" better than {comparator}"
+                     f" ({', '.join(groups[BETTER])}{order})")
+    if groups[EQUIVALENT]:
+        parts.append(_counted(groups[EQUIVALENT], "is", "are") + f" equivalent to it ({', '.join(groups[EQUIVALENT])})")
+    if groups[WORSE]:
+        its = "its" if len(groups[WORSE]) == 1 else "their"
+        parts.append(_counted(groups[WORSE], "does", "do") + f" worse even at {its} best setting"
+                     f" ({', '.join(groups[WORSE])})")
+    if groups[UNDETERMINED]:
+        parts.append(_counted(groups[UNDETERMINED], "is", "are") + " undetermined")
+    if groups[NO_REGULARIZATION]:
+        parts.append(_counted(groups[NO_REGULARIZATION], "selects", "select") + " no regularization")
     return f"On {dataset}, " + "; ".join(parts) + "." if parts else f"On {dataset}, nothing to compare."
 
 
@@ -130,6 +399,37 @@ def _count(families: list[str]) -> str:
 def _counted(families: list[str], one: str, many: str) -> str:
     """"1 family shows", "3 families show": the count with its verb agreeing."""
     return f"{_count(families)} {one if len(families) == 1 else many}"
+
+
+def verdict_counts(found: list[Finding]) -> dict[str, int]:
+    """How many findings carry each label (the baseline rows left out)."""
+    return {label: sum(f.verdict == label for f in found) for label in LABELS if label != "baseline"}
+
+
+# --- paired differences against strength (the figure's data) ---
+
+
+def paired_by_strength(results: Results, found: list[Finding], columns=("val_metric", "test_metric")) -> pd.DataFrame:
+    """Per dataset, family (not the baseline), strength and column: the paired difference
+    against the finding's comparator over seeds, its mean and 95% t-interval (``mean, lo,
+    hi, n``)."""
+    rows = []
+    m = results.members[results.members["status"] == "ok"]
+    for f in found:
+        if f.family == BASELINE or f.strength is None:
+            continue
+        job = m[(m["dataset"] == f.dataset) & (m["family"] == f.family)]
+        base = _comparator_rows(results, f.dataset, job, f.comparator)
+        base = base[base["status"] == "ok"].set_index("seed")
+        for column in columns:
+            # seeds x strengths, minus the comparator's value of each seed
+            grid = job.pivot_table(index="seed", columns="strength", values=column, aggfunc="first", dropna=False)
+            diffs = grid.sub(base[column].reindex(grid.index), axis=0)
+            for strength in grid.columns:
+                iv = mean_interval(diffs[strength])
+                rows.append({"dataset": f.dataset, "family": f.family, "strength": float(strength), "column": column,
+                             **iv.as_dict()})
+    return pd.DataFrame(rows, columns=["dataset", "family", "strength", "column", "mean", "lo", "hi", "n"])
 
 
 # --- checks of the data and the baseline ---

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,11 @@ class Results:
     features: pd.DataFrame
     predictions: dict[str, pd.DataFrame]  # per dataset: signal and moons have other columns
     data: dict[str, dict[str, np.ndarray]]
+    # each job's resolved Hydra config (its config.yaml), by (dataset, family); {} if absent
+    configs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    _jobs: dict = field(default_factory=dict, repr=False, compare=False)  # job(): members by (dataset, family)
+    # what the claims compute once and read under each threshold variant, by key
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def datasets(self) -> list[str]:
@@ -74,6 +79,13 @@ class Results:
 
     def families(self, dataset: str) -> list[str]:
         return ordered(self.members.loc[self.members["dataset"] == dataset, "family"].unique(), FAMILY_ORDER)
+
+    def job(self, dataset: str, family: str) -> pd.DataFrame:
+        """The members of one job (empty if it is not in the study); looked up once."""
+        if not self._jobs:
+            for (d, f), rows in self.members.groupby(["dataset", "family"], sort=False):
+                self._jobs[(d, f)] = rows
+        return self._jobs.get((dataset, family), self.members.iloc[:0])
 
     def of(self, table: str, dataset: str) -> pd.DataFrame:
         """Rows of `table` (members, curves, layers, params, features) for one dataset."""
@@ -154,6 +166,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     # two threads: the parquet and CSV readers spend much of their time outside the GIL
     with ThreadPoolExecutor(2) as pool:
         read = list(pool.map(lambda job: _read_job(job, *tags[job], categories), jobs))
+    configs = {tags[job]: _read_config(job / "config.yaml") for job in jobs}
     for job, job_tables in zip(jobs, read):
         for name, frame in job_tables.items():
             if name == "predictions":
@@ -178,7 +191,18 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
         features=frames["features"],
         predictions={ds: _concat(parts) for ds, parts in predictions.items()},
         data={ds: load_data(data_dir, ds) for ds in datasets},
+        configs={key: config for key, config in configs.items() if config},
     )
+
+
+def _read_config(path: Path) -> dict:
+    """A job's resolved config, or {} where the folder has none."""
+    import yaml
+
+    if not path.exists():
+        return {}
+    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def load_data(data_dir: str | Path, dataset: str) -> dict[str, np.ndarray]:
@@ -244,6 +268,21 @@ def jobs(frame: pd.DataFrame):
             yield dataset, family, in_dataset[in_dataset["family"] == family]
 
 
+def stronger_is_smaller(name: str) -> bool:
+    """Fewer epochs of patience stop earlier, a smaller max-norm bound c binds harder."""
+    return name in ("patience", "c")
+
+
+def weakest_strength(job: pd.DataFrame):
+    """The weakest setting of a job's grid among its ok members (λ, p, σ: the smallest;
+    patience, c: the largest), or None when no member is ok."""
+    ok = job.loc[job["status"] == "ok", "strength"].dropna()
+    if ok.empty:
+        return None
+    name = str(job["strength_name"].iloc[0])
+    return ok.max() if stronger_is_smaller(name) else ok.min()
+
+
 def best_strength(job: pd.DataFrame):
     """The strength of a job with the highest mean val_metric over its ok members (ties: the
     first in ascending order), or None when no member is ok."""
@@ -252,16 +291,24 @@ def best_strength(job: pd.DataFrame):
 
 
 METRIC_TOL = 0.02  # metric units (R², accuracy): "matched", "barely moves"
+LOSS_TOL = 0.1  # matching on the loss instead: mean validation loss within 10% of strength 0's
 
 
-def matched_strength(job: pd.DataFrame):
-    """The strongest strength whose mean validation metric is within METRIC_TOL of (or
-    above) the job's strength-0 members: the most regularized model that fits about as
-    well as the unregularized one. None without strength-0 members."""
-    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean()
+def matched_strength(job: pd.DataFrame, tol: float = METRIC_TOL, on: str = "metric", loss_tol: float = LOSS_TOL):
+    """The strongest strength that fits about as well as the unregularized members: whose
+    mean validation metric is within ``tol`` of (or above) the job's strength-0 members'
+    (``on="metric"``), or whose mean validation loss is at most ``1 + loss_tol`` times
+    theirs (``on="loss"``). None without strength-0 members."""
+    ok = job[job["status"] == "ok"].groupby("strength")
+    if on == "loss":
+        means = ok["val_loss"].mean()
+        if 0.0 not in means.index:
+            return None
+        return float(means[means <= (1 + loss_tol) * means[0.0]].index.max())
+    means = ok["val_metric"].mean()
     if 0.0 not in means.index:
         return None
-    return float(means[means >= means[0.0] - METRIC_TOL].index.max())
+    return float(means[means >= means[0.0] - tol].index.max())
 
 
 def summary_table(members: pd.DataFrame) -> pd.DataFrame:
@@ -306,26 +353,6 @@ def json_number(value) -> float | int | None:
     if isinstance(value, (int, np.integer)):
         return int(value)
     return float(f"{float(value):.6g}")
-
-
-def headline_metrics(summary: pd.DataFrame, found=()) -> dict:
-    """{dataset: {family: {best_strength, val_metric, test_metric, gap, n_diverged}}} (means),
-    plus, from the findings, the paired effect on the test metric against the baseline
-    (``effect``, ``effect_lo``, ``effect_hi``) and its ``verdict``."""
-    metrics: dict[str, dict] = {}
-    for row in summary.itertuples(index=False):
-        metrics.setdefault(row.dataset, {})[row.family] = {
-            "best_strength": json_number(row.strength),
-            "val_metric": json_number(row.val_mean),
-            "test_metric": json_number(row.test_mean),
-            "gap": json_number(row.gap_mean),
-            "n_diverged": int(row.n_diverged),
-        }
-    for f in found:
-        if f.family in metrics.get(f.dataset, {}) and f.verdict != "baseline":
-            metrics[f.dataset][f.family].update(effect=json_number(f.effect.mean), effect_lo=json_number(f.effect.lo),
-                                                effect_hi=json_number(f.effect.hi), verdict=f.verdict)
-    return metrics
 
 
 def diverged_members(members: pd.DataFrame) -> pd.DataFrame:

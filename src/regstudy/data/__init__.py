@@ -141,6 +141,7 @@ def seed_rows(arrays: dict[str, np.ndarray], seeds: list[int], path: str | os.Pa
     missing = sorted(set(seeds) - set(have))
     if missing:
         raise ConfigError("members.seeds", list(seeds),
-                          f"seeds drawn in {path}: {have} (missing {missing}; add them to "
-                          f"study.seeds in params.yaml and run `dvc repro generate`)")
+                          f"seeds drawn in {path}: {have} (missing {missing}; add them to the "
+                          f"dataset's seeds in params.yaml, study.by_dataset.<name>.seeds or "
+                          f"study.seeds, and run `dvc repro`)")
     return [have.index(s) for s in seeds]

@@ -1,7 +1,8 @@
 """DVC stage ``generate``: every dataset of ``params.yaml`` into ``data/<name>.npz``.
 
-One draw per seed of ``study.seeds`` (``data.seed`` fixes the task: the signal's
-function); see :mod:`regstudy.data`.
+One draw per seed of the dataset's seeds (``study.by_dataset.<name>.seeds`` where given,
+else ``study.seeds``; ``data.seed`` fixes the task: the signal's function); see
+:mod:`regstudy.data`.
 
 Usage: ``python -m regstudy.stages.generate [--params params.yaml] [--out data]`` for
 the built-in datasets under ``data``, or ``... --csv NAME`` for the CSV file of entry
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import warm
-from . import read_params
+from . import dataset_seeds, read_params
 from ..data import GENERATORS, CsvError, make_csv_dataset, make_dataset, save_npz, text_of
 
 
@@ -27,13 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warm.prestart()  # the train stages' warm server imports while the data are drawn
     loaded = read_params(args.params)
-    params, seeds = loaded["data"], loaded.get("study", {}).get("seeds", [0])
+    params, study = loaded["data"], loaded.get("study") or {}
     task_seed = params.get("seed", 0)
     names = [n for n in params if n != "seed"]
-    if not (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        print(f"error: study.seeds={seeds!r} in {args.params}; allowed: a non-empty list of "
-              f"distinct integers >= 0", file=sys.stderr)
+    try:  # every dataset's seeds first: a bad value writes nothing
+        seeds = {n: dataset_seeds(study, n) for n in ([args.csv] if args.csv is not None else names)}
+    except ValueError as e:  # ConfigError
+        print(f"error: {e.key}={e.value!r} in {args.params}; allowed: {e.allowed}", file=sys.stderr)
         return 2
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
@@ -47,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"and target (and optionally task, val_fraction, test_fraction)", file=sys.stderr)
             return 2
         try:
-            made = {args.csv: make_csv_dataset(entry, seeds, task_seed)}
+            made = {args.csv: make_csv_dataset(entry, seeds[args.csv], task_seed)}
         except CsvError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"csv.{args.csv}: {text_of(made[args.csv], 'note')}")
     else:
         try:  # make everything first, so a bad parameter leaves no file behind
-            made = {n: make_dataset(n, dict(params[n]), seeds, task_seed) for n in names}
+            made = {n: make_dataset(n, dict(params[n]), seeds[n], task_seed) for n in names}
         except (TypeError, ValueError) as e:
             print(f"error: bad parameter under data in {args.params}: {e}", file=sys.stderr)
             return 2

@@ -5,8 +5,8 @@ Usage: ``python -m regstudy.stages.train --family l2`` (every dataset of
 ``study.controls``), or ``... --family l2 --dataset signal`` for one job.
 
 Each job composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and
-the study's values from ``params.yaml`` (seeds, epochs, the family's strengths, extra
-overrides), then runs the same job as ``python -m regstudy.train``, writing
+the study's values from ``params.yaml`` (the dataset's seeds and epochs, the family's
+strengths, extra overrides), then runs the same job as ``python -m regstudy.train``, writing
 ``results/<family>/<dataset>/``. A family that does not apply to a dataset (label
 smoothing on a regression set) is skipped there, and says so. Jobs run in processes
 forked from a warm server (see :mod:`regstudy.warm`), two at a time (``--jobs``), so
@@ -22,14 +22,15 @@ import time
 from pathlib import Path
 
 from ..paths import CONFIG_DIR
-from . import read_params
+from . import dataset_seeds, read_params
 
 
 def study_overrides(study: dict, dataset: str, family: str, results: Path,
                     control: bool = False, csv_names=()) -> list[str]:
     """Hydra overrides of one job of the study described by ``params.yaml``'s ``study``;
     a control job (``control``) adds ``study.controls.overrides`` last. A dataset named in
-    ``csv_names`` (an entry of ``csv``) is read from its ``data/<name>.npz``."""
+    ``csv_names`` (an entry of ``csv``) is read from its ``data/<name>.npz``. The members
+    are the family's strengths × the dataset's seeds (:func:`dataset_seeds`)."""
     from ..config import ConfigError
 
     strengths = study["strengths"].get(family)
@@ -43,7 +44,7 @@ def study_overrides(study: dict, dataset: str, family: str, results: Path,
     data = (["data=csv", f"data.name={dataset}", f"data.path=data/{dataset}.npz"] if dataset in csv_names
             else [f"data={dataset}"])
     return [*data, f"experiment={family}",
-            f"members.strengths={list(strengths)}", f"members.seeds={list(study['seeds'])}",
+            f"members.strengths={list(strengths)}", f"members.seeds={dataset_seeds(study, dataset)}",
             f"trainer.max_epochs={own['epochs']}", f"paths.results={results}",
             # The next stage trains while this one's tracking process ends its runs.
             "logger.background_finish=true", *study.get("overrides", []), *own.get("overrides", []),
@@ -122,11 +123,12 @@ def dataset_sizes(path: Path) -> tuple[int, int, int, int]:
     return int(n_train), int(n_val), int(d_in), d_out
 
 
-def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_DIR) -> float:
-    """A rough relative cost of a dataset's job, per member: epochs x (minibatch steps,
-    the epoch's evaluation, and the multiply-adds of the reference network's training
-    and evaluation passes); 0 if unknown. It only orders the jobs, longest first, so that
-    neither worker is left alone with a long job at the end; it need not be exact."""
+def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: Path = CONFIG_DIR) -> float:
+    """A rough relative cost of ``family``'s job on a dataset: its members (strengths ×
+    the dataset's seeds) × epochs × (minibatch steps, the epoch's evaluation, and the
+    multiply-adds of the reference network's training and evaluation passes); 0 if
+    unknown. It only orders the jobs, longest first, so that neither worker is left alone
+    with a long job at the end; it need not be exact."""
     import math
 
     import yaml
@@ -134,7 +136,8 @@ def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_
     try:
         n_train, n_val, d_in, d_out = dataset_sizes(data_dir / f"{dataset}.npz")
         epochs = float(study["by_dataset"][dataset]["epochs"])
-    except (OSError, KeyError, TypeError, ValueError):
+        members = len(study["strengths"][family]) * len(dataset_seeds(study, dataset))
+    except (OSError, KeyError, TypeError, ValueError):  # ValueError: also a ConfigError
         return 0.0
     try:
         batch = int(yaml.safe_load((conf_dir / "data" / f"{dataset}.yaml").read_text())["batch_size"])
@@ -143,7 +146,7 @@ def job_cost(study: dict, dataset: str, data_dir: Path, conf_dir: Path = CONFIG_
     width = 64  # the reference network: 3 hidden layers of 64
     macs = d_in * width + 2 * width * width + width * d_out
     rows = 4 * n_train + n_val  # training (forward and backward), then train and validation evaluated
-    return epochs * (STEP_COST * math.ceil(n_train / batch) + EPOCH_COST + MMAC_COST * rows * macs / 1e6)
+    return members * epochs * (STEP_COST * math.ceil(n_train / batch) + EPOCH_COST + MMAC_COST * rows * macs / 1e6)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     if not datasets:
         print(f"error: no datasets for family {args.family} in {args.params}", file=sys.stderr)
         return 2
+    try:  # every dataset's seeds before any job starts: a bad value writes nothing
+        for d in datasets:
+            dataset_seeds(study, d)
+    except ValueError as e:  # ConfigError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # Longest first, so that neither worker is left alone with a long job at the end.
-    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, Path("data"), Path(args.conf)))
+    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, args.family, Path("data"), Path(args.conf)))
     jobs = [[*argv, "--dataset", d] for d in datasets]
     # A fresh MLflow store is created by the first job to get there (tracking.prepare_store).
     codes = run_many("regstudy.stages.train:run_stage", jobs, workers=max(1, args.jobs))
