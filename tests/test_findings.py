@@ -132,9 +132,10 @@ def test_a_near_tie_on_validation_whose_runner_up_gives_another_verdict_is_borde
     clear = job("signal", "l1", [0.0, 1e-3], lambda s, seed: (BASE[seed] + 0.05, BASE[seed] + 0.1 + NOISE[seed][2])
                 if s else (BASE[seed], BASE[seed]))
     found = {f.family: f for f in findings(results(rows + clear))}
-    assert found["l2"].verdict == BETTER and found["l2"].runner_up == 0.0
-    assert "runner-up lam = 0" in found["l2"].borderline and NO_REGULARIZATION in found["l2"].borderline
-    assert found["l1"].runner_up is None and found["l1"].borderline == ""
+    assert found["l2"].strength == 1e-3 and found["l2"].near_tied == [0.0]
+    assert "lam = 0, nearly tied with 0.001" in found["l2"].borderline
+    assert NO_REGULARIZATION in found["l2"].borderline
+    assert found["l1"].near_tied == [] and found["l1"].borderline == "" and found["l1"].verdict == BETTER
 
 
 def test_an_undetermined_row_says_how_many_seeds_would_decide_it():
@@ -244,3 +245,71 @@ def test_the_cli_refuses_a_bad_report_section_with_exit_2(tmp_path, capsys):
     assert "report.alpha=2" in err and str(params) in err
     assert not (tmp_path / "out").exists()
     assert read_settings(None) == Settings()
+
+
+# --- edges ---
+
+
+def test_without_a_baseline_a_family_is_judged_against_its_own_weakest_setting():
+    rows = job("signal", "l2", [0.0, 0.1], lambda s, seed: (BASE[seed] + s, BASE[seed] + s + NOISE[seed][0] * s))
+    f = findings(results(rows))[0]
+    assert (f.comparator.family, f.comparator.strength) == ("l2", 0.0)
+    assert "no baseline" in f.comparator.reason and f.verdict == BETTER
+    # nor when the baseline trained on no seed
+    dead = [dict(r, status="diverged") for r in baseline()]
+    f = {f.family: f for f in findings(results(dead + rows))}["l2"]
+    assert f.comparator.family == "l2" and f.verdict == BETTER
+
+
+def test_a_family_with_one_strength_is_tested_at_it():
+    rows = baseline() + job("signal", "noise", [0.3], lambda s, seed: (BASE[seed] - 0.2, BASE[seed] - 0.2 + NOISE[seed][0]),
+                            name="sigma")
+    f = {f.family: f for f in findings(results(rows))}["noise"]
+    assert f.strength == 0.3 and (f.chosen == 0.3).all() and f.verdict == "worse"
+    assert f.near_tied == [] and f.borderline == ""
+
+
+@pytest.mark.parametrize("name, strengths, weakest", [("patience", [3.0, 30.0, 300.0], 300.0), ("c", [0.1, 1.0, 100.0], 100.0),
+                                                       ("lam", [0.0, 1e-3, 1e-2], 0.0)])
+def test_a_tie_on_validation_goes_to_the_weakest_setting(name, strengths, weakest):
+    rows = baseline() + job("signal", "fam", strengths, lambda s, seed: (0.5, BASE[seed] + (s == weakest) * 0.0), name=name)
+    f = {f.family: f for f in findings(results(rows))}["fam"]
+    assert f.strength == weakest and (f.chosen == weakest).all()
+
+
+def test_a_setting_that_diverged_on_a_seed_is_not_chosen_and_every_diverged_family_is_not_measured():
+    rows = baseline() + job("signal", "l2", [0.0, 0.1, 1.0], lambda s, seed: (BASE[seed] + s, BASE[seed] + s))
+    for r in rows:
+        if r["family"] == "l2" and r["strength"] == 1.0 and r["seed"] == 3:  # the best on validation, but diverged once
+            r.update(status="diverged", val_metric=math.nan, test_metric=math.nan)
+    f = {f.family: f for f in findings(results(rows))}["l2"]
+    assert f.strength == 0.1 and (f.chosen == 0.1).all()
+    for r in rows:
+        if r["family"] == "l2":
+            r.update(status="diverged")
+    f = {f.family: f for f in findings(results(rows))}["l2"]
+    assert f.verdict == "not measured" and f.strength is None and "no setting trained" in f.text
+
+
+def test_ranks_name_the_pairs_nemenyi_separates():
+    rows = []
+    for k, dataset in enumerate(["signal", "moons", "sparse", "digits", "diabetes", "breast_cancer"] * 2):
+        for family, score in (("none", 0.2), ("l1", 0.5), ("l2", 0.9)):
+            rows += job(f"{dataset}{k}", family, [0.0 if family == "none" else 1.0],
+                        lambda s, seed, score=score: (score, score))
+    ranks = rank_families(findings(results(rows)))
+    assert ranks.friedman_p < 0.05 and {frozenset(p) for p in ranks.separable} >= {frozenset(("none", "l2"))}
+    assert "pairs Nemenyi's test separates: " in ranks.text and "none vs l2" in ranks.text
+
+
+def test_an_early_stopping_that_never_stopped_says_its_gain_is_the_best_epoch():
+    rows = baseline() + job("signal", "early_stopping", [10.0, 300.0], lambda s, seed: (BASE[seed] + 0.05 * (s > 100),
+                                                                                         BASE[seed] + 0.05 + NOISE[seed][0]),
+                            name="patience")
+    for r in rows:
+        r["epochs_trained"] = 200 if r["family"] == "none" or r["strength"] == 300.0 else 40
+    f = {f.family: f for f in findings(results(rows))}["early_stopping"]
+    assert f.strength == 300.0 and "no chosen member stopped early" in f.note and f.note in f.text
+    for r in rows:
+        r["epochs_trained"] = 120 if r.get("strength") == 300.0 and r["family"] != "none" else r["epochs_trained"]
+    assert {f.family: f for f in findings(results(rows))}["early_stopping"].note == ""

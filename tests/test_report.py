@@ -24,7 +24,7 @@ from regstudy_report.__main__ import main
 SRC = Path(__file__).resolve().parents[1] / "src"
 TASKS = {"signal": ("regression", "r2"), "moons": ("classification", "accuracy")}
 STRENGTH_NAMES = {"none": "none", "l2": "lam", "batchnorm_l2": "lam", "dropout": "p"}
-# (dataset, family, strengths); every job has seeds 0 and 1
+# (dataset, family, strengths); every job has seeds 0, 1 and 2
 JOBS = [
     ("signal", "none", [0.0]),
     ("moons", "none", [0.0]),
@@ -34,7 +34,7 @@ JOBS = [
     ("moons", "l2", [0.0, 0.001]),
     ("moons", "dropout", [0.0, 0.5]),
 ]
-SEEDS = [0, 1]
+SEEDS = [0, 1, 2]
 DIVERGED = {("moons", "dropout", 0.5, 1): 3}  # (dataset, family, strength, seed) -> epoch
 EPOCHS, LAYERS, WIDTH, SAMPLE = 6, 4, 8, 64
 
@@ -171,18 +171,48 @@ def to_interval_precision(mean: float, lo: float, hi: float) -> float:
 
 
 def best_settings(root: Path) -> dict:
-    """Per (dataset, family), computed by hand: best strength and the stats there."""
+    """Per (dataset, family), computed by hand: best strength (highest mean validation metric
+    among the strengths with no diverged member; ties: the weakest, here the smallest) and
+    the stats there."""
     best = {}
     for (dataset, family), job in all_members(root).groupby(["dataset", "family"]):
+        viable = [s for s, rows in job.groupby("strength") if (rows["status"] == "ok").all()]
         ok = job[job["status"] == "ok"]
         means = ok.groupby("strength")[["val_metric", "test_metric", "gap"]].agg(["mean", "std"])
-        strength = means[("val_metric", "mean")].idxmax()
+        strength = means.loc[viable, ("val_metric", "mean")].idxmax() if viable else None
         best[dataset, family] = {
-            "strength": strength, "stats": means.loc[strength], "rows": ok[ok["strength"] == strength],
-            "n_seeds": int((ok["strength"] == strength).sum()),
-            "n_diverged": int((job["status"] == "diverged").sum()),
+            "strength": strength, "stats": means.loc[strength] if viable else None,
+            "rows": ok[ok["strength"] == strength], "n_seeds": int((ok["strength"] == strength).sum()),
+            "n_diverged": int((job["status"] == "diverged").sum()), "job": job,
         }
     return best
+
+
+def leave_one_out(job: pd.DataFrame) -> dict[int, float]:
+    """Per seed, by hand: the strength with the highest mean validation metric over the other
+    seeds, among the strengths with no diverged member (ties: the smallest)."""
+    viable = sorted(s for s, rows in job.groupby("strength") if (rows["status"] == "ok").all())
+    out = {}
+    for seed in sorted(job["seed"].unique()):
+        others = job[(job["seed"] != seed) & job["strength"].isin(viable)]
+        means = others.groupby("strength")["val_metric"].mean().reindex(viable)
+        out[seed] = means.idxmax()
+    return out
+
+
+def cross_fitted_by_hand(job: pd.DataFrame, base_test: pd.Series) -> tuple[np.ndarray, float]:
+    """Each seed's test difference at its leave-one-out choice, and the jackknife standard
+    error of their mean: the whole choice re-made without each seed k in turn,
+    se² = (n-1)/n Σ_k (θ_k - mean θ)²."""
+    test = job.set_index(["seed", "strength"])["test_metric"]
+
+    def diffs(rows: pd.DataFrame) -> pd.Series:
+        return pd.Series({seed: test[seed, s] - base_test[seed] for seed, s in leave_one_out(rows).items()})
+
+    x = diffs(job)
+    thetas = np.array([diffs(job[job["seed"] != k]).mean() for k in sorted(job["seed"].unique())])
+    n = len(thetas)
+    return x.to_numpy(), float(np.sqrt((n - 1) / n * np.sum((thetas - thetas.mean()) ** 2)))
 
 
 def holm_by_hand(p: list[float]) -> list[float]:
@@ -245,24 +275,22 @@ def test_report_content(tmp_path):
             rows = members[(members["dataset"] == dataset) & (members["status"] == "ok")]
             base = rows[(rows["family"] == family) & (rows["strength"] == 0.0)] if own else \
                 rows[rows["family"] == "none"]
-            diff = (best["rows"].set_index("seed")["test_metric"] - base.set_index("seed")["test_metric"]).dropna()
+            # each seed's test difference at the strength the other seeds' validation prefers
+            base_test = base.set_index("seed")["test_metric"]
+            x, se = cross_fitted_by_hand(best["job"], base_test)
             entry = found["findings"][dataset][family]
             assert entry["comparator"] == ("batchnorm_l2 at lam = 0" if own else "none")
-            if own and best["strength"] == 0.0:
+            if own and set(leave_one_out(best["job"]).values()) == {0.0}:
                 assert entry["verdict"] == "no regularization selected"
                 continue
-            if len(diff) < 2:
-                assert entry["verdict"] == "not measured"
-                continue
-            x = diff.to_numpy()
             margin = 0.02 if dataset == "signal" else 0.01
-            p = scipy.stats.ttest_1samp(x, 0.0).pvalue
-            q = max(scipy.stats.ttest_1samp(x, -margin, alternative="greater").pvalue,
-                    scipy.stats.ttest_1samp(x, margin, alternative="less").pvalue)
+            df = len(x) - 1
+            p = 2 * scipy.stats.t.sf(abs(x.mean() / se), df)
+            q = max(scipy.stats.t.sf((x.mean() + margin) / se, df), scipy.stats.t.sf((margin - x.mean()) / se, df))
             tests[family] = (x, p, q)
             assert entry["p"] == pytest.approx(float(f"{p:.6g}"), rel=1e-5)
             assert entry["p_equivalence"] == pytest.approx(float(f"{q:.6g}"), rel=1e-5)
-            half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            half = scipy.stats.t.ppf(0.975, df) * se
             lo, hi = x.mean() - half, x.mean() + half
             row = re.search(rf'<tr id="finding-{dataset}-{family}">(.*?)</tr>', html, re.S).group(1)
             assert f"{signed(to_interval_precision(x.mean(), lo, hi))} [{sig(lo)}, {sig(hi)}]" in row, row
@@ -343,9 +371,9 @@ def test_all_diverged_family_gives_null_metrics(tmp_path):
     assert entry["verdict"] == "not measured"
     assert entry["strength"] is None and entry["effect"] is None and entry["p"] is None
     html = index.read_text()
-    assert html.count('<tr class="diverged"') == 4
+    assert html.count('<tr class="diverged"') == 2 * len(SEEDS)
     assert summary_row(html, "signal", "dropout").count("n/a") == 4  # strength and three numbers
-    assert "dropout: every member diverged; nothing to compare." in html
+    assert "dropout: no setting trained on every seed without diverging; nothing to compare." in html
 
 
 def test_constant_parameters_do_not_break_kdes():

@@ -30,9 +30,10 @@ from regstudy_report.tables import load_results
 SIGNAL = dict(n_train=30, n_val=100, n_test=100, noise=0.5, n_components=3, phase_std=1.0)
 SEEDS = list(range(8))
 TRAIN = ["trainer.max_epochs=200", "optim.lr=4e-3", "metrics.grid_size=20"]
-# one setting each (a near tie in the selection would be borderline by construction), of
-# sizes that the study decides: a clear harm, a clear nothing, and one in between
-JOBS = {"none": [0.0], "dropout": [0.8], "l2": [1e-6], "max_norm": [0.05], "noise": [0.1]}
+# grids the report must choose on (near ties included), of sizes it decides: clear harms,
+# a clear nothing, and some in between
+JOBS = {"none": [0.0], "dropout": [0.7, 0.9], "l2": [0.0, 1e-6, 1e-4], "max_norm": [0.05, 0.1],
+        "noise": [0.0, 0.05, 0.1]}
 
 
 def train(folder: Path, data: Path, ulps: int) -> None:
@@ -60,16 +61,17 @@ def test_verdicts_survive_a_one_ulp_perturbation_except_where_marked(two_runs):
     ma, mb = (r.members.sort_values(["family", "member"]).reset_index(drop=True) for r in (a, b))
     changed = (ma["test_metric"] != mb["test_metric"]).mean()
     assert changed > 0.5, f"the perturbation changed {changed:.0%} of the members' test metrics: too few to test anything"
+    # the promise is about the report a reader has: the rows it does not mark
     fa = {f.family: f for f in findings(a)}
     fb = {f.family: f for f in findings(b)}
-    steady = [family for family in fa if not (fa[family].borderline or fb[family].borderline)]
+    steady = [family for family in fa if not fa[family].borderline]
     decided = [family for family in steady if fa[family].verdict in (BETTER, EQUIVALENT, WORSE)]
     assert len(decided) >= 2, {f: (fa[f].verdict, fa[f].borderline) for f in fa}  # the test must test something
     assert {f: fa[f].verdict for f in steady} == {f: fb[f].verdict for f in steady}
     for (claim, ra), (_, rb) in zip(check_claims(a), check_claims(b)):
         before, after = {r.key: r for r in ra}, {r.key: r for r in rb}
         for key in before.keys() & after.keys():
-            if not (before[key].fragile or after[key].fragile):
+            if not before[key].fragile:
                 assert before[key].verdict == after[key].verdict, (claim.id, key)
 
 

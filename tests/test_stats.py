@@ -14,21 +14,30 @@ from regstudy_report.stats import (
     EQUIVALENT,
     UNDETERMINED,
     WORSE,
+    Effect,
     Interval,
+    best_column,
+    cross_fitted_effect,
     decide,
     detectable_effect,
     difference_p,
     equivalence_p,
+    equivalence_power,
     estimate_text,
     holm,
     improvement_probability,
     iqm,
+    leave_one_out_choices,
     near_alpha,
+    near_ties,
+    resolution,
+    paired_effect,
     pooled_sd,
     seeds_needed,
     seeds_to_decide,
     stratified_bootstrap,
     three_way,
+    weighted_iqm,
     interval_text,
     mean_interval,
     paired,
@@ -175,7 +184,7 @@ def test_paired_difference_drops_nan_pairs():
 def test_paired_difference_with_one_common_seed_is_undefined():
     iv = paired_difference(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([0.5, 3.0], index=[1, 2]))
     assert iv.n == 1 and iv.mean == pytest.approx(1.5) and not iv.defined
-    assert math.isnan(difference_p([1.5])) and math.isnan(equivalence_p([1.5], 0.1))
+    assert math.isnan(difference_p(paired_effect([1.5]))) and math.isnan(equivalence_p(paired_effect([1.5]), 0.1))
 
 
 def test_paired_difference_with_no_common_seed():
@@ -190,27 +199,108 @@ DIFFS = np.array([0.012, 0.031, -0.004, 0.022, 0.017, 0.009])
 
 def test_difference_p_is_the_paired_t_test():
     expected = sps.ttest_1samp(DIFFS, 0.0).pvalue
-    assert difference_p(DIFFS) == pytest.approx(expected, rel=1e-10)
+    assert difference_p(paired_effect(DIFFS)) == pytest.approx(expected, rel=1e-10)
     # by hand: t = mean / (sd / sqrt n), two-sided tail of Student's t with n - 1 dof
     t = DIFFS.mean() / (DIFFS.std(ddof=1) / math.sqrt(len(DIFFS)))
-    assert difference_p(DIFFS) == pytest.approx(2 * sps.t.sf(abs(t), len(DIFFS) - 1), rel=1e-10)
-    assert difference_p(np.append(DIFFS, [np.nan, np.inf])) == pytest.approx(expected, rel=1e-10)
+    assert difference_p(paired_effect(DIFFS)) == pytest.approx(2 * sps.t.sf(abs(t), len(DIFFS) - 1), rel=1e-10)
+    assert difference_p(paired_effect(np.append(DIFFS, [np.nan, np.inf]))) == pytest.approx(expected, rel=1e-10)
 
 
-def test_equivalence_p_is_the_larger_of_two_one_sided_t_tests():
+def test_equivalence_p_is_statsmodels_tost():
+    from statsmodels.stats.weightstats import DescrStatsW
+
     margin = 0.04
     lower = sps.ttest_1samp(DIFFS, -margin, alternative="greater").pvalue
     upper = sps.ttest_1samp(DIFFS, margin, alternative="less").pvalue
-    assert equivalence_p(DIFFS, margin) == pytest.approx(max(lower, upper), rel=1e-10)
+    assert equivalence_p(paired_effect(DIFFS), margin) == pytest.approx(max(lower, upper), rel=1e-10)
+    assert equivalence_p(paired_effect(DIFFS), margin) == pytest.approx(DescrStatsW(DIFFS).ttost_mean(-margin, margin)[0])
     # equivalent at 5% exactly when the 90% interval lies inside the margin
     lo, hi = sps.ttest_1samp(DIFFS, 0.0).confidence_interval(0.90)
     for m in (0.02, 0.03, 0.04, 0.06):
-        assert (equivalence_p(DIFFS, m) < 0.05) == (-m < lo and hi < m), m
+        assert (equivalence_p(paired_effect(DIFFS), m) < 0.05) == (-m < lo and hi < m), m
 
 
-def test_identical_differences_are_certain():
-    assert difference_p([0.01] * 5) == 0.0 and difference_p([0.0] * 5) == 1.0
-    assert equivalence_p([0.01] * 5, 0.02) == 0.0 and equivalence_p([0.03] * 5, 0.02) == 1.0
+def test_an_effect_with_its_own_standard_error_is_tested_with_it():
+    """A jackknife's standard error, not the spread of its differences: t = mean / se."""
+    e = Effect(0.01, 0.004, 8, DIFFS)
+    assert difference_p(e) == pytest.approx(2 * sps.t.sf(2.5, 7))
+    assert equivalence_p(e, 0.02) == pytest.approx(max(sps.t.sf(0.03 / 0.004, 7), sps.t.sf(0.01 / 0.004, 7)))
+    iv = e.interval()
+    assert (iv.lo, iv.hi) == (pytest.approx(0.01 - sps.t.ppf(0.975, 7) * 0.004), pytest.approx(0.01 + sps.t.ppf(0.975, 7) * 0.004))
+    assert e.sd == pytest.approx(0.004 * math.sqrt(8))
+
+
+def test_identical_differences_get_the_sign_tests_p_value():
+    """No spread (the same test accuracy difference on every seed): the t statistic is
+    undefined; the exact sign test's p-value, from the binomial distribution by scipy."""
+    same = paired_effect([0.01] * 5)
+    assert difference_p(same) == pytest.approx(sps.binomtest(5, 5, 0.5).pvalue) == 2 * 0.5**5
+    assert difference_p(paired_effect([0.01] * 2)) == 0.5  # two pairs prove nothing
+    assert difference_p(paired_effect([0.0] * 5)) == 1.0
+    assert equivalence_p(paired_effect([0.0] * 5), 0.02) == \
+        pytest.approx(sps.binomtest(5, 5, 0.5, alternative="greater").pvalue)
+    assert equivalence_p(paired_effect([0.03] * 5), 0.02) == 1.0
+
+
+# --- choosing on validation ---
+
+
+def test_leave_one_out_choices_by_hand():
+    val = np.array([[0.50, 0.60, 0.55],
+                    [0.50, 0.40, 0.55],
+                    [0.50, 0.62, 0.55],
+                    [0.50, 0.61, np.nan]])  # column 2 diverged on seed 3: not selectable
+    # without seed 0, column 1 averages (0.40 + 0.62 + 0.61) / 3 = 0.543 > 0.5
+    # without seed 2, it averages 0.537; without seed 3, 0.54; without seed 1, 0.61
+    np.testing.assert_array_equal(leave_one_out_choices(val), [1, 1, 1, 1])
+    # column 1 over the other seeds: without seed 0, 0.507; without 1, 0.607; without 2,
+    # 0.467 and without 3, 0.44, both below column 0's 0.5
+    val[:, 1] = [0.50, 0.20, 0.62, 0.70]
+    np.testing.assert_array_equal(leave_one_out_choices(val), [1, 1, 0, 0])
+    tie = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_array_equal(leave_one_out_choices(tie), [0, 0, 0])  # ties: the weakest (first)
+    assert best_column(tie) == 0 and best_column(np.full((3, 2), np.nan)) is None
+
+
+def test_near_ties_are_within_a_standard_error_and_half_a_step_of_the_best():
+    """Accuracy on 100 validation examples moves in steps of 0.01: column 1 trails the best by
+    0.004 on average (standard error 0.0024), within 0.0024 + 0.005; column 2 by 0.02, not."""
+    val = np.array([[0.90, 0.89, 0.88], [0.91, 0.91, 0.89], [0.92, 0.91, 0.90], [0.90, 0.90, 0.88], [0.93, 0.93, 0.91]])
+    assert resolution(val) == pytest.approx(0.01)
+    assert near_ties(val, 0) == [1]
+    assert near_ties(val, 0, within=0.0) == [1]  # the half step alone: 0.004 < 0.005
+    r2 = val + np.linspace(0, 1e-6, 15).reshape(5, 3)  # no steps to speak of: one standard error only
+    assert resolution(r2) < 1e-6 and near_ties(r2, 0, within=0.0) == []
+
+
+def test_cross_fitted_effect_is_the_jackknife_of_the_leave_one_out_choice_by_hand():
+    rng = np.random.default_rng(4)
+    val, test = rng.normal(0.5, 0.05, (6, 4)), rng.normal(0.5, 0.05, (6, 4))
+    base = rng.normal(0.5, 0.05, 6)
+    effect, choices = cross_fitted_effect(val, test, base)
+
+    def theta(rows):
+        out = []
+        for i in rows:
+            others = [j for j in rows if j != i]
+            out.append(test[i, int(np.argmax(val[others].mean(0)))] - base[i])
+        return np.array(out)
+
+    d = theta(range(6))
+    np.testing.assert_allclose(effect.diffs, d)
+    np.testing.assert_array_equal(choices, [int(np.argmax(val[[j for j in range(6) if j != i]].mean(0))) for i in range(6)])
+    thetas = np.array([theta([j for j in range(6) if j != k]).mean() for k in range(6)])
+    assert effect.mean == pytest.approx(d.mean())
+    assert effect.se == pytest.approx(math.sqrt(5 / 6 * np.sum((thetas - thetas.mean()) ** 2)))
+
+
+def test_with_one_choice_on_every_seed_the_jackknife_is_the_paired_t_test():
+    rng = np.random.default_rng(5)
+    val = np.column_stack([np.full(6, 0.5), np.full(6, 0.9)])  # column 1 chosen everywhere
+    test, base = rng.normal(0.6, 0.05, (6, 2)), rng.normal(0.5, 0.05, 6)
+    effect, choices = cross_fitted_effect(val, test, base)
+    assert (choices == 1).all()
+    assert effect.se == pytest.approx(paired_effect(test[:, 1] - base).se)
 
 
 def test_holm_against_the_step_down_by_hand():
@@ -240,9 +330,10 @@ def test_three_way(mean, p, q, verdict):
 def test_decide_is_both_tests_then_holm_then_three_way():
     rng = np.random.default_rng(1)
     diffs = [rng.normal(0.05, 0.01, 6), rng.normal(0.0, 0.002, 6), rng.normal(-0.01, 0.03, 6), [0.01]]
-    decisions = decide(diffs, margin=0.02)
-    p = [difference_p(d) for d in diffs]
-    q = [equivalence_p(d, 0.02) for d in diffs]
+    effects = [paired_effect(d) for d in diffs]
+    decisions = decide(effects, margin=0.02)
+    p = [difference_p(e) for e in effects]
+    q = [equivalence_p(e, 0.02) for e in effects]
     for d, pa, qa, x in zip(decisions, holm(p), holm(q), diffs):
         assert (d.p_adjusted, d.p_equivalence_adjusted) == (pytest.approx(pa, nan_ok=True), pytest.approx(qa, nan_ok=True))
         assert d.verdict == three_way(float(np.mean(x)), pa, qa)
@@ -284,10 +375,26 @@ def test_seeds_to_decide_takes_the_nearer_verdict():
     # a clear effect far outside the margin: the difference test decides it
     n, verdict = seeds_to_decide(0.05, 0.05, 0.01, 0.005)
     assert verdict == BETTER and n == seeds_needed(0.05, 0.05, 0.005)
-    # a tiny effect well inside the margin: equivalence is nearer
+    # a tiny effect well inside the margin: equivalence is nearer, and it needs both
+    # one-sided tests of TOST: the first n whose power P1 + P2 - 1 reaches 0.8
     n, verdict = seeds_to_decide(0.001, 0.02, 0.02, 0.005)
-    assert verdict == EQUIVALENT and n == seeds_needed(0.019, 0.02, 0.005, alternative="larger")
+    assert verdict == EQUIVALENT
+    assert equivalence_power(0.001, 0.02, 0.02, n, 0.005) >= 0.8 > equivalence_power(0.001, 0.02, 0.02, n - 1, 0.005)
+    assert n > seeds_needed(0.019, 0.02, 0.005, alternative="larger")  # more than the nearer side alone
     assert seeds_to_decide(-0.05, 0.05, 0.01, 0.005)[1] == WORSE
+
+
+def test_equivalence_power_by_the_noncentral_t_and_by_simulation():
+    effect, margin, sd, n, alpha = 0.005, 0.02, 0.02, 25, 0.01
+    df, se = n - 1, sd / math.sqrt(n)
+    crit = sps.t.isf(alpha, df)
+    sides = [sps.nct.sf(crit, df, (margin - effect) / se), sps.nct.sf(crit, df, (margin + effect) / se)]
+    assert equivalence_power(effect, margin, sd, n, alpha) == pytest.approx(sum(sides) - 1, rel=1e-6)
+    # a lower bound of TOST's true power: simulated, TOST rejects at least that often
+    rng = np.random.default_rng(0)
+    rejected = np.mean([equivalence_p(paired_effect(rng.normal(effect, sd, n)), margin) < alpha for _ in range(2000)])
+    assert rejected >= equivalence_power(effect, margin, sd, n, alpha) - 0.03
+    assert equivalence_power(0.03, margin, sd, n, alpha) == 0.0  # outside the margin
 
 
 def test_pooled_sd_is_the_root_mean_square():
@@ -304,6 +411,16 @@ def test_iqm_is_scipys_trimmed_mean():
     assert iqm(x) == pytest.approx(np.mean(np.sort(x)[2:6]))  # the middle half, by hand
     rows = np.stack([x, x[::-1] + 1])
     np.testing.assert_allclose(iqm(rows, axis=-1), [iqm(x), iqm(x + 1)])
+
+
+def test_weighted_iqm_gives_each_stratum_its_weight():
+    """Four zeros weighing 1/4 each and two tens weighing 1/2 each (two datasets of 4 and 2
+    seeds, each the same total weight): the middle half of the mass is half zeros, half tens."""
+    values = np.array([0.0, 0.0, 0.0, 0.0, 10.0, 10.0])
+    assert weighted_iqm(values, [0.25] * 4 + [0.5] * 2) == pytest.approx(5.0)
+    assert weighted_iqm([1.0, 2.0, 3.0, 4.0], np.ones(4)) == pytest.approx(iqm([1.0, 2.0, 3.0, 4.0])) == 2.5
+    batch = np.stack([values, values + 1])
+    np.testing.assert_allclose(weighted_iqm(batch, [0.25] * 4 + [0.5] * 2), [5.0, 6.0])
 
 
 def test_improvement_probability_counts_ties_half():

@@ -1,4 +1,9 @@
-"""One kernel path on every x86 CPU, so that a study's numbers are the same bits on any machine.
+"""One kernel path on every x86 CPU, so that machines differ in fewer of a study's last bits.
+
+It does not make them the same bits everywhere: the committed study, re-made on an
+AVX-512 Intel Xeon, still came out other bytes. What the study promises across machines
+is its verdicts, except those the report marks borderline or fragile (README, *What is
+reproducible*).
 
 The stacked layers' matrix products, most of a train job's arithmetic, are regstudy's
 own (:mod:`regstudy.products`): each output element is one chain of fused multiply-adds

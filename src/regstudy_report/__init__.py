@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
@@ -244,6 +245,8 @@ def render_html(results: Results, analysis: Analysis, figures_by_dataset: dict[s
         ranks=ranks,
         cd_diagram=_headline(headline_figures.critical_difference, ranks, settings.alpha) if ranks else None,
         counts=verdict_counts(found),
+        promised=sum(1 for f in found if f.family != "none" and not f.borderline),
+        tested_rows=sum(1 for f in found if f.family != "none"),
         datasets=[
             {"name": d, "families": results.families(d), "figures": figures_by_dataset[d],
              "ranking": ranking(found, d), "ranking_text": ranking_sentence(found, d), "power": power.get(d),
@@ -285,6 +288,10 @@ def findings_json(analysis: Analysis, number: Callable = json_number) -> dict:
             "effect_lo": number(f.effect.lo), "effect_hi": number(f.effect.hi), "p": number(f.p_value),
             "p_adjusted": number(f.p_adjusted), "p_equivalence": number(f.p_equivalence),
             "p_equivalence_adjusted": number(f.p_equivalence_adjusted), "borderline": f.borderline,
+            "effect_se": number(f.measured.se if f.measured is not None else None),
+            "seeds_choosing_strength": int(np.isclose(f.chosen, f.strength).sum())
+            if f.chosen is not None and f.strength is not None else 0,
+            "near_tied": [number(v) for v in f.near_tied], "note": f.note,
         }
         if f.seeds_to_decide is not None:
             entry.update(seeds_to_decide=f.seeds_to_decide, decided_as=f.decided_as)

@@ -7,12 +7,13 @@ its comparator, paired by seed):
   which the family beats its comparator, averaged over datasets) and the interquartile
   mean of the paired effects, each effect divided by its dataset's equivalence margin so
   that R² and accuracy share one scale (1 = one margin, the smallest effect that
-  matters). Intervals: 95% percentile bootstrap, resampling seeds within each dataset
+  matters), every dataset weighing the same whatever its number of seeds. Intervals: 95% percentile bootstrap, resampling seeds within each dataset
   (stratified), as in Agarwal et al. 2021 (rliable).
-- **Ranks**: per dataset, the families ranked by their mean test metric at their best
-  setting (1 = best), the Friedman test of "all families rank alike", and Nemenyi's
-  post-hoc test of each pair (``scikit-posthocs``), drawn as a critical-difference
-  diagram (Demšar 2006). Only families trained on every dataset are ranked.
+- **Ranks**: per dataset, the families ranked by their mean test metric (1 = best; metrics
+  within a tenth of the equivalence margin tie), the Friedman test of "all families rank
+  alike", and Nemenyi's post-hoc test of each pair (``scikit-posthocs``), drawn as a
+  critical-difference diagram (Demšar 2006). Only families trained on every dataset are
+  ranked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from regstudy_report.findings import BASELINE, NOT_MEASURED, Finding
-from regstudy_report.stats import Interval, improvement_probability, iqm, sig, stratified_bootstrap
+from regstudy_report.stats import Interval, improvement_probability, sig, stratified_bootstrap, weighted_iqm
 from regstudy_report.tables import FAMILY_ORDER, ordered
 
 
@@ -50,8 +51,10 @@ def _mean_improvement(strata: list[np.ndarray], axis: int = -1):
 
 
 def _pooled_iqm(strata: list[np.ndarray], axis: int = -1):
-    """The IQM of all strata's values together (vectorized over resamples)."""
-    return iqm(np.concatenate(strata, axis=axis), axis=axis)
+    """The IQM of all strata's values together, each stratum (dataset) weighing the same
+    whatever its number of seeds (vectorized over resamples)."""
+    weights = np.concatenate([np.full(s.shape[axis], 1.0 / s.shape[axis]) for s in strata])
+    return weighted_iqm(np.concatenate(strata, axis=axis), weights, axis=axis)
 
 
 def family_aggregates(found: list[Finding]) -> list[FamilyAggregate]:
@@ -68,16 +71,29 @@ def family_aggregates(found: list[Finding]) -> list[FamilyAggregate]:
 
 
 def aggregate_sentence(aggregates: list[FamilyAggregate]) -> str:
+    """The family with the largest typical effect among those measured on the most
+    datasets, and whether the next one can be told from it."""
     if not aggregates:
         return "No family was measured on any dataset."
-    top = aggregates[0]
-    clear = [a.family for a in aggregates if a.effect_iqm.defined and a.effect_iqm.lo > 0]
-    return (f"Across datasets, {top.family} has the largest typical effect: an interquartile mean of "
-            f"{sig(top.effect_iqm.mean)} equivalence margins [{sig(top.effect_iqm.lo)}, {sig(top.effect_iqm.hi)}], "
-            f"beating its comparator on {sig(100 * top.improvement.mean)}% of seeds. {len(clear)} of "
-            f"{len(aggregates)} families have an interval above 0. These intervals resample seeds within these "
-            f"datasets (95% each, not corrected across families): they say how stable an aggregate is here, not "
-            f"how a family would fare on other data.")
+    most = max(a.datasets for a in aggregates)
+    rivals = [a for a in aggregates if a.datasets == most and a.effect_iqm.defined]
+    if not rivals:
+        return "No family's aggregate has an interval."
+    top, rest = rivals[0], rivals[1:]
+    text = (f"Across the {most} datasets where they all trained, {top.family} has the largest typical effect: an "
+            f"interquartile mean of {sig(top.effect_iqm.mean)} equivalence margins "
+            f"[{sig(top.effect_iqm.lo)}, {sig(top.effect_iqm.hi)}], beating its comparator on "
+            f"{sig(100 * top.improvement.mean)}% of seeds")
+    if rest:
+        second = rest[0]
+        apart = top.effect_iqm.lo > second.effect_iqm.hi
+        text += (f"; its interval {'lies above' if apart else 'overlaps'} that of the next, {second.family} "
+                 f"({sig(second.effect_iqm.mean)} [{sig(second.effect_iqm.lo)}, {sig(second.effect_iqm.hi)}])"
+                 + ("" if apart else ", so the two cannot be told apart here"))
+    clear = sum(a.effect_iqm.defined and a.effect_iqm.lo > 0 for a in aggregates)
+    return (text + f". {clear} of {len(aggregates)} families have an interval above 0. The intervals resample seeds "
+            "within these datasets (95% each, not corrected across families; every dataset weighs the same): they "
+            "say how stable an aggregate is here, not how a family would fare on other data.")
 
 
 @dataclass
@@ -96,7 +112,10 @@ def rank_families(found: list[Finding], alpha: float = 0.05) -> Ranks | None:
     """Friedman's test over datasets (blocks) and families (treatments) of the mean test
     metric at each family's best setting, with Nemenyi's pairwise tests; None with fewer
     than 3 families or 2 datasets in common."""
-    scores = pd.DataFrame([{"dataset": f.dataset, "family": f.family, "score": f.test.mean} for f in found
+    # test metrics closer than a tenth of the equivalence margin tie: ranking them would
+    # order noise (R² differences of 1e-8 between identical-looking models)
+    scores = pd.DataFrame([{"dataset": f.dataset, "family": f.family,
+                            "score": np.round(f.test.mean / (f.margin / 10)) * (f.margin / 10)} for f in found
                            if f.strength is not None and math.isfinite(f.test.mean)])
     if scores.empty:
         return None

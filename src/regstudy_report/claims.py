@@ -15,7 +15,7 @@ a verdict:
 - *not measured*: the families or data the claim needs are not in the study.
 
 Every claim is then re-run with each threshold moved on its own (:data:`VARIANTS`: the
-matching tolerance, the near-zero threshold, the margins, matching on the loss instead
+metric tolerance, the near-zero threshold, the margins, matching on the loss instead
 of the metric, the domain's bound); a row whose verdict changes is *fragile*, and says
 under which thresholds it reads otherwise.
 
@@ -34,9 +34,18 @@ import numpy as np
 import pandas as pd
 
 from regstudy_report.findings import by_seed
-from regstudy_report.stats import Interval, effect_text, estimate, mean_interval, paired_difference, sig, trend
-from regstudy_report.tables import LOSS_TOL, METRIC_TOL, Results, best_strength, matched_strength, ok_rows
+from regstudy_report.stats import Interval, effect_text, estimate, mean_interval, near_ties, paired_difference, sig, trend
+from regstudy_report.tables import (
+    LOSS_TOL,
+    METRIC_TOL,
+    Results,
+    best_strength,
+    matched_strength,
+    ok_rows,
+    stronger_is_smaller,
+)
 
+# the base thresholds (Thresholds below moves each)
 MEAN_FLAT = 0.1  # predictions' spread over the inputs below 10% of the true function's: "predicts the mean"
 MEAN_R2 = 0.1  # without prediction tables: |test R²| below this
 SPIKE_SPREAD = 0.01  # trained kernel std below 1% of the initial std: a spike (as in the KDE figure)
@@ -62,13 +71,20 @@ class Thresholds:
     fraction_margin: float = 0.1  # "many more" zeros or removed units: at least this fraction of all more
     norm_tol: float = math.log(1.05)  # "the same weights": norms within 5% (as a log ratio)
     decay_domain: float = 1e-2  # normalization claim: λ·η at most this (weights shrink ≤ 1% a step by decay)
+    mean_flat: float = MEAN_FLAT  # "predicts the mean": the prediction's spread below this share of the truth's
+    mean_r2: float = MEAN_R2  # ... or, without prediction tables, |test R²| below this
+    spike_spread: float = SPIKE_SPREAD  # "a spike at 0": trained/initial kernel spread below this
+    p_trend: float = P_TREND  # "rises with": Spearman's rank correlation at p below this
+    # which strength stands for "its best validation setting": the best, or, where others
+    # nearly tie it on validation (stats.near_ties), the next best or the weakest of them
+    choose: str = "best"
 
 
 BASE = Thresholds()
 #: Each threshold moved on its own, with a label for the report.
 VARIANTS: dict[str, Thresholds] = {
-    "matching tolerance 0.01": replace(BASE, metric_tol=0.01),
-    "matching tolerance 0.05": replace(BASE, metric_tol=0.05),
+    "metric tolerance 0.01": replace(BASE, metric_tol=0.01),
+    "metric tolerance 0.05": replace(BASE, metric_tol=0.05),
     "matched on validation loss (within 10%)": replace(BASE, match_on="loss"),
     "near-zero threshold τ/10": replace(BASE, near_zero="near_zero_fraction_strict"),
     "near-zero threshold 10τ": replace(BASE, near_zero="near_zero_fraction_loose"),
@@ -78,6 +94,14 @@ VARIANTS: dict[str, Thresholds] = {
     "norm tolerance 10%": replace(BASE, norm_tol=math.log(1.10)),
     "domain λ·η ≤ 1e-3": replace(BASE, decay_domain=1e-3),
     "domain λ·η ≤ 0.1": replace(BASE, decay_domain=1e-1),
+    "flatness 0.05": replace(BASE, mean_flat=0.05, mean_r2=0.05),
+    "flatness 0.2": replace(BASE, mean_flat=0.2, mean_r2=0.2),
+    "spike 0.005": replace(BASE, spike_spread=0.005),
+    "spike 0.02": replace(BASE, spike_spread=0.02),
+    "trend p < 0.01": replace(BASE, p_trend=0.01),
+    "trend p < 0.1": replace(BASE, p_trend=0.1),
+    "the next best of a near tie on validation": replace(BASE, choose="next"),
+    "the weakest of a near tie on validation": replace(BASE, choose="weakest"),
 }
 
 
@@ -137,10 +161,10 @@ def inside(iv: Interval, low: float, high: float) -> bool | None:
     return True if iv.within(low, high) else False if iv.hi < low or iv.lo > high else None
 
 
-def rising(x, y) -> tuple[bool | None, float, float]:
-    """``y`` rises with ``x``: Spearman's rho > 0 at p < P_TREND (False if it falls)."""
+def rising(x, y, p_trend: float = P_TREND) -> tuple[bool | None, float, float]:
+    """``y`` rises with ``x``: Spearman's rho > 0 at p < ``p_trend`` (False if it falls)."""
     rho, p = trend(x, y)
-    if not (math.isfinite(rho) and p < P_TREND):
+    if not (math.isfinite(rho) and p < p_trend):
         return None, rho, p
     return rho > 0, rho, p
 
@@ -221,15 +245,18 @@ def _flatness(r: Results, dataset: str, family: str, strength) -> pd.Series:
     return (rows.groupby("seed")["y_pred"].std(ddof=0) / float(np.std(reference))).sort_index()
 
 
-def _predicts_the_mean(r: Results, rows: pd.DataFrame, d: str, family: str, strength) -> tuple[bool | None, str, dict]:
+def _predicts_the_mean(r: Results, rows: pd.DataFrame, d: str, family: str, strength,
+                       t: Thresholds = BASE) -> tuple[bool | None, str, dict]:
     """Whether the model at ``strength`` predicts roughly a constant: the flatness of its
-    function (below MEAN_FLAT) where prediction tables exist, else |test R²| < MEAN_R2."""
+    function (below ``t.mean_flat``) where prediction tables exist, else |test R²| below
+    ``t.mean_r2``."""
     flat = mean_interval(_flatness(r, d, family, strength))
     if flat.n:
-        return (below(flat, MEAN_FLAT), f"spread of the prediction / of the true function at {sig(strength)}: "
+        return (below(flat, t.mean_flat), f"spread of the prediction / of the true function at {sig(strength)}: "
                 f"{estimate(flat)}", _iv(f"flatness_{family}", flat))
     r2 = mean_interval(seeds_at(rows, strength, "test_metric"))
-    return (inside(r2, -MEAN_R2, MEAN_R2), f"test R² at {sig(strength)}: {estimate(r2)}", _iv(f"test_r2_{family}", r2))
+    return (inside(r2, -t.mean_r2, t.mean_r2), f"test R² at {sig(strength)}: {estimate(r2)}",
+            _iv(f"test_r2_{family}", r2))
 
 
 def texts_l2_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
@@ -244,11 +271,11 @@ def texts_l2_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
             continue
         small, top = positive[0], positive[-1]
         kept = paired_difference(seeds_at(rows, small, "test_metric"), seeds_at(rows, 0.0, "test_metric"))
-        rises, rho, p = rising(ok["strength"], ok["train_loss"])
-        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "l2", top)
+        rises, rho, p = rising(ok["strength"], ok["train_loss"], t.p_trend)
+        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "l2", top, t)
         spike_at = 1.0 if 1.0 in strengths else top
         spread = mean_interval(_spread_ratio(r, d, "l2", spike_at))
-        parts = [above(kept, -t.metric_tol), rises, flat, below(spread, SPIKE_SPREAD)]
+        parts = [above(kept, -t.metric_tol), rises, flat, below(spread, t.spike_spread)]
         text = (f"smallest λ={sig(small)} against λ=0: Δ test R² {effect_text(kept)} "
                 f"(fit kept: {_word(parts[0])}); training loss against λ: Spearman ρ={sig(rho)}, p={sig(p)} "
                 f"(rises: {_word(parts[1])}); {flat_text} (predicts the mean: {_word(parts[2])}); "
@@ -269,9 +296,9 @@ def texts_dropout_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
         if len(strengths) < 3:
             out += _missing("texts_dropout_sweep", "dropout at three or more p")
             continue
-        rises, rho, p = rising(ok["strength"], ok["train_loss"])
+        rises, rho, p = rising(ok["strength"], ok["train_loss"], t.p_trend)
         near = min(strengths, key=lambda s: abs(s - 0.6))
-        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "dropout", near)
+        flat, flat_text, flat_numbers = _predicts_the_mean(r, rows, d, "dropout", near, t)
         parts = [rises, flat]
         text = (f"training loss against p: Spearman ρ={sig(rho)}, p-value={sig(p)} (rises: {_word(parts[0])}); "
                 f"{flat_text} (about the mean: {_word(parts[1])})")
@@ -301,6 +328,27 @@ def _init_final(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["init", "final"])
     rows = rows.assign(entry=rows.groupby(["member", "layer", "when"]).cumcount())
     return rows.pivot_table(index=["member", "layer", "entry"], columns="when", values="value")
+
+
+def chosen_strength(rows: pd.DataFrame, t: Thresholds = BASE):
+    """The strength standing for a job's best validation setting (:func:`best_strength`),
+    or under ``t.choose``, where other strengths nearly tie it on validation (within a
+    standard error, :func:`stats.near_ties`), the best of those (``"next"``) or the weakest
+    of them all (``"weakest"``): a verdict that changes then hangs on a near tie."""
+    best = best_strength(rows)
+    if t.choose == "best" or best is None:
+        return best
+    strengths = sorted(rows["strength"].dropna().unique(), reverse=stronger_is_smaller(str(rows["strength_name"].iloc[0])))
+    ok = rows[rows["status"] == "ok"]
+    val = ok.pivot_table(index="seed", columns="strength", values="val_metric", aggfunc="first").reindex(
+        columns=strengths).to_numpy(dtype=float)
+    ties = near_ties(val, strengths.index(best))
+    if not ties:
+        return best
+    if t.choose == "weakest":
+        return strengths[min([*ties, strengths.index(best)])]
+    means = np.nanmean(val, axis=0)
+    return strengths[max(ties, key=lambda j: means[j])]
 
 
 def _matched(rows: pd.DataFrame, t: Thresholds):
@@ -397,10 +445,17 @@ def _normalized_layers_of(r: Results, d: str, family: str) -> pd.DataFrame:
     return agg.assign(norm=np.sqrt(agg["sq"]))
 
 
+def decoupled(rows: pd.DataFrame) -> bool:
+    """The job sweeps decoupled weight decay (``w ← w − η·λ·w`` after each step)."""
+    return "sweep" in rows and (rows["sweep"] == "weight_decay").all()
+
+
 def in_decay_domain(rows: pd.DataFrame, strength: float, bound: float) -> bool:
-    """λ·η of a strength at most ``bound`` (η: the job's learning rate; without one, every λ)."""
+    """For decoupled decay, λ·η of a strength at most ``bound``: the weights shrink by at
+    most that fraction a step (η: the job's learning rate). L2 in the loss has no such
+    bound under Adam, which rescales its gradient: every λ of its grid is in the domain."""
     lr = rows["lr"].dropna() if "lr" in rows else pd.Series(dtype=float)
-    return lr.empty or strength * float(lr.max()) <= bound
+    return not decoupled(rows) or lr.empty or strength * float(lr.max()) <= bound
 
 
 def normalization_scale_invariance(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
@@ -439,8 +494,9 @@ def normalization_scale_invariance(r: Results, t: Thresholds = BASE) -> list[Cla
             upto = [lam for i, lam in enumerate(moves) if all(f is True for f in flat[: i + 1])]
             held_text = (f"within ±{t.metric_tol} up to λ={sig(upto[-1])}" if upto else
                          f"within ±{t.metric_tol} at {len(held)} of {len(moves)} λ")
-            domain = (f"λ·η ≤ {sig(t.decay_domain)}" + (f" (λ = {', '.join(sig(s) for s in left_out)} outside it)"
-                                                          if left_out else ""))
+            domain = ((f"decoupled decay at λ·η ≤ {sig(t.decay_domain)}"
+                       + (f" (λ = {', '.join(sig(s) for s in left_out)} outside it)" if left_out else ""))
+                      if decoupled(rows) else "L2 in the loss, every λ of the grid")
             text = (f"within the claim's domain, {domain}: validation metric against λ=0: {held_text}, largest move "
                     f"at λ={sig(worst[0])}: {effect_text(worst[1])} (within ±{t.metric_tol} at every λ: "
                     f"{_word(parts[0])}); log(‖W‖ at λ={sig(top)} / at λ=0) of the normalized layers: {effect_text(dn)}"
@@ -532,7 +588,7 @@ def l1_beats_l2_when_sparse(r: Results, t: Thresholds = BASE) -> list[ClaimResul
     for l1 in ("l1", "l1_prox"):
         for d in [d for d in sparse_datasets(r) if d in datasets_with(r, l1, "l2")]:
             j1, j2 = job(r, d, l1), job(r, d, "l2")
-            b1, b2 = best_strength(j1), best_strength(j2)
+            b1, b2 = chosen_strength(j1, t), chosen_strength(j2, t)
             diff = paired_difference(seeds_at(j2, b2, "test_loss"), seeds_at(j1, b1, "test_loss"))
             text = (f"test MSE at each family's best validation setting ({l1} λ={sig(b1)}, l2 λ={sig(b2)}): "
                     f"l2 − {l1} = {effect_text(diff)}")
@@ -563,7 +619,7 @@ def elastic_net_groups(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
             spread = {}
             for fam in (en, l1):
                 rows = job(r, d, fam)
-                best = best_strength(rows)
+                best = chosen_strength(rows, t)
                 feats = ok_rows(f[(f["dataset"] == d) & (f["family"] == fam)], rows) if len(f) else f
                 if best is None or feats.empty or feats["block"].notna().sum() == 0:
                     break
@@ -590,7 +646,7 @@ def max_norm_helps_dropout(r: Results, t: Thresholds = BASE) -> list[ClaimResult
         strengths = sorted(rows.loc[rows["status"] == "ok", "strength"].unique())
         if len(strengths) < 2:
             continue
-        loose, best = strengths[-1], best_strength(rows)  # the largest c never binds: dropout alone
+        loose, best = strengths[-1], chosen_strength(rows, t)  # the largest c never binds: dropout alone
         diff = paired_difference(seeds_at(rows, best, "test_metric"), seeds_at(rows, loose, "test_metric"))
         part = False if best == loose else above(diff, 0.0)
         text = (f"test metric at the best validation bound c={sig(best)} minus dropout alone (c={sig(loose)}, "
@@ -611,14 +667,14 @@ CLAIMS = [
           f"all four parts hold: Δ test R² (smallest λ − 0) above −{BASE.metric_tol}; Spearman ρ(λ, training loss) > 0 "
           f"at p < {P_TREND}; at the strongest λ, the prediction's spread over the inputs below {MEAN_FLAT} of the "
           f"true function's (without prediction tables: |test R²| below {MEAN_R2}); trained/initial kernel spread below "
-          f"{SPIKE_SPREAD}.", texts_l2_sweep, ("metric_tol",)),
+          f"{SPIKE_SPREAD}.", texts_l2_sweep, ("metric_tol", "mean_flat", "mean_r2", "spike_spread", "p_trend")),
     Claim("texts_dropout_sweep",
           "Dropout over p: loss rises with p, around p ≈ 0.6 the model predicts about the mean, and at p = 1 the "
           "weights keep their initial values.",
           "the texts' dropout sweep (STUDY.md)",
           f"Spearman ρ(p, training loss) > 0 at p < {P_TREND}; at the p nearest 0.6, the prediction's spread below "
           f"{MEAN_FLAT} of the true function's (else |test R²| below {MEAN_R2}); "
-          f"no kernel weight moved at p = 1.", texts_dropout_sweep),
+          f"no kernel weight moved at p = 1.", texts_dropout_sweep, ("mean_flat", "mean_r2", "p_trend")),
     Claim("texts_sparsity_order",
           "L1 gives sparse weights, L2 spreads weight over all of them, elastic net sits in between.",
           "the texts (STUDY.md); Tibshirani 1996; Zou & Hastie 2005",
@@ -636,7 +692,8 @@ CLAIMS = [
           "With normalization, the validation metric barely moves with λ, while ‖W‖ falls and the effective "
           "learning rate η/‖W‖² rises.",
           "van Laarhoven 2017",
-          f"within the claim's domain of moderate decay, λ·η ≤ {BASE.decay_domain}: Δ validation metric (λ − 0) "
+          f"within the claim's domain of moderate decay (decoupled decay: λ·η ≤ {BASE.decay_domain}; L2 in the loss: "
+          "every λ of the grid): Δ validation metric (λ − 0) "
           f"within ±{BASE.metric_tol} at every λ; at the largest such λ, log ‖W‖ of the normalized layers below that at "
           "λ = 0, and log η/‖W‖² above it.", normalization_scale_invariance,
           ("metric_tol", "decay_domain")),
@@ -663,19 +720,19 @@ CLAIMS = [
           "Srivastava et al. 2014",
           "test metric of dropout with max-norm at its best validation bound c, minus dropout alone at the same p "
           "(the family's largest c, which never binds), above 0; not reproduced when the best bound is no bound.",
-          max_norm_helps_dropout),
+          max_norm_helps_dropout, ("choose",)),
     Claim("l1_beats_l2_when_sparse",
           "When irrelevant features dominate, L1 beats L2 on test error.",
           "Ng 2004",
           "on a dataset where fewer than half of the features are relevant, test MSE of L2 minus that of L1, "
-          "each at its best validation setting, above 0.", l1_beats_l2_when_sparse),
+          "each at its best validation setting, above 0.", l1_beats_l2_when_sparse, ("choose",)),
     Claim("elastic_net_groups",
           "Within a block of correlated relevant features, elastic net spreads weight over the block while L1 "
           "keeps few of its features.",
           "Zou & Hastie 2005",
           "share of each block's features in use (participation ratio of their first-layer weight norms over "
           f"the block size), elastic net minus L1, above {BASE.fraction_margin} (a tenth of the block more).",
-          elastic_net_groups, ("fraction_margin",)),
+          elastic_net_groups, ("fraction_margin", "choose")),
 ]
 
 

@@ -1,8 +1,8 @@
 """What the study found, per dataset and family, in numbers and in words.
 
-For each dataset and family: the best strength (highest mean validation metric), the
-test metric there, and its effect against the family's **comparator**, as a paired
-difference over seeds with a 95% t-interval and two tests:
+For each dataset and family: the strength tuned on validation, the test metric there,
+and its effect against the family's **comparator**, as a paired difference over seeds
+with a 95% t-interval and two tests:
 
 - a paired t-test of "no difference" (*better* / *worse* when it rejects), and
 - two one-sided tests (TOST) of "the difference lies inside the region of practical
@@ -12,14 +12,19 @@ each with Holm's correction across the dataset's findings, so that the chance of
 false *better*/*worse* on a dataset, and of any false *equivalent*, is at most alpha.
 What neither test decides is *undetermined*, with the seeds that would likely decide it.
 
+The strength is chosen on validation **without the seed it is judged on**: each seed's
+test difference is taken at the strength the *other* seeds' validation metric prefers
+(leave one seed out), so that the luck that made a setting look best on validation does
+not also flatter its test effect (a model's validation and test scores share it). The
+report shows the strength all seeds prefer, and how often the seeds chose it.
+
 The comparator is the unregularized baseline (``none``), except for a family whose
 network or training differs from the baseline's in more than its swept regularizer (its
 ``config.yaml``: normalization, a second regularizer, another optimizer): it is judged
 against its own non-binding setting (the weakest of its grid: λ = 0, the largest c).
-A family whose best setting *is* its comparator (λ = 0, or members identical to it) has
-*no regularization selected*: there is nothing to test. The strength is chosen on the
-validation split and judged on the test split, so the choice does not flatter the
-effect. Every sentence of the report's findings is built here, from those numbers.
+A family whose chosen setting *is* its comparator on every seed (λ = 0, or members
+identical to it) has *no regularization selected*: there is nothing to test. Every
+sentence of the report's findings is built here, from those numbers.
 """
 
 from __future__ import annotations
@@ -36,20 +41,24 @@ from regstudy_report.stats import (
     EQUIVALENT,
     UNDETERMINED,
     WORSE,
+    Effect,
     Interval,
+    best_column,
+    cross_fitted_effect,
     decide,
     detectable_effect,
     effect_text,
     estimate,
     mean_interval,
     near_alpha,
-    paired,
+    near_ties,
     paired_difference,
+    paired_effect,
     pooled_sd,
     seeds_to_decide,
     sig,
 )
-from regstudy_report.tables import DATASET_ORDER, Results, best_strength, jobs, ordered, weakest_strength
+from regstudy_report.tables import DATASET_ORDER, Results, jobs, ordered, stronger_is_smaller, weakest_strength
 
 BASELINE = "none"
 NO_REGULARIZATION = "no regularization selected"
@@ -80,14 +89,16 @@ class Finding:
     dataset: str
     family: str
     strength_name: str
-    strength: float | None  # the best strength on validation; None when no member is ok
+    strength: float | None  # the strength all seeds' validation prefers; None when none can be chosen
     metric_name: str
     margin: float  # the region of practical equivalence, ±margin, in metric units
     comparator: Comparator
-    test: Interval  # test metric at the best strength, over seeds
+    test: Interval  # test metric at each seed's chosen strength, over seeds
     baseline: Interval  # test metric of the comparator, over seeds
-    effect: Interval  # paired difference (family at best strength - comparator) of the test metric
+    effect: Interval  # paired difference (family at each seed's chosen strength - comparator) of the test metric
     diffs: pd.Series = field(repr=False)  # those paired differences, by seed
+    chosen: pd.Series = field(default=None, repr=False)  # per seed, the strength the other seeds chose
+    measured: Effect = field(default=None, repr=False)  # the effect with its (jackknife) standard error
     p_value: float = math.nan  # paired t-test of effect = 0, two-sided
     p_equivalence: float = math.nan  # TOST of |effect| < margin
     p_adjusted: float = math.nan  # Holm across the dataset's tests
@@ -96,7 +107,8 @@ class Finding:
     borderline: str = ""  # why the verdict could flip (an adjusted p near alpha, a near tie), or ""
     seeds_to_decide: int | None = None  # undetermined rows: seeds that would likely decide them
     decided_as: str = ""  # ... and the verdict they would likely give
-    runner_up: float | None = None  # the second-best strength when it nearly ties the best
+    near_tied: list = field(default_factory=list)  # strengths that nearly tie the best on validation (near_ties)
+    note: str = ""  # what the numbers alone do not say (an early stopping that never stopped)
     text: str = ""
 
     @property
@@ -164,12 +176,12 @@ def comparator_of(results: Results, dataset: str, job: pd.DataFrame) -> Comparat
     optimizer or learning rate differs), or when the dataset has no baseline."""
     family = str(job["family"].iloc[0])
     name = str(job["strength_name"].iloc[0])
-    base = results.members[(results.members["dataset"] == dataset) & (results.members["family"] == BASELINE)]
+    base = results.job(dataset, BASELINE)
     if family == BASELINE:
         return Comparator(BASELINE, 0.0)
-    if base.empty:
+    if not (base["status"] == "ok").any():
         return Comparator(family, weakest_strength(job), name,
-                          "has no baseline (family none) on this dataset to compare with")
+                          "has no baseline (family none) that trained on this dataset to compare with")
     own = results.configs.get((dataset, family))
     base_config = results.configs.get((dataset, BASELINE))
     if own and base_config:
@@ -185,54 +197,104 @@ def comparator_of(results: Results, dataset: str, job: pd.DataFrame) -> Comparat
 
 def _comparator_rows(results: Results, dataset: str, job: pd.DataFrame, comparator: Comparator) -> pd.DataFrame:
     if comparator.family == BASELINE:
-        m = results.members
-        return m[(m["dataset"] == dataset) & (m["family"] == BASELINE)]
+        return results.job(dataset, BASELINE)
     return at_strength(job, comparator.strength)
 
 
-def _identical(chosen: pd.DataFrame, base: pd.DataFrame) -> bool:
-    """The chosen members are their comparator's, to the bit: every paired loss and metric equal."""
-    columns = [c for c in ("val_loss", "test_loss", "val_metric", "test_metric") if c in chosen and c in base]
-    pairs = [paired(by_seed(chosen, c), by_seed(base, c)) for c in columns]
-    return bool(columns) and len(pairs[0]) > 0 and all(len(d) == len(pairs[0]) and (d == 0).all() for d in pairs)
+def ordered_strengths(job: pd.DataFrame) -> list[float]:
+    """A job's strengths, weakest first (λ, p, σ ascending; patience, c descending)."""
+    name = str(job["strength_name"].iloc[0])
+    return sorted(job["strength"].dropna().unique(), reverse=stronger_is_smaller(name))
 
 
-def runner_up(job: pd.DataFrame, best):
-    """The second-best strength on validation when it nearly ties the best: the mean paired
-    difference of their validation metrics is at most one standard error of it (an exact
-    tie included), so another draw of the arithmetic may well pick it; else None."""
-    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean().dropna()
-    if best is None or len(means) < 2:
-        return None
-    second = means.drop(best).sort_values(ascending=False, kind="stable").index[0]
-    diff = paired(by_seed(at_strength(job, best), "val_metric"), by_seed(at_strength(job, second), "val_metric"))
-    if len(diff) < 2:
-        return None
-    return second if diff.mean() <= diff.std(ddof=1) / math.sqrt(len(diff)) else None
+@dataclass
+class JobTables:
+    """One job's ok members as seeds x strengths tables (NaN: diverged or missing), its
+    strengths weakest first, and its comparator's members by seed."""
+
+    strengths: list[float]
+    seeds: list[int]
+    tables: dict[str, np.ndarray]  # column -> (seeds, strengths)
+    base: dict[str, np.ndarray]  # column -> (seeds,): the comparator's
+    own: int | None  # the comparator's column when it is the family's own setting
+
+    @classmethod
+    def of(cls, job: pd.DataFrame, base_rows: pd.DataFrame, comparator: Comparator) -> "JobTables":
+        strengths = ordered_strengths(job)
+        base_ok = base_rows[base_rows["status"] == "ok"]
+        seeds = sorted(set(job["seed"]) & set(base_ok["seed"]))
+        ok = job[job["status"] == "ok"]
+        columns = [c for c in ("val_metric", "test_metric", "val_loss", "test_loss") if c in job]
+        tables = {c: ok.pivot_table(index="seed", columns="strength", values=c, aggfunc="first")
+                  .reindex(index=seeds, columns=strengths).to_numpy(dtype=float) for c in columns}
+        base = {c: base_ok.set_index("seed")[c].reindex(seeds).to_numpy(dtype=float) for c in columns if c in base_ok}
+        own = None
+        if comparator.family != BASELINE and comparator.strength is not None:
+            own = int(np.argmin(np.abs(np.asarray(strengths) - comparator.strength)))
+        return cls(strengths, seeds, tables, base, own)
+
+    def identical(self, choices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per seed (``rows``): the chosen member is its comparator's, to the bit (the
+        comparator's own column, or every loss and metric equal)."""
+        same = np.ones(len(rows), dtype=bool)
+        for column, table in self.tables.items():
+            same &= table[rows, choices] == self.base[column][rows]
+        return same | (choices == self.own) if self.own is not None else same
 
 
-def _measure(results: Results, dataset: str, job: pd.DataFrame, comparator: Comparator, strength,
-             settings: Settings) -> Finding:
-    """The finding of a family at ``strength`` against its comparator, before Holm."""
+def _measure(results: Results, dataset: str, job: pd.DataFrame, comparator: Comparator, settings: Settings,
+             fixed: float | None = None) -> Finding:
+    """The finding of a family against its comparator, before Holm: the effect of choosing
+    its strength on validation without the seed it is judged on (:func:`cross_fitted_effect`),
+    or, with ``fixed``, of that one strength on every seed (a near tie's alternative)."""
     family, metric = str(job["family"].iloc[0]), str(job["metric_name"].iloc[0])
-    margin = settings.margin(metric)
-    base_rows = _comparator_rows(results, dataset, job, comparator)
-    chosen_rows = at_strength(job, strength)
-    base, chosen = by_seed(base_rows, "test_metric"), by_seed(chosen_rows, "test_metric")
-    diffs = paired(chosen, base)
-    f = Finding(dataset=dataset, family=family, strength_name=str(job["strength_name"].iloc[0]), strength=strength,
-                metric_name=metric, margin=margin, comparator=comparator, test=mean_interval(chosen),
-                baseline=mean_interval(base), effect=paired_difference(chosen, base), diffs=diffs)
+    name = str(job["strength_name"].iloc[0])
+    t = JobTables.of(job, _comparator_rows(results, dataset, job, comparator), comparator)
+    val, test = t.tables["val_metric"], t.tables["test_metric"]
+    base = t.base["test_metric"]
+    best = best_column(val) if t.seeds else None
+    if fixed is None:
+        measured, choices = cross_fitted_effect(val, test, base) if t.seeds else (paired_effect([]), np.full(0, -1))
+    else:
+        choices = np.full(len(t.seeds), t.strengths.index(fixed))
+        measured = paired_effect((test[:, choices[0]] - base)[np.isfinite(base)])
+    usable = (choices >= 0) & np.isfinite(base)
+    rows = np.flatnonzero(usable)
+    seeds = pd.Index(np.asarray(t.seeds)[rows], name="seed")
+    chosen_test = pd.Series(test[rows, choices[rows]], index=seeds)
+    f = Finding(dataset=dataset, family=family, strength_name=name,
+                strength=None if best is None else float(t.strengths[best]), metric_name=metric,
+                margin=settings.margin(metric), comparator=comparator, test=mean_interval(chosen_test),
+                baseline=mean_interval(pd.Series(base, dtype=float)), effect=measured.interval(),
+                diffs=pd.Series(measured.diffs, index=seeds[:len(measured.diffs)]), measured=measured,
+                chosen=pd.Series(np.asarray(t.strengths, dtype=float)[choices[rows]], index=seeds))
     if family == BASELINE:
         f.verdict = "baseline"
-    elif strength is None or not f.effect.defined:
+    elif best is None or measured.n < 2:
         f.verdict = NOT_MEASURED
-    elif (comparator.family == family and np.isclose(strength, comparator.strength)) or \
-            ((diffs == 0).all() and _identical(chosen_rows, base_rows)):
+    elif t.identical(choices[rows], rows).all():
         f.verdict = NO_REGULARIZATION
     else:
         f.verdict = UNDETERMINED  # a test: decided with the dataset's other tests (_holm_verdicts)
+    if fixed is None and best is not None:
+        f.near_tied = [float(t.strengths[j]) for j in near_ties(val, best)]
+        trained = results.members.loc[results.members["dataset"] == dataset].get("epochs_trained")
+        f.note = _never_stopped(job, f.chosen, float(trained.max()) if trained is not None else math.nan)
     return f
+
+
+def _never_stopped(job: pd.DataFrame, chosen: pd.Series, epochs: float) -> str:
+    """Early stopping whose chosen members all trained every epoch (``epochs``: the most any
+    member of the dataset trained): what it gains is the best-validation epoch's weights,
+    which it keeps, not stopping."""
+    if str(job["strength_name"].iloc[0]) != "patience" or "epochs_trained" not in job or chosen.empty:
+        return ""
+    ok = job[job["status"] == "ok"].set_index(["seed", "strength"])["epochs_trained"]
+    trained = [ok.get((seed, strength)) for seed, strength in chosen.items()]
+    if all(t == epochs for t in trained):
+        return ("no chosen member stopped early (patience at least the epochs trained): the effect is that of "
+                "keeping each member's best-validation epoch")
+    return ""
 
 
 def _holm_verdicts(found: list[Finding], settings: Settings) -> list[str]:
@@ -242,7 +304,7 @@ def _holm_verdicts(found: list[Finding], settings: Settings) -> list[str]:
     margins = {f.margin for f in tested}
     if len(margins) > 1:
         raise ValueError(f"one dataset's findings have several equivalence margins: {sorted(margins)}")
-    for f, d in zip(tested, decide([f.diffs for f in tested], margins.pop() if margins else 0.0, settings.alpha)):
+    for f, d in zip(tested, decide([f.measured for f in tested], margins.pop() if margins else 0.0, settings.alpha)):
         f.p_value, f.p_equivalence = d.p_value, d.p_equivalence
         f.p_adjusted, f.p_equivalence_adjusted, f.verdict = d.p_adjusted, d.p_equivalence_adjusted, d.verdict
     return [f.verdict for f in found]
@@ -257,31 +319,27 @@ def findings(results: Results, settings: Settings = Settings()) -> list[Finding]
         found, alternatives = [], []
         for _, family, job in jobs(rows):
             comparator = comparator_of(results, dataset, job)
-            best = best_strength(job)
-            f = _measure(results, dataset, job, comparator, best, settings)
-            if f.verdict != "baseline":
-                f.runner_up = runner_up(job, best)
+            f = _measure(results, dataset, job, comparator, settings)
             found.append(f)
-            alternatives.append(None if f.runner_up is None else
-                                _measure(results, dataset, job, comparator, f.runner_up, settings))
+            alternatives.append([_measure(results, dataset, job, comparator, settings, fixed=s) for s in f.near_tied])
         verdicts = _holm_verdicts(found, settings)
         tests = sum(f.tested for f in found)
-        for i, (f, alt) in enumerate(zip(found, alternatives)):
+        for i, (f, alts) in enumerate(zip(found, alternatives)):
             reasons = [f"adjusted p {sig(p, 2)} near α = {sig(settings.alpha)}" for p in
                        (f.p_adjusted, f.p_equivalence_adjusted) if near_alpha(p, settings.alpha)]
-            if alt is not None:  # the same Holm family with the runner-up in this row's place
+            for alt, strength in zip(alts, f.near_tied):  # the same Holm family, this row chosen otherwise
                 swapped = [replace(g) for g in found]
                 swapped[i] = alt
                 other = _holm_verdicts(swapped, settings)[i]
                 if other != verdicts[i]:
-                    reasons.append(f"the runner-up {f.strength_name} = {sig(alt.strength)}, within a standard error "
-                                   f"of the best on validation, would give {other}")
+                    reasons.append(f"{f.strength_name} = {sig(strength)}, nearly tied with "
+                                   f"{sig(f.strength)} on validation, would give {other} on every seed")
             f.borderline = "; ".join(reasons)
             if f.verdict == UNDETERMINED:
-                sd = float(f.diffs.std(ddof=1))
+                sd = f.measured.sd
                 f.seeds_to_decide, f.decided_as = seeds_to_decide(f.effect.mean, sd, f.margin,
                                                                   settings.alpha / max(tests, 1), settings.power)
-            f.text = _sentence(f, settings)
+            f.text = _sentence(f, settings, max(tests, 1))
         out += found
     return out
 
@@ -294,7 +352,7 @@ def dataset_power(found: list[Finding], settings: Settings = Settings()) -> list
         rows = [f for f in found if f.dataset == dataset]
         tested = [f for f in rows if f.tested]
         seeds = max((f.baseline.n for f in rows), default=0)
-        sd = pooled_sd([f.diffs.std(ddof=1) for f in tested if len(f.diffs) > 1])
+        sd = pooled_sd([f.measured.sd for f in tested])
         m = max(len(tested), 1)
         alpha = settings.alpha / m
         p = DatasetPower(dataset=dataset, metric_name=rows[0].metric_name, margin=rows[0].margin, seeds=seeds,
@@ -309,8 +367,9 @@ def _power_sentence(p: DatasetPower) -> str:
     if p.tests == 0 or not math.isfinite(p.detectable):
         return f"On {p.dataset}, no finding is a test, so there is no power to state ({p.seeds} seeds)."
     return (f"With {p.seeds} seeds, this study detects on {p.dataset} effects of at least {sig(p.detectable)} "
-            f"{p.metric_name} (probability {sig(p.power)}, at α = {sig(p.alpha)}/{p.tests} for its {p.tests} tests; "
-            f"paired spread {sig(p.sd)}), against an equivalence margin of ±{sig(p.margin)}.")
+            f"{p.metric_name} at the pooled paired spread of its findings ({sig(p.sd)}; rows that spread more need "
+            f"larger effects), with probability {sig(p.power)} at α = {sig(p.alpha)}/{p.tests} for its {p.tests} tests, "
+            f"against an equivalence margin of ±{sig(p.margin)}.")
 
 
 # --- in words ---
@@ -321,34 +380,48 @@ def _setting(f: Finding) -> str:
     return text + (", that is, no regularization at all" if f.strength == 0 and f.strength_name != "patience" else "")
 
 
-def _sentence(f: Finding, settings: Settings) -> str:
+def _choices(f: Finding) -> str:
+    """How often each seed's leave-one-out choice was the preferred strength, in words."""
+    if f.chosen is None or f.chosen.empty:
+        return ""
+    agree = int(np.isclose(f.chosen, f.strength).sum())
+    if agree == len(f.chosen):
+        return f"chosen without each seed's own members on all {agree} seeds"
+    others = ", ".join(sig(v) for v in sorted(set(f.chosen[~np.isclose(f.chosen, f.strength)])))
+    return f"chosen without each seed's own members on {agree} of {len(f.chosen)} seeds (else {others})"
+
+
+def _sentence(f: Finding, settings: Settings, tests: int = 1) -> str:
     if f.family == BASELINE:
         return (f"The unregularized baseline reaches a test {f.metric_name} of {estimate(f.test)}"
                 f" over {f.test.n} seeds.")
     if f.strength is None:
-        return f"{f.family}: every member diverged; nothing to compare."
+        return f"{f.family}: no setting trained on every seed without diverging; nothing to compare."
     against = "the baseline" if f.comparator.family == BASELINE else \
         f"its own non-binding setting ({f.comparator.label}; it {f.comparator.reason})"
     if f.verdict == NOT_MEASURED:
         return (f"{f.family}: at its best setting ({_setting(f)}) the test {f.metric_name} is "
                 f"{sig(f.test.mean)}; fewer than two seeds pair with {against}.")
     if f.verdict == NO_REGULARIZATION:
-        return (f"{f.family}: no regularization selected: its best validation setting ({_setting(f)}) trains the same "
+        return (f"{f.family}: no regularization selected: on every seed its validation choice trains the same "
                 f"models as {against}, so there is nothing to test.")
-    numbers = (f"at its best setting ({_setting(f)}) the test {f.metric_name} is {sig(f.test.mean)} against "
-               f"{sig(f.baseline.mean)} for {against}, a paired difference of {effect_text(f.effect)} over "
-               f"{f.effect.n} seeds (p = {sig(f.p_value, 2)}, Holm-adjusted {sig(f.p_adjusted, 2)}; "
-               f"equivalence within ±{sig(f.margin)}: adjusted p {sig(f.p_equivalence_adjusted, 2)})")
+    numbers = (f"tuned on validation ({_setting(f)}, {_choices(f)}) the test {f.metric_name} is "
+               f"{sig(f.test.mean)} against {sig(f.baseline.mean)} for {against}, a paired difference of "
+               f"{effect_text(f.effect)} over {f.effect.n} seeds (p = {sig(f.p_value, 2)}, Holm-adjusted "
+               f"{sig(f.p_adjusted, 2)}; equivalence within ±{sig(f.margin)}: adjusted p "
+               f"{sig(f.p_equivalence_adjusted, 2)})")
     head = {BETTER: f"{f.family} does better", WORSE: f"{f.family} does worse",
             EQUIVALENT: f"{f.family} is equivalent to {against if f.comparator.family != BASELINE else 'the baseline'}",
             UNDETERMINED: f"{f.family} is undetermined"}[f.verdict]
     text = f"{head}: {numbers}."
+    if f.note:
+        text += f" Note: {f.note}."
     if f.verdict == EQUIVALENT and f.p_adjusted < settings.alpha:
         text += " The difference is real but smaller than the margin."
     if f.verdict == UNDETERMINED:
-        text += (f" About {f.seeds_to_decide} seeds would likely decide it ({f.decided_as}, if the observed "
-                 f"effect is the true one)." if f.seeds_to_decide else
-                 " No feasible number of seeds would decide it at the observed effect.")
+        text += (f" About {f.seeds_to_decide} seeds would likely decide it ({f.decided_as} with probability "
+                 f"{sig(settings.power)} at α/{tests}, if the observed effect is the true one)."
+                 if f.seeds_to_decide else " No feasible number of seeds would decide it at the observed effect.")
     if f.borderline:
         text += f" Borderline: {f.borderline}."
     return text

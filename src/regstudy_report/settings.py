@@ -19,7 +19,7 @@ class Settings:
     alpha: float = 0.05  # family-wise error rate of each dataset's findings (Holm)
     power: float = 0.8  # for the detectable effect and the seeds an undetermined row needs
     # Region of practical equivalence, per metric: a difference inside ±margin does not
-    # matter (R²: 0.02 of the explained variance; accuracy: one example in a hundred).
+    # matter (R²: 2% of the variance explained; accuracy: one percentage point).
     equivalence: dict[str, float] = field(default_factory=lambda: {"r2": 0.02, "accuracy": 0.01})
 
     def margin(self, metric_name: str) -> float:

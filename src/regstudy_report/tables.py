@@ -274,20 +274,27 @@ def stronger_is_smaller(name: str) -> bool:
 
 
 def weakest_strength(job: pd.DataFrame):
-    """The weakest setting of a job's grid among its ok members (λ, p, σ: the smallest;
-    patience, c: the largest), or None when no member is ok."""
-    ok = job.loc[job["status"] == "ok", "strength"].dropna()
-    if ok.empty:
+    """The weakest setting of a job's grid (λ, p, σ: the smallest; patience, c: the
+    largest), whether or not its members trained; None for an empty job."""
+    strengths = job["strength"].dropna()
+    if strengths.empty:
         return None
     name = str(job["strength_name"].iloc[0])
-    return ok.max() if stronger_is_smaller(name) else ok.min()
+    return strengths.max() if stronger_is_smaller(name) else strengths.min()
 
 
 def best_strength(job: pd.DataFrame):
-    """The strength of a job with the highest mean val_metric over its ok members (ties: the
-    first in ascending order), or None when no member is ok."""
-    means = job[job["status"] == "ok"].groupby("strength")["val_metric"].mean()
-    return None if means.dropna().empty else means.idxmax()
+    """The strength of a job with the highest mean val_metric over its members, among the
+    strengths whose every member ended ok (a setting that diverged on some seed is not a
+    viable choice); ties: the weakest. None when no strength qualifies."""
+    if job.empty:
+        return None
+    viable = job.groupby("strength")["status"].agg(lambda s: bool((s == "ok").all()))
+    means = job.groupby("strength")["val_metric"].mean()[viable].dropna()
+    if means.empty:
+        return None
+    weakest_first = sorted(means.index, reverse=stronger_is_smaller(str(job["strength_name"].iloc[0])))
+    return means.reindex(weakest_first).idxmax()
 
 
 METRIC_TOL = 0.02  # metric units (R², accuracy): "matched", "barely moves"
