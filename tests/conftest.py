@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -45,6 +46,20 @@ def _local_store():
     yield
     if uri is not None:
         os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """A real full disk: a tmpfs of ``size`` (``"48k"``) mounted on ``folder``, unmounted
+    after; the test is skipped where mounting is not allowed (it needs root)."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def free_port() -> int:

@@ -25,6 +25,8 @@ from regstudy.data import make_dataset, save_npz
 from regstudy.lifecycle import owner_alive
 from regstudy.tracking import OWNER_TAG, prepare_store
 
+from conftest import small_tmpfs
+
 ROOT = Path(__file__).resolve().parents[1]
 LONG, SHORT = 20000, 2  # epochs: a job that runs until it is ended, and one that finishes
 STRENGTHS = [0.0, 0.01]
@@ -186,11 +188,7 @@ def test_runs_of_a_job_killed_outright_are_closed_by_the_next_job(project):
 def test_a_full_disk_while_writing_results_fails_the_runs_and_commits_nothing(project):
     results = project / "results"
     results.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(results)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(results, "48k"):
         set_epochs(project, SHORT)
         proc = start_stage(project)
         out, err = proc.communicate(timeout=120)
@@ -200,8 +198,6 @@ def test_a_full_disk_while_writing_results_fails_the_runs_and_commits_nothing(pr
         assert {r.info.status for r in rs} == {"FAILED"}
         assert not (results / "l2" / "signal").exists()
         assert not list((results / "l2").glob(".signal.tmp-*"))  # the partial folder is removed
-    finally:
-        subprocess.run(["umount", str(results)], check=True)
     assert_next_run_finishes(project)
 
 

@@ -224,12 +224,12 @@ def test_settings_from_params_and_bad_values_named():
     s = settings_from({"alpha": 0.01, "equivalence": {"accuracy": 0.02}})
     assert (s.alpha, s.power, s.margin("accuracy"), s.margin("r2")) == (0.01, 0.8, 0.02, 0.02)
     for bad, message in [({"alpha": 0.7}, r"report.alpha=0.7: allowed a number in \(0, 0.5\)"),
-                         ({"alhpa": 0.01}, r"report.alhpa is not a setting"),
+                         ({"alhpa": 0.01}, r"report.alhpa=0.01: allowed one of the settings"),
                          ({"equivalence": {"r2": -1}}, r"report.equivalence.r2=-1"),
                          ({"power": True}, r"report.power=True")]:
         with pytest.raises(SettingsError, match=message):
             settings_from(bad)
-    with pytest.raises(SettingsError, match="no margin for metric 'auc'"):
+    with pytest.raises(SettingsError, match="report.equivalence.auc=None: allowed a margin for every metric"):
         Settings().margin("auc")
 
 

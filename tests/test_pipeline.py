@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,56 @@ def test_editing_a_datasets_seeds_draws_its_data_again(study):
     assert {"generate", "csv@mine", *(f"train@{f}" for f in FAMILIES)} <= changed
 
 
+def test_a_bad_value_stops_dvc_repro_before_anything_runs_or_is_deleted(study):
+    """Issue 32, defect 4: a typo in one dataset's epochs used to be found by the train
+    stages one job at a time, after DVC had deleted the family's results and the other
+    datasets had trained. The check stage runs first: dvc repro stops there, naming the
+    params.yaml key; nothing trains, nothing is deleted; fixed, the study is up to date."""
+    path = study / "params.yaml"
+    text = path.read_text()
+    params = yaml.safe_load(text)
+    params["study"]["by_dataset"]["moons"]["epochs"] = "eighty"
+    params["study"]["strengths"]["l2"] = [0.0, 0.02]  # and a change that would re-run train@l2
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    before = {p: p.stat().st_mtime_ns for p in (study / "results").rglob("*") if p.is_file()}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=study, env=env, capture_output=True,
+                               text=True, timeout=300)
+    finally:
+        path.write_text(text)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "study.by_dataset.moons.epochs='eighty' in params.yaml; allowed: an integer >= 1" in output
+    assert "Running stage 'train@" not in output
+    assert {p: p.stat().st_mtime_ns for p in (study / "results").rglob("*") if p.is_file()} == before
+    again = run([sys.executable, "-m", "dvc", "repro"], study)  # the check's file back, nothing else to do
+    assert "Stage 'check'" in again.stdout and "Running stage" not in again.stdout
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], study).stdout) == {}
+
+
+@pytest.mark.slow  # 40 s: a job trained by hand, the report twice, train@l2 again
+def test_a_family_that_diverged_entirely_is_reported_and_the_next_repro_recovers(study):
+    """Issue 32, defect 1, as the issue reproduces it: l2 on moons trained with SGD at a
+    learning rate of 1e3, so that every member diverges, in place of results/l2/moons; the
+    report stage renders, saying so; the next `dvc repro` trains l2 again."""
+    job = study / "results" / "l2" / "moons"
+    shutil.rmtree(job)
+    run([sys.executable, "-m", "regstudy.train", "experiment=l2", "data=moons", "data.path=data/moons.npz",
+         "optim=sgd", "optim.lr=1e3", f"members.strengths={STRENGTHS['l2']}", f"members.seeds={SEEDS}",
+         "trainer.max_epochs=3", "model.hidden=[8,8]", "logger=none", f"paths.results={job}"], study)
+    assert (pd.read_csv(job / "members.csv")["status"] == "diverged").all()
+    done = run([sys.executable, "-m", "dvc", "repro", "-s", "report"], study)
+    html = (study / "reports" / "index.html").read_text()
+    assert "l2: no setting trained on every seed without diverging; nothing to compare." in html
+    assert json.loads((study / "reports" / "findings.json").read_text())["findings"]["moons"]["l2"]["verdict"] == \
+        "not measured"
+    assert "wrote" in done.stderr + done.stdout
+    run([sys.executable, "-m", "dvc", "repro"], study)  # train@l2 back (from DVC's run cache), the report again
+    assert (pd.read_csv(job / "members.csv")["status"] == "ok").all()
+    assert "every seed without diverging" not in (study / "reports" / "index.html").read_text()
+
+
 def test_claims_are_dvc_metrics(study):
     """claims.json is declared as DVC metrics: `dvc metrics show` reads its verdicts."""
     claims = json.loads((study / "reports" / "claims.json").read_text())
@@ -263,7 +314,8 @@ def test_editing_one_family_reruns_only_its_stages(study):
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
-    assert changed == {"train@l2"}
+    # and the check of the whole study, which writes the same file again: nothing else re-runs
+    assert changed == {"check", "train@l2"}
 
 
 def test_editing_the_csv_file_regenerates_it_and_reruns_the_families(study):
@@ -321,3 +373,24 @@ def test_one_setting_sends_the_study_to_a_shared_server(study, tracking_server):
     assert json.loads((study / "results" / "l2" / "moons" / "run.json").read_text())["tracking_uri"] \
         == tracking_server.url
     assert "Running stage" not in run([sys.executable, "-m", "dvc", "repro"], study).stdout
+
+
+def test_results_restored_from_dvcs_cache_find_their_runs_again(study):
+    """Issue 32, defect 7: DVC keeps no run.json in its cache, so a family it restores has
+    lost the link to its MLflow runs. Every run carries its results' digest (a hash of
+    members.csv): `python -m regstudy.runs <folder> --write` finds the runs and puts the
+    link back, and the report's filter of the job names the same digest."""
+    job = study / "results" / "dropout" / "moons"
+    before = json.loads((job / "run.json").read_text())
+    shutil.rmtree(study / "results" / "dropout")
+    run([sys.executable, "-m", "dvc", "checkout", "results/dropout"], study)  # from DVC's cache
+    assert (job / "members.csv").is_file() and not (job / "run.json").exists()
+    found = json.loads(run([sys.executable, "-m", "regstudy.runs", str(job), "--write"], study).stdout)
+    assert (found["parent_run_id"], found["member_run_ids"]) == (before["parent_run_id"], before["member_run_ids"])
+    assert found["results_digest"] == before["results_digest"]
+    assert json.loads((job / "run.json").read_text())["member_run_ids"] == before["member_run_ids"]
+    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    tags = [client.get_run(i).data.tags for i in [found["parent_run_id"], *found["member_run_ids"]]]
+    assert {t["results_digest"] for t in tags} == {found["results_digest"]}
+    assert f"tags.results_digest = &#39;{found['results_digest']}&#39;" in (study / "reports" / "index.html").read_text()
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], study).stdout) == {}

@@ -23,7 +23,7 @@ from regstudy_report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TASKS = {"signal": ("regression", "r2"), "moons": ("classification", "accuracy")}
-STRENGTH_NAMES = {"none": "none", "l2": "lam", "batchnorm_l2": "lam", "dropout": "p"}
+STRENGTH_NAMES = {"none": "none", "l2": "lam", "l1": "lam", "elastic_net": "lam", "batchnorm_l2": "lam", "dropout": "p"}
 # (dataset, family, strengths); every job has seeds 0, 1 and 2
 JOBS = [
     ("signal", "none", [0.0]),
@@ -326,7 +326,10 @@ def test_report_content(tmp_path):
 
     # provenance: versions and each job's MLflow filter; nothing that differs per clone or
     # run (run ids, tracking URI, commit), as the report is a hashed DVC output
-    assert "tags.dataset = &#39;moons&#39; and tags.family = &#39;dropout&#39;" in html
+    import hashlib
+
+    digest = hashlib.sha256((root / "results" / "moons" / "dropout" / "members.csv").read_bytes()).hexdigest()[:16]
+    assert f"tags.results_digest = &#39;{digest}&#39;" in html  # the very runs behind these tables
     assert "0123456789abcdef" not in html and "parent-moons-dropout" not in html and "127.0.0.1:5000" not in html
     for package in ("torch", "pytorch_lightning", "hydra-core", "mlflow", "seaborn", "dvc", "pandas", "numpy"):
         assert f"<td>{package}</td>" in html
@@ -484,3 +487,37 @@ def test_ranking_sentence_agrees_in_number_with_its_counts():
     assert ranking_sentence(found, "moons") == (
         "On moons, 2 families do better than their comparators (l1, l2, best first); 1 family does worse even "
         "at its best setting (dropout); 1 family is undetermined.")
+
+
+def test_a_family_that_diverged_entirely_is_a_finding_and_the_rest_renders(tmp_path):
+    """Issue 32, defect 1: every member of l2 and l1 on sparse and of l2 on signal diverged
+    (an SGD at lr 1e3): the report says so, in the findings, the claims and the figures,
+    and renders everything else (it used to stop on best_strength's None)."""
+    jobs = [("signal", "none", [0.0]), ("signal", "l2", [0.0, 1.0]), ("signal", "dropout", [0.0, 0.5]),
+            ("sparse", "none", [0.0]), ("sparse", "l2", [0.0, 1e-3]), ("sparse", "l1", [0.0, 1e-3]),
+            ("sparse", "elastic_net", [0.0, 1e-3])]
+    dead = {(d, f, s, seed): 1 for d, f, strengths in jobs for s in strengths for seed in SEEDS
+            if (d, f) in {("signal", "l2"), ("sparse", "l2"), ("sparse", "l1")}}
+    TASKS.setdefault("sparse", ("regression", "r2"))
+    root = write_study(tmp_path, jobs=jobs, diverged=dead)
+    np.savez(root / "data" / "sparse.npz", x_train=np.zeros((5, 4)), y_train=np.zeros(5),
+             feature_relevant=np.array([True, False, False, False]), feature_block=np.array([0, -1, -1, -1]))
+    for family in ("l2", "l1", "elastic_net"):  # features.csv: the first-layer norm of each of 4 inputs
+        job = root / "results" / "sparse" / family
+        members = pd.read_csv(job / "members.csv")
+        pd.DataFrame([{"member": m.member, "strength": m.strength, "seed": m.seed, "feature": j,
+                       "norm": np.nan if m.status == "diverged" else 1.0 / (1 + j), "dropped": False,
+                       "relevant": j == 0, "block": 0 if j == 0 else np.nan}
+                      for m in members.itertuples() for j in range(4)]).to_csv(job / "features.csv", index=False)
+    index, _ = build_report(root / "results", root / "data", root / "reports")
+    html = index.read_text()
+    assert "l2: no setting trained on every seed without diverging; nothing to compare." in html
+    findings = json.loads((root / "reports" / "findings.json").read_text())
+    assert findings["findings"]["sparse"]["l1"]["verdict"] == "not measured"
+    assert findings["findings"]["sparse"]["elastic_net"]["verdict"] != "not measured"
+    assert html.count('<tr class="diverged"') == 2 * 2 * len(SEEDS) + 2 * len(SEEDS)
+    claims = json.loads((root / "reports" / "claims.json").read_text())
+    assert claims["l1_beats_l2_when_sparse"]["sparse:l1-vs-l2"]["verdict"] == "not measured"
+    assert "no setting of l1 trained on every seed without diverging" in html
+    assert claims["texts_l2_sweep"]["signal:l2"]["verdict"] == "not measured"
+    assert 'id="sparse-features"' in html and 'id="signal-paired-vs-strength"' in html

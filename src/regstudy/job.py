@@ -32,12 +32,13 @@ from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
 from .regularizers import Regularization
 from .metrics import feature_norms, near_zero_sensitivity
-from .results import (MAX_FEATURES, ResultsWriter, best_strength, curves_table, features_table, layers_table,
-                      members_table, params_table, predictions_table, sample_indices)
+from .results import (MAX_FEATURES, RESULTS_DIGEST_TAG, ResultsWriter, best_strength, curves_table, features_table,
+                      layers_table, members_table, params_table, predictions_table, sample_indices, save_torch,
+                      write_text, writing)
 from .describe import dataset_entity, job_description, source_tags
 from .export import best_member, member_model
 from .stacked import StackedMLP
-from .preflight import check_server, data_path, load_arrays, project_root, tracking_uri
+from .preflight import check_server, check_store, data_path, load_arrays, project_root, tracking_uri
 from .tracking import MLflowEpochLogger, TrackingFailed, TrackingProcess, git_commit, logged_every
 
 
@@ -145,6 +146,7 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
     # a missing or bad file, or a missing seed, fails here, before any run or output
     arrays, cfg.data.task = load_arrays(cfg, data_path, [m["seed"] for m in members])
     data = load_tensors(arrays, [m["seed"] for m in members], data_path)
+    check_store(cfg)  # and an unwritable or locked MLflow store (StoreError)
     torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
     keep_freed_memory()
     interrupt_on_signals()  # SIGTERM and SIGHUP clean up as Ctrl-C does: runs end KILLED
@@ -175,8 +177,9 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
             tracking.finish(handover, artifacts, background=cfg.logger.background_finish)
         except TrackingFailed as e:
             shutil.rmtree(artifacts, ignore_errors=True)
-            raise TrackingFailed(f"{e}\nThe job's results are complete in {results_dir}; its runs "
-                                 "stay RUNNING until the next job on this host ends them KILLED") from None
+            runs = ("its runs stay RUNNING until the next job on this host ends them KILLED" if handover is not None
+                    else "MLflow opened no run of it")
+            raise TrackingFailed(f"{e}\nThe job's results are complete in {results_dir}; {runs}") from None
     return table
 
 
@@ -239,13 +242,17 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     fit, evaluation = fit_end - fit_start, module.evaluation_seconds
     timings = {"training_steps": fit - evaluation, "evaluation": evaluation,
                "setup_and_tables": time.perf_counter() - start - fit}
+    digest = writer.digest()
     writer.json("run.json", {"git_commit": tags["git_commit"], "kernels": tags["kernels"],
                              "tracking_uri": tracking_uri(cfg) if tracking else None, **runs,
+                             RESULTS_DIGEST_TAG: digest,
                              "seconds": {k: round(v, 3) for k, v in timings.items()}})
     handover = None
     if runs["parent_run_id"]:
         handover = _member_artifacts(cfg, artifacts, table, curves, params, final, resolved,
                                      draw_here=not cfg.logger.background_finish)
+        for member in handover:  # every run gets the results' digest at its finish
+            member[RESULTS_DIGEST_TAG] = digest
         _best_artifacts(cfg, artifacts / "best", table, module)
     return table, handover
 
@@ -254,15 +261,16 @@ def _best_artifacts(cfg: DictConfig, folder: Path, table: pd.DataFrame, module) 
     """For the tracking process: the best member as a model with an input example (its
     seed's first test rows), and the parent run's description."""
     folder.mkdir()
-    (folder / "description.md").write_text(job_description(cfg, table))
+    write_text(folder / "description.md", job_description(cfg, table))
     k = best_member(table)
     if k is None:
         return
     m = cfg.model
-    torch.save(member_model(module.net, k, m.activation, m.negative_slope, m.output_activation),
+    save_torch(member_model(module.net, k, m.activation, m.negative_slope, m.output_activation),
                folder / "model.pt")
-    np.save(folder / "example.npy", module.splits["x_test"][k, :5].numpy())
-    (folder / "member.txt").write_text(str(k))
+    with writing(folder / "example.npy") as path:
+        np.save(path, module.splits["x_test"][k, :5].numpy())
+    write_text(folder / "member.txt", str(k))
 
 
 SUMMARY_KEYS = ("train_loss", "val_loss", "test_loss", "train_metric", "val_metric",
@@ -280,13 +288,13 @@ def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,
     """
     parent = tmp / "parent"
     parent.mkdir()
-    (parent / "config.yaml").write_text(resolved)
+    write_text(parent / "config.yaml", resolved)
     members = []
     for k, row in table.iterrows():
         d = tmp / f"member_{k}"
         d.mkdir()
-        (d / "config.yaml").write_text(resolved)
-        torch.save({n: t[k].clone() for n, t in final.items()}, d / "weights.pt")
+        write_text(d / "config.yaml", resolved)
+        save_torch({n: t[k].clone() for n, t in final.items()}, d / "weights.pt")
         member = {"artifacts": str(d), "diverged": row.status == "diverged",
                   "summary": {key: float(row[key]) for key in SUMMARY_KEYS}}
         if cfg.logger.log_figures:
@@ -294,7 +302,8 @@ def _member_artifacts(cfg, tmp: Path, table: pd.DataFrame, curves: pd.DataFrame,
                       f"{row.family} {row.dataset} {row.strength_name}={row.strength:g} "
                       f"seed={row.seed} ({row.status})", str(d / "member.png"))
             if draw_here and k < len(table) // 2:
-                member_figure(*figure)
+                with writing(d / "member.png"):
+                    member_figure(*figure)
             else:
                 member["figure"] = figure
         members.append(member)

@@ -3,9 +3,14 @@
 - ``interrupt_on_signals``: SIGTERM and SIGHUP raise :class:`Terminated` (a
   ``KeyboardInterrupt``, as SIGINT does), so that a job cleans up on each of them: its
   results folder is not committed and its MLflow runs end ``KILLED``.
+- ``watch_parent``: a stage stops (SIGTERM to itself) when the process that started it
+  ends, so that it never outlives DVC, which dies of SIGTERM and ``kill -9`` without
+  passing them on.
 - ``owner`` / ``owner_alive``: who owns a ``RUNNING`` run (host, pid and the process's
   start time, so a recycled pid is not mistaken for the owner), so that the next job
   can close the runs of a process that was killed outright (``kill -9``, an OOM kill).
+
+Processes are looked at with psutil, not through ``/proc``: the same code on any system.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
-from pathlib import Path
+import time
+
+import psutil
 
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -57,25 +65,89 @@ def exit_code(exc: BaseException) -> int:
     return 128 + signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (``/proc/<pid>/stat``), or None
-    if it is gone (a zombie, dead but not yet reaped, is gone)."""
+def report_interrupt(exc: KeyboardInterrupt, what: str) -> int:
+    """Say on stderr, in one line, that a signal (``exc``) stopped this process and what
+    became of its work; return the shell's exit code (130 for SIGINT, 143 for SIGTERM)."""
+    print(f"regstudy: interrupted ({exc or 'SIGINT'}); {what}", file=sys.stderr, flush=True)
+    return exit_code(exc)
+
+
+# The shells DVC may run a stage's command through (``$SHELL -c``); dash does not exec the
+# command, so it stays between DVC and the stage, and outlives DVC.
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
+
+
+def watch_parent(interval: float = 0.2) -> None:
+    """SIGTERM to this process, which then stops as on any SIGTERM, once the process that
+    started it has ended: the parent, or the parent's parent where the parent is a shell
+    running this command (``$SHELL -c``). DVC dies of SIGTERM (``timeout``, a CI cancel,
+    ``kill PID``) and of ``kill -9`` without passing them on to its stage."""
+    parent, name = psutil.Process().parent(), "?"
+    if parent is None:
+        return
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        name = parent.name()
+        if name in SHELLS and "-c" in parent.cmdline():
+            parent = parent.parent() or parent
+            name = parent.name()
+    except psutil.AccessDenied:  # not ours to look at: not watched
+        return
+    except psutil.NoSuchProcess:  # it has just ended: the watch says so at once
+        pass
+
+    def watch() -> None:
+        while _running(parent):
+            time.sleep(interval)
+        print(f"regstudy: stopping: {name} (pid {parent.pid}), which started this process, has ended",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="regstudy-watch-parent", daemon=True).start()
+
+
+def _running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs: its pid not reused (psutil checks its start time),
+    and not a zombie (dead, not yet reaped)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _process(pid: int) -> psutil.Process | None:
+    """Process ``pid`` while it runs, else None."""
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:
         return None
-    return None if fields[0] in ("Z", "X") else fields[19]  # state; start time is field 22
+    return process if _running(process) else None
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if it is gone."""
+    process = _process(pid)
+    try:
+        return None if process is None else process.create_time()
+    except psutil.Error:
+        return None
 
 
 def alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie does not)."""
-    return _start_time(pid) is not None
+    return _process(pid) is not None
+
+
+# How far apart two readings of a process's start time may be: on Linux it is counted from
+# the boot time, which moves (by whole seconds) when the wall clock is set. A recycled pid
+# is a process started long after the owner.
+START_TOLERANCE = 2.0
 
 
 def owner(pid: int | None = None) -> str:
     """``host:pid:start``: this process (or ``pid``), told apart from a later one with its pid."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+    start = _start_time(pid)
+    return f"{socket.gethostname()}:{pid}:{'?' if start is None else f'{start:.2f}'}"
 
 
 def owner_alive(tag: str) -> bool:
@@ -88,4 +160,8 @@ def owner_alive(tag: str) -> bool:
         return True
     if host != socket.gethostname():
         return True
-    return _start_time(pid) == start
+    now = _start_time(pid)
+    try:
+        return now is not None and abs(now - float(start)) < START_TOLERANCE
+    except ValueError:  # "?": its start was not known
+        return now is not None

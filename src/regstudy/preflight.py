@@ -2,13 +2,22 @@
 
 A typo on the command line (``python -m regstudy.train members.seeds=[]``) or a bad data
 file is refused in about a second, with nothing written, instead of after the eight
-seconds those imports take. The Hydra callback here runs these checks in the launching
-process, then creates the MLflow store before any job starts.
+seconds those imports take; so is an MLflow store that cannot take the job's runs
+(unwritable, read-only, locked), instead of after training. The Hydra callback here runs
+these checks in the launching process, then creates the MLflow store before any job
+starts: Hydra turns an exception in a callback into a warning and runs the job anyway,
+so the callback ends the process itself (exit code 2 for bad input, 1 for the store).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import sqlite3
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +26,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config import ConfigError, validate, validate_task
-from .data import CsvError, load_npz, make_csv_dataset, seed_rows, task_of, text_of
+from .data import DataFileError, load_npz, make_csv_dataset, seed_rows, task_of, text_of
+
+#: Bad input: refused with one line and exit code 2 (a config value, a data file).
+BAD_INPUT = (ConfigError, DataFileError, FileNotFoundError)
+SQLITE = "sqlite:///"
+
+
+class StoreError(RuntimeError):
+    """The MLflow store cannot take a job's runs (unwritable, read-only, locked): the
+    message names the path. Found before training: exit code 1, nothing written."""
 
 
 def project_root(cfg: DictConfig) -> Path:
@@ -57,7 +75,7 @@ def load_arrays(cfg: DictConfig, path: Path, seeds: list[int],
                 say: bool = True) -> tuple[dict[str, np.ndarray], str]:
     """The data of the job's seeds (a data file's draws, or a CSV file checked and split)
     and its task (inferred for a CSV, and said on stderr if ``say``), with what depends on
-    the task checked; raises ConfigError, CsvError or FileNotFoundError.
+    the task checked; raises one of :data:`BAD_INPUT`.
     """
     if path.suffix == ".csv":
         entry = {"path": path, **{k: cfg.data[k] for k in ("target", "task", "val_fraction", "test_fraction")}}
@@ -73,30 +91,168 @@ def load_arrays(cfg: DictConfig, path: Path, seeds: list[int],
     return arrays, task
 
 
+def store_wait() -> float:
+    """Seconds a job waits for another process's lock on the store: ``REGSTUDY_STORE_WAIT``,
+    default 30 (a fresh store's schema takes a few seconds to create)."""
+    return float(os.environ.get("REGSTUDY_STORE_WAIT", "30"))
+
+
+QUIET_WAIT = 2.0  # seconds of a lock waited for without a word: two jobs writing at once
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite store's URI; None for other stores."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
+def _wait_for(db: Path, holder: str, attempt) -> None:
+    """``attempt(timeout)`` (True once it has the lock) within :func:`store_wait` seconds:
+    quietly at first, then saying so; then StoreError naming the store and the holder."""
+    wait = store_wait()
+    quiet = min(QUIET_WAIT, wait)
+    if attempt(quiet):
+        return
+    print(f"regstudy: the MLflow store {db} is locked by another process; waiting up to {wait:g} s in "
+          "all (REGSTUDY_STORE_WAIT)", file=sys.stderr, flush=True)
+    if attempt(wait - quiet):
+        return
+    raise StoreError(f"the MLflow store {db} is locked: {holder} held it for the {wait:g} s waited "
+                     "(REGSTUDY_STORE_WAIT); is another job creating it, or a sqlite3 shell or browser "
+                     "holding a transaction on it? Nothing was trained or written")
+
+
+def _flock(lock, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock on ``<database>.lock`` of a SQLite store (nothing for others: a
+    server migrates its own schema), waited for at most :func:`store_wait` seconds; then
+    StoreError. Jobs that create a fresh store at once take turns under it."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    path = db.with_name(db.name + ".lock")
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a")
+    except OSError as e:
+        raise StoreError(f"the MLflow store {db} cannot be written: {e.filename or path}: {e.strerror}") from None
+    with lock:
+        _wait_for(db, f"another process ({path})", lambda timeout: _flock(lock, timeout))
+        yield
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """``folder``, or the nearest folder above it that exists, takes a new file."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise StoreError(f"{what} cannot be written: {folder}: {e.strerror}; nothing was trained "
+                         "or written") from None
+
+
+def _writes(db: Path, timeout: float) -> bool:
+    """Whether the SQLite database ``db`` takes a write (a table made and rolled back)
+    within ``timeout`` seconds (False: another process holds a write lock); StoreError
+    for a database that cannot be written."""
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=timeout, isolation_level=None)) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE regstudy_write_check (x)")
+            con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            return False
+        raise StoreError(f"the MLflow store {db} cannot be written: {e}; nothing was trained or written") from None
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"the MLflow store {db} is not a SQLite database: {e}") from None
+
+
+def check_store(cfg: DictConfig) -> None:
+    """A job's local MLflow store takes its runs: its folder and the artifact folder take
+    a file, and the SQLite database a write, under the store's lock, each lock waited for
+    at most :func:`store_wait` seconds. Raises StoreError naming the path. (A server's
+    store: :func:`check_server`.)"""
+    db = sqlite_path(tracking_uri(cfg)) if cfg.logger.enabled else None
+    if db is None:
+        return
+    _writable_folder(db.parent, f"the MLflow store {db}")
+    _writable_folder(project_root(cfg) / "mlartifacts", "the MLflow artifact folder")
+    if not db.exists():  # the job's first MLflow call creates it, in the folder just checked
+        return
+    with store_lock(tracking_uri(cfg)):
+        _wait_for(db, "a write transaction of another process", lambda timeout: _writes(db, timeout))
+
+
 def preflight(cfg: DictConfig) -> None:
     """Everything a job checks before it starts: the config, then its data (the file, its
-    task, the members' seeds). Raises ConfigError, CsvError or FileNotFoundError."""
+    task, the members' seeds), then its MLflow store. Raises one of :data:`BAD_INPUT`, or
+    StoreError."""
     validate(cfg)
     check_server(cfg)
     seeds = [int(s) for s in cfg.members.seeds]
     arrays, _ = load_arrays(cfg, data_path(cfg), seeds, say=False)  # the job says it
     seed_rows(arrays, seeds, data_path(cfg))
+    check_store(cfg)
+
+
+def refuse(e: BaseException) -> int:
+    """Say why a job cannot start, in one line; return its exit code (2 for bad input, 1
+    for a store that cannot take its runs)."""
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return 2 if isinstance(e, BAD_INPUT) else 1
 
 
 class PrepareStoreCallback(Callback):
-    """Hydra callback: create the MLflow store in the launching process, before any job."""
+    """Hydra callback: check the job, then create the MLflow store in the launching
+    process, before any job. Hydra turns an exception here into a warning and runs the job
+    anyway, so a failure ends the process here, with Hydra's output folder not yet written."""
+
+    composed = False  # whether Hydra composed the config: it exits 1 for a bad command line
+
+    def __init__(self) -> None:
+        PrepareStoreCallback.composed = True
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A single run: check the config and the data first. Hydra has not written its
-        output folder yet, so bad input stops here with nothing written (exit code 2)."""
+        """A single run: check the config, the data and the store first."""
         try:
             preflight(config)
-        except (ConfigError, CsvError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        self.on_multirun_start(config)
+        except (*BAD_INPUT, StoreError) as e:
+            sys.exit(refuse(e))
+        self._prepare(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep: each job checks its own config and data; the store is checked here
+        (MLflow retries a store it cannot open for minutes)."""
+        try:
+            check_store(config)
+        except StoreError as e:
+            sys.exit(refuse(e))
+        self._prepare(config)
+
+    def _prepare(self, config: DictConfig) -> None:
+        if not config.logger.enabled:
+            return
         from .tracking import prepare_from_config  # MLflow: only once the input is known good
 
-        prepare_from_config(config)
+        try:
+            prepare_from_config(config)
+        except StoreError as e:
+            sys.exit(refuse(e))
+        except Exception as e:  # noqa: BLE001 - MLflow's own: one line, not a warning and a job
+            sys.exit(refuse(StoreError(f"the MLflow store {tracking_uri(config)} could not be prepared: "
+                                       f"{type(e).__name__}: {' '.join(str(e).split())}")))

@@ -1,7 +1,11 @@
-"""The tidy tables a train job writes (schema: ``docs/results.md``)."""
+"""The tidy tables a train job writes (schema: ``docs/results.md``), and how a failed
+write (a full disk) is said: as such, naming the file."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
 import shutil
@@ -201,6 +205,55 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def writing(path: Path):
+    """Write ``path`` in the block: an OSError there (a full disk) names the path, which a
+    file's write, pandas and pyarrow leave out."""
+    try:
+        yield path
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e), str(path)) from e
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path.write_text(text)``, a failure naming the path (:func:`writing`)."""
+    with writing(path):
+        path.write_text(text)
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save``, serialized in memory and then written: torch's own writer, given a
+    path or a file that fills up, reports a full disk as ``enforce fail at
+    inline_container.cc:672``, naming neither the disk nor the file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with writing(path):
+        path.write_bytes(buffer.getbuffer())
+
+
+def could_not_write(e: OSError) -> str:
+    """One line for a failed write: a full disk said as such, with the file. A job commits
+    nothing that failed (:class:`ResultsWriter`)."""
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno)
+    why = f"{why} ({e.strerror})" if why else e.strerror or str(e)
+    return f"could not write {e.filename or 'a file'}: {why}; nothing of the job was committed"
+
+
+RESULTS_DIGEST_TAG = "results_digest"
+
+
+def results_digest(folder: Path) -> str:
+    """A job's results by content: the first 16 hex digits of the SHA-256 of its
+    members.csv. Each of its MLflow runs carries it (tag ``results_digest``), so the runs
+    behind a results folder are found from the folder alone, also after DVC restored it
+    from its cache (which keeps no run.json): ``python -m regstudy.runs <folder>``."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / "members.csv").read_bytes()).hexdigest()[:16]
+
+
 class ResultsWriter:
     """Writes a job's tables into a temporary folder, renamed into place only on success."""
 
@@ -214,16 +267,21 @@ class ResultsWriter:
         self.tmp.mkdir(parents=True)
 
     def table(self, name: str, df: pd.DataFrame) -> None:
-        if name.endswith(".csv"):
-            write_csv(df, self.tmp / name)
-        else:
-            df.to_parquet(self.tmp / name, index=False)
+        with writing(self.tmp / name) as path:
+            if name.endswith(".csv"):
+                write_csv(df, path)
+            else:
+                df.to_parquet(path, index=False)
 
     def text(self, name: str, text: str) -> None:
-        (self.tmp / name).write_text(text)
+        write_text(self.tmp / name, text)
 
     def json(self, name: str, obj: Any) -> None:
         self.text(name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def digest(self) -> str:
+        """The :func:`results_digest` of the tables written so far."""
+        return results_digest(self.tmp)
 
     def commit(self) -> None:
         if self.target.exists():

@@ -171,12 +171,12 @@ def _member_runs(results: Path) -> list[str]:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from .data import CsvError
+    from .preflight import BAD_INPUT
 
     try:
         validate(cfg)
         trials = run_search(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, CsvError, FileNotFoundError) as e:
+    except BAD_INPUT as e:  # a bad value or data file: one line naming it
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     done = trials[trials.state == "COMPLETE"]

@@ -13,8 +13,6 @@ KILLED (the job was interrupted or died).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
 import multiprocessing
 import os
@@ -34,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .console import quiet
 from .lifecycle import interrupt_on_signals, owner, owner_alive
-from .preflight import is_server, project_root, tracking_uri
+from .preflight import is_server, project_root, store_lock, tracking_uri
+from .results import RESULTS_DIGEST_TAG
 from .run_writer import NewRun, RunData, writer_for
 
 OWNER_TAG = "regstudy.owner"  # host:pid:start of the process that ends the run
@@ -49,13 +48,14 @@ def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
     """Create the store and the experiment if needed; return the experiment id.
 
     Jobs that start together may all call it: for a SQLite store they take turns, under a
-    lock file beside the database, because parallel first writes to a fresh store race on
-    its schema migration ("duplicate column name"). The experiment is marked a
+    lock file beside the database (:func:`regstudy.preflight.store_lock`, a bounded wait),
+    because parallel first writes to a fresh store race on its schema migration
+    ("duplicate column name"). The experiment is marked a
     model-training experiment, so that MLflow's UI opens it on its runs table, not on its
     GenAI views.
     """
     quiet()  # MLflow announces each schema migration at INFO
-    with _store_lock(uri):
+    with store_lock(uri):
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment_name)
         if exp is None:
@@ -71,21 +71,6 @@ def prepare_store(uri: str, experiment_name: str, artifact_root: Path) -> str:
         if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a store made before this
             client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str):
-    """An exclusive lock on ``<database>.lock`` for a SQLite store; nothing for others (a
-    server or a database server migrates its own schema)."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        yield
-        return
-    db = Path(uri[len(prefix):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def prepare_from_config(cfg: DictConfig) -> str | None:
@@ -285,13 +270,17 @@ class JobTracker:
                 member_figure(*m["figure"])
             self._log_artifacts(self.child_ids[k], m["artifacts"])
             final = [Metric(f"final_{key}", float(v), now, 0) for key, v in m["summary"].items()]
+            digest = {k: v for k, v in m.items() if k == RESULTS_DIGEST_TAG}  # the results folder, by content
             entries.append(RunData(self.child_ids[k], metrics=self._epoch_metrics(list(pending), k) + final,
-                                   tags={"status": "diverged" if m["diverged"] else "ok"},
+                                   tags={"status": "diverged" if m["diverged"] else "ok", **digest},
                                    status="FAILED" if m["diverged"] else "FINISHED"))
         self._end(entries)
         self._log_artifacts(self.parent_id, parent_dir)
+        parent_tags = {k: v for k, v in (members[0] if members else {}).items() if k == RESULTS_DIGEST_TAG}
         if (best / "description.md").exists():
-            self.writer.log([RunData(self.parent_id, tags={"mlflow.note.content": (best / "description.md").read_text()})])
+            parent_tags["mlflow.note.content"] = (best / "description.md").read_text()
+        if parent_tags:
+            self.writer.log([RunData(self.parent_id, tags=parent_tags)])
 
     def _log_artifacts(self, run_id: str, folder: str) -> None:
         """``MlflowClient.log_artifacts`` without its ``get_run`` (a query per run): the
@@ -396,7 +385,8 @@ def _tracking_main(cfg: DictConfig, members: list, tags: dict, dataset: dict | N
         else:
             outbox.send(("done", None))
     except BaseException as e:  # noqa: BLE001 - reported to the job, runs already terminated
-        print(f"regstudy tracking: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if background or not isinstance(e, (KeyboardInterrupt, JobInterrupted, JobFailed)):  # else the job says why
+            print(f"regstudy tracking: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         try:
             outbox.send(("error", f"{type(e).__name__}: {e}"))
         except OSError:

@@ -6,7 +6,8 @@ train stage per dataset x family (44 by default), each a new process started by
 local server, which has done those imports once, to fork a child that runs the stage
 with the client's arguments, working directory, environment, stdout and stderr. The
 client relays signals to the child and exits with its exit code, so to DVC the stage
-looks like any other command.
+looks like any other command; a signal stops every job of the client, queued ones
+included (:func:`run_many`).
 
 - The server is started by the first client that finds none, and exits after
   ``REGSTUDY_WARM_IDLE`` seconds (default 60) without a job.
@@ -66,54 +67,106 @@ def socket_path() -> Path:
     return _state_dir() / f"{code_hash()}.sock"
 
 
+def _warm_on() -> bool:
+    return os.environ.get("REGSTUDY_WARM", "1") != "0" and hasattr(socket, "send_fds")
+
+
 def run(target: str, argv: list[str]) -> int:
     """Run ``target`` (``"module:function"``, called with ``argv``) in a warm fork."""
-    if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
-        return _call(target, argv)
-    path = socket_path()
-    sock = _connect(path) or _start_server(path)
-    if sock is None:
-        print("regstudy: warm server unavailable, running in this process", file=sys.stderr)
-        return _call(target, argv)
-    with sock:
-        return _client(sock, target, argv)
+    return run_many(target, [argv], workers=1)[0]
+
+
+# Seconds a stopped job has to end its runs and exit before its process group is killed
+# (the next job then ends the runs it left RUNNING: lifecycle.owner_alive).
+STOP_GRACE = 30.0
 
 
 def run_many(target: str, argvs: list[list[str]], workers: int = 2) -> list[int]:
     """Run ``target`` once per argument list, ``workers`` warm forks at a time; return the
-    exit codes in order. Signals reach every running fork."""
-    if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
+    exit codes in order.
+
+    Interruption is total: SIGINT, SIGTERM or SIGHUP (or, with
+    :func:`~regstudy.lifecycle.watch_parent`, the end of the process that started this one)
+    reaches every running job, no queued job starts, and once the running ones have ended
+    (their runs KILLED, their results not committed) :class:`~regstudy.lifecycle.Terminated`
+    is raised here.
+    """
+    from .lifecycle import CAUGHT, Terminated, interrupt_on_signals
+
+    path = socket_path() if _warm_on() else None
+    first = path and (_connect(path) or _start_server(path))
+    if not first:
+        if path:
+            print("regstudy: warm server unavailable, running in this process", file=sys.stderr)
+        interrupt_on_signals()  # a signal raises Terminated out of the job and out of this loop
         return [_call(target, argv) for argv in argvs]
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    path, running, lock = socket_path(), set(), threading.Lock()
+    connections, running, stopped = [first], set(), []
+    lock = threading.RLock()  # a second signal's handler may run inside the first's
+    overdue = threading.Timer(STOP_GRACE, lambda: kill(signal.SIGKILL))
+    overdue.daemon = True
 
-    def relay(signum, frame):
+    def stop(signum, frame):
+        with lock:
+            if not stopped:
+                overdue.start()
+            stopped.append(signum)
+        kill(signum)
+
+    def kill(signum: int) -> None:
         with lock:
             for pid in running:
-                os.kill(pid, signum)
+                _signal(pid, signum)
 
-    def one(argv: list[str]) -> int:
-        sock = _connect(path) or _start_server(path)
+    def one(argv: list[str]) -> int | None:
+        with lock:
+            if stopped:
+                return None  # queued when the stage was stopped: never starts
+            sock = connections.pop() if connections else None
+        sock = sock or _connect(path) or _start_server(path)
         if sock is None:
-            return _call(target, argv)
+            print("regstudy: the warm server is gone and could not be started again", file=sys.stderr)
+            return 1
         pids = []
-        with sock:
-            def started(pid):
+
+        def started(pid: int) -> None:
+            with lock:
                 pids.append(pid)
-                with lock:
-                    running.add(pid)
+                running.add(pid)
+                if stopped:  # stopped while the server forked it
+                    _signal(pid, stopped[-1])
+
+        with sock:
             try:
                 return _exchange(sock, target, argv, started)
             finally:
                 with lock:
                     running.difference_update(pids)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, relay)
+    for signum in CAUGHT:
+        signal.signal(signum, stop)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, argvs))
+        codes = list(pool.map(one, argvs))
+    overdue.cancel()
+    for sock in connections:  # not taken: stopped before the first job
+        sock.close()
+    if stopped:
+        raise Terminated(stopped[0])
+    return codes
+
+
+def _signal(pid: int, signum: int) -> None:
+    """``signum`` to a job; SIGKILL to its process group (the job leads it, with its tracking
+    process)."""
+    try:
+        if signum == signal.SIGKILL:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:  # it has just ended
+        pass
 
 
 def _resolve(target: str):
@@ -124,17 +177,13 @@ def _resolve(target: str):
 
 
 def _call(target: str, argv: list[str]) -> int:
-    """Call ``target`` with ``argv``; a signal ends it with the shell's code (130, 143...)."""
-    from .lifecycle import exit_code, interrupt_on_signals
+    """Call ``target`` with ``argv``; a signal raises :class:`~regstudy.lifecycle.Terminated`."""
+    from .lifecycle import interrupt_on_signals
 
     interrupt_on_signals()
-    try:
-        mod, function = _resolve(target)
-        sys.argv = [mod.__file__, *argv]  # as `python -m <module>` has it (MLflow's source tag reads it)
-        return int(function(argv) or 0)
-    except KeyboardInterrupt as e:
-        print(f"regstudy: interrupted ({e or 'SIGINT'}); the job's runs end KILLED", file=sys.stderr, flush=True)
-        return exit_code(e)
+    mod, function = _resolve(target)
+    sys.argv = [mod.__file__, *argv]  # as `python -m <module>` has it (MLflow's source tag reads it)
+    return int(function(argv) or 0)
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -174,7 +223,7 @@ def prestart() -> None:
     """Start a server in the background, if none runs or is starting, and return at once:
     a stage that runs before the train stages (generate) calls it, so that the server's
     imports (about 5 s) overlap that stage instead of delaying the first train stage."""
-    if os.environ.get("REGSTUDY_WARM", "1") == "0" or not hasattr(socket, "send_fds"):
+    if not _warm_on():
         return
     sock = _start_server(socket_path(), timeout=None)
     if sock is not None:
@@ -191,25 +240,14 @@ def _spawn(path: Path) -> None:
 
 def _starting(path: Path) -> bool:
     """Whether the server last spawned for ``path`` is still alive (starting, or serving)."""
+    import psutil
+
     try:
         pid = int(path.with_suffix(".pid").read_text())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
+        command = psutil.Process(pid).cmdline()
+    except (OSError, ValueError, psutil.Error):
         return False
-    return b"regstudy.warm" in command and str(path).encode() in command  # not a recycled pid
-
-
-def _client(sock: socket.socket, target: str, argv: list[str]) -> int:
-    pid = None
-
-    def started(p: int) -> None:
-        nonlocal pid
-        pid = p
-
-    relay = lambda signum, frame: pid and os.kill(pid, signum)  # noqa: E731
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, relay)
-    return _exchange(sock, target, argv, started)
+    return "regstudy.warm" in command and str(path) in command  # not a recycled pid
 
 
 def _exchange(sock: socket.socket, target: str, argv: list[str], started) -> int:
@@ -338,6 +376,8 @@ def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
         os.dup2(fds[1], 2)
         for fd in fds:
             os.close(fd)
+        from .lifecycle import report_interrupt
+
         code = 1
         try:
             os.chdir(request["cwd"])
@@ -346,6 +386,8 @@ def _fork_job(conn: socket.socket, listener: socket.socket) -> int | None:
             code = _call(request["target"], request["argv"])
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except KeyboardInterrupt as e:
+            code = report_interrupt(e, "the job's runs end KILLED")
         except BaseException:  # noqa: BLE001 - reported like an uncaught exception
             traceback.print_exc()
         finally:

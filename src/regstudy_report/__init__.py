@@ -192,10 +192,14 @@ def _default_signals() -> None:
 
 
 def _mlflow_filters(results: Results) -> list[dict]:
-    """Each job's MLflow search filter, in report order. Run ids, the tracking URI and the
-    git commit differ from one clone (and one run) to the next; the report, a hashed DVC
-    output, holds none of them (each job's ``run.json`` has them, outside DVC's hash)."""
-    return [{"dataset": d, "family": f, "filter": f"tags.dataset = '{d}' and tags.family = '{f}'"}
+    """Each job's MLflow search filter, in report order: its runs carry its results' digest
+    (a hash of its members.csv), so the filter finds the very runs behind these tables. Run
+    ids, the tracking URI and the git commit differ from one clone (and one run) to the
+    next; the report, a hashed DVC output, holds none of them (each job's ``run.json``
+    has them, outside DVC's hash)."""
+    return [{"dataset": d, "family": f,
+             "filter": (f"tags.results_digest = '{results.digests[(d, f)]}'" if (d, f) in results.digests else
+                        f"tags.dataset = '{d}' and tags.family = '{f}'")}
             for d, f, _ in jobs(results.members)]
 
 

@@ -195,7 +195,10 @@ DERIVED = {"removed_fraction": lambda rows: 1 - rows["alive_neurons"] / rows["to
 
 
 def seeds_at(rows: pd.DataFrame, strength, column: str) -> pd.Series:
-    """``column`` of the ok members at ``strength``, indexed by seed."""
+    """``column`` of the ok members at ``strength``, indexed by seed; empty without a
+    strength (a family whose every setting diverged on some seed)."""
+    if strength is None or (isinstance(strength, float) and math.isnan(strength)):
+        return pd.Series(dtype=float, name=column)
     rows = rows[np.isclose(rows["strength"], strength)]
     if column in DERIVED:
         rows = rows.assign(**{column: DERIVED[column](rows)})
@@ -208,6 +211,12 @@ def datasets_with(r: Results, *families: str) -> list[str]:
 
 def _missing(claim: str, needs: str) -> list[ClaimResult]:
     return [ClaimResult(claim, "any", "", NOT_MEASURED, f"needs {needs}, which the study does not have")]
+
+
+def _diverged(claim: str, dataset: str, variant: str, family: str) -> ClaimResult:
+    """A claim that needs a family none of whose settings trained on every seed."""
+    return ClaimResult(claim, dataset, variant, NOT_MEASURED,
+                       f"not measured: no setting of {family} trained on every seed without diverging")
 
 
 def _iv(prefix: str, iv: Interval) -> dict[str, float]:
@@ -266,6 +275,9 @@ def texts_l2_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
         ok = rows[rows["status"] == "ok"]
         strengths = sorted(ok["strength"].unique())
         positive = [s for s in strengths if s > 0]
+        if ok.empty:
+            out.append(_diverged("texts_l2_sweep", d, "l2", "l2"))
+            continue
         if 0.0 not in strengths or not positive:
             out += _missing("texts_l2_sweep", "l2 with strength 0 and positive strengths")
             continue
@@ -293,6 +305,9 @@ def texts_dropout_sweep(r: Results, t: Thresholds = BASE) -> list[ClaimResult]:
         rows = job(r, d, "dropout")
         ok = rows[rows["status"] == "ok"]
         strengths = sorted(ok["strength"].unique())
+        if ok.empty:
+            out.append(_diverged("texts_dropout_sweep", d, "dropout", "dropout"))
+            continue
         if len(strengths) < 3:
             out += _missing("texts_dropout_sweep", "dropout at three or more p")
             continue
@@ -589,6 +604,9 @@ def l1_beats_l2_when_sparse(r: Results, t: Thresholds = BASE) -> list[ClaimResul
         for d in [d for d in sparse_datasets(r) if d in datasets_with(r, l1, "l2")]:
             j1, j2 = job(r, d, l1), job(r, d, "l2")
             b1, b2 = chosen_strength(j1, t), chosen_strength(j2, t)
+            if b1 is None or b2 is None:
+                out.append(_diverged("l1_beats_l2_when_sparse", d, f"{l1} vs l2", l1 if b1 is None else "l2"))
+                continue
             diff = paired_difference(seeds_at(j2, b2, "test_loss"), seeds_at(j1, b1, "test_loss"))
             text = (f"test MSE at each family's best validation setting ({l1} λ={sig(b1)}, l2 λ={sig(b2)}): "
                     f"l2 − {l1} = {effect_text(diff)}")
@@ -647,6 +665,9 @@ def max_norm_helps_dropout(r: Results, t: Thresholds = BASE) -> list[ClaimResult
         if len(strengths) < 2:
             continue
         loose, best = strengths[-1], chosen_strength(rows, t)  # the largest c never binds: dropout alone
+        if best is None:
+            out.append(_diverged("max_norm_helps_dropout", d, "dropout_max_norm", "dropout_max_norm"))
+            continue
         diff = paired_difference(seeds_at(rows, best, "test_metric"), seeds_at(rows, loose, "test_metric"))
         part = False if best == loose else above(diff, 0.0)
         text = (f"test metric at the best validation bound c={sig(best)} minus dropout alone (c={sig(loose)}, "

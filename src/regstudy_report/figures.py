@@ -504,6 +504,10 @@ def feature_weights(features: pd.DataFrame, members: pd.DataFrame) -> Figure:
         job = members[members["family"] == family]
         best = matched_strength(job)
         best = best_strength(job) if best is None else best  # no strength 0 to match against
+        if best is None:
+            ax.set(title=family, xticks=[], yticks=[])
+            _note(ax, "no setting trained on every seed without diverging", color="tab:red")
+            continue
         rows = kept[(kept["family"] == family) & np.isclose(kept["strength"], best)]
         means = rows.groupby("feature").agg(norm=("norm", "mean"), block=("block", "first"))
         means = means.reindex(range(d))

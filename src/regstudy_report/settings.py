@@ -13,6 +13,10 @@ from pathlib import Path
 class SettingsError(ValueError):
     """A bad ``report`` section: names the key, the value and what is allowed."""
 
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: allowed {allowed}")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -27,14 +31,14 @@ class Settings:
         try:
             return self.equivalence[metric_name]
         except KeyError:
-            raise SettingsError(f"report.equivalence has no margin for metric {metric_name!r}; "
-                                f"allowed metrics: {sorted(self.equivalence)}") from None
+            raise SettingsError(f"report.equivalence.{metric_name}", None,
+                                f"a margin for every metric of the study (it has {sorted(self.equivalence)})") from None
 
 
 def _number(key: str, value, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value < high) \
             or not math.isfinite(value):
-        raise SettingsError(f"{key}={value!r}: allowed a number in ({low:g}, {high:g})")
+        raise SettingsError(key, value, f"a number in ({low:g}, {high:g})")
     return float(value)
 
 
@@ -45,7 +49,7 @@ def settings_from(section: dict | None) -> Settings:
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(section) - known)
     if unknown:
-        raise SettingsError(f"report.{unknown[0]} is not a setting; allowed: {sorted(known)}")
+        raise SettingsError(f"report.{unknown[0]}", section[unknown[0]], f"one of the settings {sorted(known)}")
     out = {}
     if "alpha" in section:
         out["alpha"] = _number("report.alpha", section["alpha"], 0.0, 0.5)
@@ -54,7 +58,7 @@ def settings_from(section: dict | None) -> Settings:
     if "equivalence" in section:
         margins = section["equivalence"]
         if not isinstance(margins, dict) or not margins:
-            raise SettingsError(f"report.equivalence={margins!r}: allowed a mapping metric -> margin (r2, accuracy)")
+            raise SettingsError("report.equivalence", margins, "a mapping metric -> margin (r2, accuracy)")
         given = {str(k): _number(f"report.equivalence.{k}", v, 0.0, math.inf) for k, v in margins.items()}
         out["equivalence"] = {**Settings().equivalence, **given}
     return Settings(**out)
@@ -70,9 +74,9 @@ def read_settings(params: str | Path | None) -> Settings:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
-        raise SettingsError(f"{path}: cannot read it ({e.strerror})") from None
+        raise SettingsError(str(path), None, f"a readable file ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise SettingsError(f"{path}: not valid YAML ({e})") from None
+        raise SettingsError(str(path), None, f"valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(loaded, dict):
-        raise SettingsError(f"{path}: allowed a mapping at the top level")
+        raise SettingsError(str(path), type(loaded).__name__, "a mapping at the top level")
     return settings_from(loaded.get("report"))

@@ -69,6 +69,8 @@ class Results:
     data: dict[str, dict[str, np.ndarray]]
     # each job's resolved Hydra config (its config.yaml), by (dataset, family); {} if absent
     configs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # each job's results by content, as its MLflow runs' tag results_digest (docs/results.md)
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)
     _jobs: dict = field(default_factory=dict, repr=False, compare=False)  # job(): members by (dataset, family)
     # what the claims compute once and read under each threshold variant, by key
     memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -167,6 +169,7 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     with ThreadPoolExecutor(2) as pool:
         read = list(pool.map(lambda job: _read_job(job, *tags[job], categories), jobs))
     configs = {tags[job]: _read_config(job / "config.yaml") for job in jobs}
+    digests = {tags[job]: results_digest(job) for job in jobs}
     for job, job_tables in zip(jobs, read):
         for name, frame in job_tables.items():
             if name == "predictions":
@@ -192,7 +195,16 @@ def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
         predictions={ds: _concat(parts) for ds, parts in predictions.items()},
         data={ds: load_data(data_dir, ds) for ds in datasets},
         configs={key: config for key, config in configs.items() if config},
+        digests=digests,
     )
+
+
+def results_digest(job: Path) -> str:
+    """A job's results by content: the first 16 hex digits of the SHA-256 of its
+    members.csv, the tag ``results_digest`` of each of its MLflow runs (docs/results.md)."""
+    import hashlib
+
+    return hashlib.sha256((job / "members.csv").read_bytes()).hexdigest()[:16]
 
 
 def _read_config(path: Path) -> dict:

@@ -15,7 +15,8 @@ none).
 
 - ``generated``: signal, moons, sparse; ``bundled``: scikit-learn's digits, diabetes,
   breast_cancer; ``tabular``: CSV files, with their checks; ``splits``: splits and
-  training-split statistics.
+  training-split statistics; ``files``: reading a data file, whatever fails a
+  :class:`DataFileError` naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundled import make_breast_cancer, make_diabetes, make_digits
+from .files import DataFileError, open_npz
 from .generated import make_moons_split, make_signal, make_sparse
 from .splits import SPLITS
 from .tabular import CsvError, make_csv, read_csv_table
@@ -40,9 +42,9 @@ TASK = {"signal": "regression", "sparse": "regression", "diabetes": "regression"
 #: Per-draw arrays (stacked along a leading seed axis); the rest is shared by all draws.
 DRAWN = tuple(f"{v}_{s}" for s in SPLITS for v in ("x", "y"))
 
-__all__ = ["CsvError", "DRAWN", "GENERATORS", "SPLITS", "TASK", "draw_seed", "load_npz",
-           "make_csv_dataset", "make_dataset", "read_csv_table", "save_npz", "seed_rows", "task_of",
-           "text_of"]
+__all__ = ["CsvError", "DRAWN", "DataFileError", "GENERATORS", "SPLITS", "TASK", "draw_seed", "load_npz",
+           "make_csv_dataset", "make_dataset", "open_npz", "read_csv_table", "save_npz", "seed_rows",
+           "task_of", "text_of"]
 
 
 def draw_seed(task_seed: int, seed: int) -> int:
@@ -105,29 +107,41 @@ def task_of(arrays: dict[str, np.ndarray]) -> str | None:
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write an ``.npz`` byte-for-byte reproducibly (numpy's savez stamps the time).
 
-    Written to a temporary file and renamed, so a crash leaves no half-written file.
+    Written to a temporary file and renamed, so a crash or a full disk leaves no
+    half-written file (a failed write removes its temporary file).
     """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(arrays):
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a dataset file; a missing file is a clear error naming the path."""
+    """Read a dataset file: a missing file is a FileNotFoundError, and any other failure
+    (not an .npz, truncated, pickled, not a dataset) a DataFileError, each naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"data file {path} does not exist; run `dvc repro generate` (or "
             f"`python -m regstudy.stages.generate`) first, or set data.path")
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    with open_npz(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    missing = [k for k in DRAWN if k not in arrays]
+    if missing:
+        raise DataFileError(f"data file {path} is not a dataset: it has no {', '.join(missing)} "
+                            f"(it holds {', '.join(sorted(arrays)) or 'nothing'}); run `dvc repro generate`, "
+                            f"or set data.path")
+    return arrays
 
 
 def seed_rows(arrays: dict[str, np.ndarray], seeds: list[int], path: str | os.PathLike) -> list[int]:

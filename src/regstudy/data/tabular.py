@@ -2,9 +2,10 @@
 
 :func:`read_csv_table` checks the whole file before anything is trained or written and
 raises :class:`CsvError`, naming the file, the column and, where it applies, the row, for:
-a missing or empty file, duplicate column names, a missing target column, a non-numeric
-feature column, an empty (NaN) cell, a target with a single value, a class too small to
-be in every split, and too few rows for three splits.
+a missing or empty file, a file that is not UTF-8 text (binary, Latin-1) or not well-formed
+CSV (a row with more fields than the header), duplicate column names, a missing target
+column, a non-numeric feature column, an empty (NaN) cell, a target with a single value, a
+class too small to be in every split, and too few rows for three splits.
 
 The task is ``regression`` or ``classification``; left out, it is inferred: a target of
 strings, or of whole numbers with at most ``MAX_CLASSES`` distinct values, is a class
@@ -16,18 +17,21 @@ standardized with the training split's statistics.
 from __future__ import annotations
 
 import csv
+import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .files import ZIP_MAGIC, DataFileError, unreadable
 from .splits import split, split_sizes, standardize
 
 MAX_CLASSES = 20  # whole-number targets with at most this many values are class labels
 MIN_SPLIT_ROWS = 3  # rows every split needs (a metric over fewer means little)
 
 
-class CsvError(ValueError):
+class CsvError(DataFileError):
     """A CSV file that cannot be used: the message names the file, column and row."""
 
 
@@ -43,6 +47,26 @@ class CsvTable:
     note: str  # what was inferred, in words
 
 
+def read_text(path: Path) -> str:
+    """The whole of the text file ``path``, which must be UTF-8 (a byte-order mark is
+    dropped); raises CsvError for a binary or otherwise encoded file, naming the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise unreadable(path, e, CsvError) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CsvError(f"{path} is not UTF-8 text: it is UTF-16; save the file as UTF-8")
+    if b"\x00" in raw:
+        what = "a zip archive (an .npz file?)" if raw.startswith(ZIP_MAGIC) else "binary data"
+        raise CsvError(f"{path} is not a text file: it holds {what}, not comma-separated text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise CsvError(f"{path} is not UTF-8 text: line {line} holds the byte 0x{raw[e.start]:02x} "
+                       f"(Latin-1 or Windows-1252 text?); save the file as UTF-8") from None
+
+
 def _row(i: int) -> str:
     """Data row ``i`` (0-based) as the reader sees it: 1-based, and its line in the file."""
     return f"row {i + 1} (line {i + 2})"
@@ -56,8 +80,11 @@ def read_csv_table(path: str | Path, target: str, task: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise CsvError(f"data file {path} does not exist")
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), None)
+    text = read_text(path)
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), None)
+    except csv.Error as e:
+        raise CsvError(f"{path} is not well-formed CSV: {e}") from None
     if not header or all(not h.strip() for h in header):
         raise CsvError(f"{path} is empty: it needs a header row and data rows")
     seen = set()
@@ -67,7 +94,13 @@ def read_csv_table(path: str | Path, target: str, task: str | None = None,
         seen.add(name)
     if target not in header:
         raise CsvError(f"{path} has no column {target!r} (data.target); its columns: {header}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.ParserError as e:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        why = (f"line {fields[2]} has {fields[3]} fields, the header {fields[1]}" if fields
+               else " ".join(str(e).split()))
+        raise CsvError(f"{path} is not well-formed CSV: {why}") from None
     if len(frame) == 0:
         raise CsvError(f"{path} is empty: it has a header but no data rows")
     for name in header:

@@ -12,6 +12,7 @@ the built-in datasets under ``data``, or ``... --csv NAME`` for the CSV file of 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, arrays in made.items():
-        save_npz(out / f"{name}.npz", arrays)
+        try:
+            save_npz(out / f"{name}.npz", arrays)  # all or nothing: no partial file is left
+        except OSError as e:  # a full disk said as such, naming the file, not a traceback
+            why = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+            print(f"error: could not write {e.filename or out / f'{name}.npz'}: {why}", file=sys.stderr)
+            return 1
         print(f"{out / name}.npz: " + ", ".join(f"{k} {v.shape}" for k, v in sorted(arrays.items())))
     return 0
 

@@ -73,8 +73,7 @@ def run_stage(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..config import ConfigError
-    from ..data import CsvError
+    from ..preflight import BAD_INPUT
 
     args = parser().parse_args(argv)
     params = read_params(args.params)
@@ -95,13 +94,15 @@ def run_stage(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         table = run_job(cfg)
         print(job_line(table, time.perf_counter() - start), flush=True)
-    except (ConfigError, CsvError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
+    except (*BAD_INPUT, HydraException, OmegaConfBaseException) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk or an unwritable folder: nothing was committed
-        print(f"error: {args.dataset}/{args.family}: could not write: {e}", file=sys.stderr)
+        from ..results import could_not_write
+
+        print(f"error: {args.dataset}/{args.family}: {could_not_write(e)}", file=sys.stderr)
         return 1
-    except RuntimeError as e:  # TrackingFailed: MLflow did not take the runs
+    except RuntimeError as e:  # StoreError (before training), TrackingFailed: MLflow did not take the runs
         print(f"error: {args.dataset}/{args.family}: {e}", file=sys.stderr)
         return 1
     return 0
@@ -115,9 +116,9 @@ STEP_COST, EPOCH_COST, MMAC_COST = 1.6, 1.1, 1.0
 def dataset_sizes(path: Path) -> tuple[int, int, int, int]:
     """Training and validation examples per draw, inputs and outputs of the network
     (1 for regression, the classes otherwise) of a data file."""
-    import numpy as np
+    from ..data import open_npz
 
-    with np.load(path) as f:
+    with open_npz(path) as f:  # a bad file: a DataFileError (a ValueError)
         (n_train, d_in), n_val = f["x_train"].shape[-2:], f["x_val"].shape[-2]
         d_out = 1 if f["y_train"].dtype.kind == "f" else int(f["y_train"].max()) + 1
     return int(n_train), int(n_val), int(d_in), d_out
@@ -137,8 +138,8 @@ def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: P
         n_train, n_val, d_in, d_out = dataset_sizes(data_dir / f"{dataset}.npz")
         epochs = float(study["by_dataset"][dataset]["epochs"])
         members = len(study["strengths"][family]) * len(dataset_seeds(study, dataset))
-    except (OSError, KeyError, TypeError, ValueError):  # ValueError: also a ConfigError
-        return 0.0
+    except (OSError, KeyError, TypeError, ValueError):  # ValueError: also a ConfigError, a DataFileError
+        return 0.0  # a bad data file is refused by its job, naming it
     try:
         batch = int(yaml.safe_load((conf_dir / "data" / f"{dataset}.yaml").read_text())["batch_size"])
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
@@ -162,6 +163,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's command. A signal, or the end of DVC, stops every job of the stage,
+    queued ones included (:func:`regstudy.warm.run_many`): exit 130 (SIGINT), 143 (SIGTERM)."""
+    from ..lifecycle import report_interrupt, watch_parent
+
+    watch_parent()  # a stage never outlives DVC
+    try:
+        return run_jobs(argv)
+    except KeyboardInterrupt as e:
+        return report_interrupt(e, "no further job starts; the stopped jobs' runs end KILLED")
+
+
+def run_jobs(argv: list[str] | None = None) -> int:
     """One job (``--dataset``), or the family on every dataset of the study, in warm forks."""
     from ..warm import run, run_many
 
