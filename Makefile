@@ -6,9 +6,14 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: env study test test-slow bench ui postgres server server-stop server-status clean
+.PHONY: lint env env-all study test docs test-slow bench ui postgres server server-stop server-status clean
 
+# `make env`: the base install and pytest (requirements.lock); `make env-all` adds every
+# extra (regstudy[all]: Ray, SLURM, the PostgreSQL server; requirements-extras.lock), what CI
+# tests. Their tests skip, naming the extra, in an environment without it.
 env: $(STAMP)
+
+env-all: $(STAMP)-all
 
 # torch first: `torch==2.13.0` is the local CPU wheel; anything else pulls CUDA builds.
 $(STAMP): requirements.lock pyproject.toml
@@ -18,9 +23,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(STAMP)-all: $(STAMP) requirements-extras.lock
+	$(BIN)/pip install --quiet -r requirements.lock -r requirements-extras.lock
+	touch $(STAMP)-all
+
 study: env
 	$(RUN) $(BIN)/dvc repro
 	@echo "Report: $(CURDIR)/reports/index.html"
+
+# The layers of the code (pyproject.toml's [tool.importlinter]): no import cycle, no
+# import upward, the report apart from the training code.
+lint: env
+	$(BIN)/lint-imports --no-cache
 
 test: env
 	$(RUN) $(BIN)/python -m pytest
@@ -28,6 +42,12 @@ test: env
 # The slow tier (a Ray sweep, a server that dies mid-job, a benchmark): about 2 minutes.
 test-slow: env
 	$(RUN) $(BIN)/python -m pytest -m slow
+
+# The docs site (mkdocs.yml, docs/) into site/; --strict: a broken link or a nav page
+# that is missing fails the build. mkdocs-material is not in requirements.lock: installed once here.
+docs: env
+	@$(BIN)/python -c "import material" 2>/dev/null || $(BIN)/pip install --quiet mkdocs-material==9.8.1
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
 bench: env
 	$(RUN) $(BIN)/python -m benchmarks.run

@@ -315,7 +315,7 @@ def bench_search(r: Report, tmp: Path, quick: bool) -> None:
     rows = search.compare(tmp / "search", data, trials, epochs, (4, 8) if quick else (8, 32))
     base = rows[0]["trials_per_s"]
     r.table(f"Search: trials per second ({trials} trials of l2's strength on moons, {epochs} epochs)",
-            ["search", "seconds", "trials/s", "× Hydra sweeper", "best val accuracy"],
+            ["search", "seconds", "trials/s", "× a job per trial", "best val accuracy"],
             [[x["what"], f"{x['seconds']:.1f}", f"{x['trials_per_s']:.2f}", f"{x['trials_per_s'] / base:.2f}",
               f"{x['best']:.3f}"] for x in rows],
             "The same search each way (log-uniform strength in [1e-5, 1], TPE with seed 0, seed 0 "
@@ -487,7 +487,11 @@ def main() -> None:
                  *header, f"- suite wall time: {total:.0f} s", ""]
         for title, body in r.sections:
             lines += [f"## {title}", "", *body, ""]
-        out.write_text("\n".join(lines))
+        # Sections this run does not measure (the history, one-off measurements) are kept.
+        measured = {title for title, _ in r.sections}
+        kept = [part for part in (out.read_text().split("\n## ")[1:] if out.exists() else [])
+                if part.split("\n", 1)[0] not in measured]
+        out.write_text("\n## ".join(["\n".join(lines).rstrip("\n") + "\n", *kept]) if kept else "\n".join(lines))
     print(f"\nwrote {out} ({total:.0f} s)")
 
 

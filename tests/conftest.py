@@ -28,6 +28,16 @@ CPU = cpu()
 PINNED = "avx2" in CPU["flags"]  # x86 with AVX2: the kernels' pin applies (regstudy.kernels)
 
 
+def tiny_dvc_yaml(text: str, leave_out) -> str:
+    """dvc.yaml for a tiny study: the built-in datasets of ``leave_out`` are neither
+    generated nor read (their lines as outs and deps removed)."""
+    import re
+
+    for name in leave_out:
+        text = re.sub(rf"\n *- data/{name}\.npz.*", "", text)
+    return text
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``cmd`` as a user runs it in ``cwd`` (this environment's tools first on PATH, no
     test-chosen Hydra config), asserted to succeed."""
@@ -62,6 +72,15 @@ def small_tmpfs(folder: Path, size: str):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+def need_extra(extra: str):
+    """The module of regstudy's ``extra`` (regstudy.extras.EXTRAS), or skip the test,
+    saying which extra to install (CI installs them all: make env-all)."""
+    from regstudy.extras import EXTRAS
+
+    return pytest.importorskip(EXTRAS[extra], reason=f"needs regstudy's extra '{extra}': "
+                               f"pip install regstudy[{extra}] (make env-all)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +90,9 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tracking_server():
     """A real shared server, as `make server` starts it: a PostgreSQL cluster and
-    `mlflow server` on free ports, in a folder the postgres user can reach."""
+    `mlflow server` on free ports, in a folder the postgres user can reach. Its tests skip
+    without the extra 'server' (psycopg)."""
+    need_extra("server")
     from regstudy.server import Server
 
     folder = Path(tempfile.mkdtemp(prefix="regstudy-server-"))

@@ -321,7 +321,8 @@ def test_a_train_stage_reports_a_locked_store_before_training(workdir):
 def test_tracking_that_opened_no_run_does_not_say_runs_stay_running(workdir, monkeypatch):
     """A store that fails after the check (here: the tracking process cannot prepare it):
     the job says MLflow opened no run, not that its runs stay RUNNING."""
-    from regstudy import job, tracking
+    from regstudy import job
+    from regstudy.tracking import runs as tracking
     from regstudy.stages.train import compose_job
 
     def gone(cfg):

@@ -141,9 +141,10 @@ def test_the_pins_cost_is_measured_against_this_cpus_own_kernels(tmp_path):
 
     rate, native = throughput.stacked_native(signal_data(tmp_path, True), 2, 2, 1)
     assert rate > 0
-    if PINNED:
-        assert "MKL OFF" in native
-        assert kernels.describe(kernels.active()).startswith("ATen AVX2, MKL COMPATIBLE, products ")
+    if not PINNED:
+        pytest.skip("no pin to measure against: the kernels are pinned only on x86 with AVX2 (regstudy.kernels)")
+    assert "MKL OFF" in native
+    assert kernels.describe(kernels.active()).startswith("ATen AVX2, MKL COMPATIBLE, products ")
 
 
 def test_study_flops_counts_each_member_epoch_of_training_and_evaluation(tmp_path):

@@ -204,22 +204,26 @@ def test_stage_reports_missing_data_file(tmp_path):
 
 
 @pytest.mark.parametrize("seeds", [[0, 0], [-1], [], "0", [True], [0.5]])
-@pytest.mark.parametrize("command", [["regstudy.stages.generate"], ["regstudy.stages.generate", "--csv", "signal"],
+@pytest.mark.parametrize("command", [["regstudy.stages.generate"], ["regstudy.stages.generate", "--csv", "mine"],
                                      ["regstudy.stages.train", "--family", "l2"],
-                                     ["regstudy.stages.train", "--family", "l2", "--dataset", "signal"]],
-                         ids=["generate", "csv", "train", "train one job"])
+                                     ["regstudy.stages.train", "--family", "l2", "--dataset", "signal"],
+                                     ["regstudy.stages.train", "--csv", "mine"]],
+                         ids=["generate", "csv", "train", "train one job", "train_csv"])
 def test_stages_refuse_bad_dataset_seeds_naming_the_key_before_writing(tmp_path, command, seeds):
-    """Exit 2 with the params key, the value and the rule, and nothing written: no data
-    file, no results, no MLflow store (a valid study.seeds beside it changes nothing)."""
+    """Exit 2 with the params key (study.by_dataset.signal.seeds, or csv.mine.seeds for
+    the CSV file's stages), the value and the rule, and nothing written: no data file, no
+    results, no MLflow store (a valid study.seeds beside it changes nothing)."""
     signal = dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=2, phase_std=1.0)
     study = {**STUDY, "seeds": [0, 1], "by_dataset": {"signal": {"epochs": 1, "seeds": seeds}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"seed": 0, "signal": signal}, "csv": {"signal": {"path": "my.csv", "target": "y"}}, "study": study}))
+        "data": {"seed": 0, "signal": signal}, "study": study,
+        "csv": {"mine": {"path": "my.csv", "target": "y", "epochs": 1, "seeds": seeds}}}))
     env = {**{k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}, "REGSTUDY_WARM": "0"}
     proc = subprocess.run([sys.executable, "-m", *command, *(["--conf", str(CONF)] if "train" in command[0] else [])],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    key = "csv.mine.seeds" if "mine" in command else "study.by_dataset.signal.seeds"
     assert proc.returncode == 2, proc.stderr
-    assert f"study.by_dataset.signal.seeds={seeds!r}" in proc.stderr, proc.stderr
+    assert f"{key}={seeds!r}" in proc.stderr, proc.stderr
     assert "a non-empty list of distinct integers >= 0" in proc.stderr and "Traceback" not in proc.stderr
     assert_nothing_written(tmp_path, {"params.yaml"})
 

@@ -173,9 +173,9 @@ def test_paired_by_strength_is_each_strengths_paired_difference():
         diffs = np.array([-strength + NOISE[seed][3] * strength for seed in SEEDS])
         row = table[table["strength"] == strength].iloc[0]
         assert row["mean"] == pytest.approx(diffs.mean(), abs=1e-12)
-        if strength:
-            lo, hi = sps.ttest_1samp(diffs, 0.0).confidence_interval()
-            assert (row["lo"], row["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+        # at 0 every difference is 0: the interval is [0, 0]
+        lo, hi = (0.0, 0.0) if strength == 0.0 else sps.ttest_1samp(diffs, 0.0).confidence_interval()
+        assert (row["lo"], row["hi"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
 # --- across datasets ---

@@ -27,6 +27,7 @@ from regstudy import warm
 from regstudy.data import make_dataset, save_npz
 from regstudy.lifecycle import owner, owner_alive
 from regstudy.tracking import prepare_store
+from conftest import tiny_dvc_yaml
 from test_failures import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +77,7 @@ def repo(tmp_path: Path):
     params["csv"] = {}
     params["study"] = study(LONG)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc_yaml = (tmp_path / "dvc.yaml").read_text()
-    for name in ("digits", "diabetes", "breast_cancer"):
-        dvc_yaml = dvc_yaml.replace(f"      - data/{name}.npz\n", "")
-    (tmp_path / "dvc.yaml").write_text(dvc_yaml)
+    (tmp_path / "dvc.yaml").write_text(tiny_dvc_yaml((tmp_path / "dvc.yaml").read_text(), ("digits", "diabetes", "breast_cancer")))
     for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, env=env())
     prepare_store(f"sqlite:///{tmp_path / 'mlflow.db'}", "regstudy", tmp_path / "mlartifacts")

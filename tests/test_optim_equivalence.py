@@ -17,7 +17,7 @@ import torch
 
 from regstudy.module import MemberStackModule
 from regstudy.randomness import Stream, member_generator
-from regstudy.regularizers import Regularization
+from regstudy.regularization import Regularization
 from regstudy.stacked import StackedMLP
 from regstudy.stages.train import compose_job
 

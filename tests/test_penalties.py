@@ -1,8 +1,11 @@
-"""The loss penalties and proximal steps of ``regstudy.regularizers`` against hand computation.
+"""Every regularizer of ``regstudy.regularizers`` against hand computation.
 
 The reference values are written out with plain Python loops over the entries of a small
 stack of K=2 members (3 layers), each member with its own lam, and a non-trivial
 ``layer_scale``: ``coef[k, l] = lam_k * layer_scale[l]``.
+
+:data:`HAND_COMPUTED` lists, per registered regularizer, the tests here that check it by
+hand (``@hand_computed(name)``); ``tests/test_registry.py`` fails for a regularizer without one.
 """
 
 from __future__ import annotations
@@ -14,9 +17,22 @@ import pytest
 import torch
 
 from regstudy.randomness import Stream, member_generator
-from regstudy.regularizers import Regularization
+from regstudy.regularization import Regularization
 from regstudy.stacked import StackedMLP
 from regstudy.stages.train import compose_job
+
+#: Registered regularizer -> the names of the tests below that check it against hand computation.
+HAND_COMPUTED: dict[str, list[str]] = {}
+
+
+def hand_computed(*names: str):
+    """Mark a test as a hand computation of the regularizers ``names``."""
+    def mark(test):
+        for name in names:
+            HAND_COMPUTED.setdefault(name, []).append(test.__name__)
+        return test
+    return mark
+
 
 LAMS = [0.01, 0.03]  # per member (the swept strength)
 SCALE = [0.5, 2.0, 3.0]  # per layer: hidden, hidden, output
@@ -82,6 +98,7 @@ def grads(net: StackedMLP, value: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.autograd.grad(value.sum(), list(net.parameters()), allow_unused=True))
 
 
+@hand_computed("l1", "l2", "group_lasso")
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("family,hand", [("l1", hand_l1), ("l2", hand_l2),
                                          ("group_lasso", hand_group_lasso)])
@@ -105,11 +122,8 @@ def test_kernel_only_is_the_default_and_bias_true_adds_the_biases():
         assert (with_bias[k] - default[k]).item() == pytest.approx(bias_part, rel=1e-4)
     # the default penalty does not touch biases or normalization parameters at all
     g = dict(zip([n for n, _ in net.named_parameters()], grads(net, reg_for("l2").penalty(net))))
-    for name, gi in g.items():
-        if name.startswith("kernels"):
-            assert gi is not None and gi.abs().sum() > 0
-        else:
-            assert gi is None or torch.count_nonzero(gi) == 0, name
+    touched = {name for name, gi in g.items() if gi is not None and torch.count_nonzero(gi) > 0}
+    assert touched == {name for name in g if name.startswith("kernels")}
 
 
 def test_kernel_false_bias_true_penalizes_only_biases():
@@ -139,6 +153,7 @@ def test_group_is_a_column_scaled_by_sqrt_of_its_size():
     assert abs(after[0].item() - rows) > 1e-3
 
 
+@hand_computed("elastic_net")
 def test_elastic_net_matches_hand_computation():
     net = make_net()
     rho = 0.3
@@ -155,12 +170,11 @@ def test_elastic_net_edges_equal_l1_and_l2(rho, other):
     en = reg_for("elastic_net", rho=rho).penalty(net)
     ref = reg_for(other).penalty(net)
     torch.testing.assert_close(en, ref, rtol=0, atol=1e-6)
-    for ge, gr in zip(grads(net, reg_for("elastic_net", rho=rho).penalty(net)),
-                      grads(net, reg_for(other).penalty(net))):
-        if ge is None or gr is None:
-            assert (ge is None or torch.count_nonzero(ge) == 0) and (gr is None or torch.count_nonzero(gr) == 0)
-        else:
-            torch.testing.assert_close(ge, gr, rtol=0, atol=1e-6)
+    # a parameter the penalty does not reach has no gradient (None): a zero one
+    dense = lambda g, p: torch.zeros_like(p) if g is None else g  # noqa: E731
+    for p, ge, gr in zip(net.parameters(), grads(net, reg_for("elastic_net", rho=rho).penalty(net)),
+                         grads(net, reg_for(other).penalty(net))):
+        torch.testing.assert_close(dense(ge, p), dense(gr, p), rtol=0, atol=1e-6)
 
 
 def test_l2_gradient_is_two_lam_w():
@@ -242,13 +256,14 @@ def test_several_penalties_add_up():
         assert pen[k].item() == pytest.approx(l1 + l2, rel=REL)
 
 
+@hand_computed("l1")
 def test_proximal_l1_soft_threshold_gives_exact_zeros():
     lams, lr = [0.1, 0.3], 0.5  # thresholds lr*lam*scale: 0.025 ... 0.45 against |w| <= 0.5
     net = make_net()
     before = copy.deepcopy(net)
     reg = reg_for("l1", lams=lams, proximal=True)
     assert torch.count_nonzero(reg.penalty(net)) == 0  # proximal l1 is not in the loss
-    reg.proximal_(net, lr)
+    reg.after_step_(net, lr)
     n_zero = 0
     for l in range(3):
         for k in range(2):
@@ -257,21 +272,20 @@ def test_proximal_l1_soft_threshold_gives_exact_zeros():
             w1 = entries(net.kernels[l].detach(), k)
             for a, b in zip(w0, w1):
                 expected = math.copysign(max(abs(a) - thr, 0.0), a) if a != 0 else 0.0
-                if abs(a) < thr - 1e-6:
-                    assert b == 0.0  # exact zero, not merely small
-                    n_zero += 1
-                else:
-                    assert b == pytest.approx(expected, abs=1e-7)
+                assert b == pytest.approx(expected, abs=1e-7)
+                assert b == 0.0 or abs(a) >= thr - 1e-6  # below the threshold: exact zero, not merely small
+                n_zero += abs(a) < thr - 1e-6
         torch.testing.assert_close(net.biases[l], before.biases[l], rtol=0, atol=0)  # kernel only
     assert n_zero >= 10
 
 
+@hand_computed("group_lasso")
 def test_proximal_group_lasso_zeroes_whole_units():
     """g_j <- g_j * max(0, 1 - lr*coef*sqrt(|g|) / ||g_j||) for every unit column."""
     lams, lr = [0.1, 0.3], 0.5
     net = make_net()
     before = copy.deepcopy(net)
-    reg_for("group_lasso", lams=lams, proximal=True).proximal_(net, lr)
+    reg_for("group_lasso", lams=lams, proximal=True).after_step_(net, lr)
     dead, alive = 0, 0
     for l in range(3):
         for k in range(2):
@@ -282,11 +296,8 @@ def test_proximal_group_lasso_zeroes_whole_units():
                 col = [w0[i][j] for i in range(fan_in)]
                 norm = math.sqrt(sum(c * c for c in col))
                 factor = max(0.0, 1 - lr * lams[k] * SCALE[l] * math.sqrt(fan_in) / norm)
-                if factor == 0.0:
-                    assert all(w1[i][j] == 0.0 for i in range(fan_in))
-                    dead += 1
-                else:
-                    alive += 1
+                assert factor > 0.0 or all(w1[i][j] == 0.0 for i in range(fan_in))  # a dead unit: exact zeros
+                dead, alive = dead + (factor == 0.0), alive + (factor > 0.0)
                 for i in range(fan_in):
                     assert w1[i][j] == pytest.approx(col[i] * factor, abs=1e-6)
     assert dead >= 3 and alive >= 3  # both cases occur
@@ -310,6 +321,7 @@ def test_group_lasso_kernel_false_is_not_silently_ignored():
         assert g[l] is None or torch.count_nonzero(g[l]) == 0, f"kernel {l} is penalized"
 
 
+@hand_computed("elastic_net")
 @pytest.mark.parametrize("rho", [0.3, 1.0, 0.0])
 def test_proximal_elastic_net_matches_hand_computation(rho):
     """w <- sign(w) max(|w| - t*rho, 0) / (1 + 2*t*(1 - rho)), t = lr*coef: the minimizer of
@@ -319,7 +331,7 @@ def test_proximal_elastic_net_matches_hand_computation(rho):
     before = copy.deepcopy(net)
     reg = reg_for("elastic_net", lams=lams, proximal=True, rho=rho)
     assert torch.count_nonzero(reg.penalty(net)) == 0  # a proximal penalty is not in the loss
-    reg.proximal_(net, lr)
+    reg.after_step_(net, lr)
     n_zero = 0
     for l in range(3):
         for k in range(2):
@@ -350,6 +362,7 @@ def test_output_layer_false_leaves_the_output_kernel_unpenalized():
 # --- activity, max-norm and label smoothing ---
 
 
+@hand_computed("activity")
 def test_activity_penalty_is_the_hidden_outputs_norm_over_the_batch_size():
     """lam_k * scale_l * sum_{b,j} |h| / B (l1) or h^2 (l2), over the hidden layers only."""
     from regstudy.regularizers import activity_penalty
@@ -372,6 +385,7 @@ def test_activity_penalty_is_the_hidden_outputs_norm_over_the_batch_size():
     torch.testing.assert_close(reg.penalty(net, doubled), reg.penalty(net, hidden))
 
 
+@hand_computed("label_smoothing")
 def test_smoothed_cross_entropy_matches_torch_label_smoothing_member_by_member():
     from torch.nn import functional as F
 
@@ -391,6 +405,7 @@ def test_smoothed_cross_entropy_matches_torch_label_smoothing_member_by_member()
         assert got[k].item() == pytest.approx(hand, rel=1e-5)
 
 
+@hand_computed("max_norm")
 def test_max_norm_rescales_only_the_units_above_c_to_norm_c():
     """w_j <- w_j * min(1, c / ||w_j||) for each hidden unit's incoming weights; the output
     layer is not touched; member k uses its own c."""
@@ -398,7 +413,7 @@ def test_max_norm_rescales_only_the_units_above_c_to_norm_c():
     before = copy.deepcopy(net)
     cs = [0.3, 10.0]
     cfg = compose_job(["regularizer=[max_norm]"])
-    Regularization.build(cfg.regularizer, "max_norm", torch.tensor(cs), n_layers=3).max_norm_(net)
+    Regularization.build(cfg.regularizer, "max_norm", torch.tensor(cs), n_layers=3).after_step_(net, lr=0.1)
     clipped = 0
     for l in range(2):
         for k in range(2):
@@ -412,3 +427,115 @@ def test_max_norm_rescales_only_the_units_above_c_to_norm_c():
                     assert w1[i][j] == pytest.approx(v * factor, abs=1e-7)
     assert clipped >= 3
     torch.testing.assert_close(net.kernels[2], before.kernels[2], rtol=0, atol=0)
+
+
+# --- weight decay, dropout, input noise and early stopping ---
+
+
+@hand_computed("weight_decay")
+def test_weight_decay_scales_the_pre_step_kernels_by_one_minus_lr_coef():
+    """w <- w * (1 - lr * lam_k * scale_l) on the kernels before the step; biases untouched."""
+    lr = 0.5
+    net = make_net()
+    before = copy.deepcopy(net)
+    reg = reg_for("weight_decay")
+    assert torch.count_nonzero(reg.penalty(net)) == 0  # not in the loss
+    reg.after_step_(net, lr)  # nothing of weight decay acts after the step
+    torch.testing.assert_close(net.kernels[0], before.kernels[0], rtol=0, atol=0)
+    reg.before_step_(net, lr)
+    for l in range(3):
+        for k in range(2):
+            factor = 1 - lr * LAMS[k] * SCALE[l]
+            for a, b in zip(entries(before.kernels[l].detach(), k), entries(net.kernels[l].detach(), k)):
+                assert b == pytest.approx(a * factor, abs=1e-7)
+        torch.testing.assert_close(net.biases[l], before.biases[l], rtol=0, atol=0)
+
+
+@hand_computed("dropout")
+def test_dropout_keeps_a_unit_where_its_draw_is_at_least_p_and_scales_it_by_one_over_one_minus_p():
+    """Each member's p from the sweep: h_j / (1 - p_k) where u_j >= p_k, else 0; p = 1 drops all."""
+    from regstudy.stacked import inverted_dropout
+
+    cfg = compose_job(["regularizer=[dropout]"])
+    ps = [0.25, 1.0]
+    reg = Regularization.build(cfg.regularizer, "dropout", torch.tensor(ps), n_layers=3)
+    g = torch.Generator().manual_seed(3)
+    h, u = torch.randn(2, 6, 5, generator=g), torch.rand(2, 6, 5, generator=g)
+    out = inverted_dropout(h, u, reg.dropout_p)
+    kept = 0
+    for k, p in enumerate(ps):
+        for hv, uv, ov in zip(entries(h, k), entries(u, k), entries(out, k)):
+            expected = hv / (1 - p) if uv >= p and p < 1 else 0.0
+            assert ov == pytest.approx(expected, rel=1e-6, abs=0)
+            kept += expected != 0.0
+    assert 0 < kept < 30  # member 0 keeps some, drops some; member 1 drops all
+
+
+@hand_computed("noise")
+def test_input_noise_adds_each_members_sigma_times_its_normal_draws():
+    from regstudy.regularizers.noise import noisy_inputs
+
+    cfg = compose_job(["regularizer=[noise]"])
+    sigmas = [0.0, 0.5]
+    reg = Regularization.build(cfg.regularizer, "noise", torch.tensor(sigmas), n_layers=3)
+    g = torch.Generator().manual_seed(4)
+    x, eps = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 3, generator=g)
+    out = noisy_inputs(x, reg.noise_sigma, eps)
+    for k, sigma in enumerate(sigmas):
+        for xv, ev, ov in zip(entries(x, k), entries(eps, k), entries(out, k)):
+            assert ov == pytest.approx(xv + sigma * ev, abs=1e-7)
+    assert torch.equal(out[0], x[0])  # sigma 0 is no noise, to the bit
+
+
+@hand_computed("early_stopping")
+def test_early_stopping_stops_after_patience_epochs_without_gain_and_keeps_the_best_epoch():
+    """Validation losses by hand: member 0 (patience 1) improves at epochs 1, 2, then not:
+    stopped at 3, best 2; member 1 (patience 2) improves at 1, 3, not at 2, 4, 5: stopped at 5, best 3."""
+    from regstudy.module import MemberStackModule
+
+    cfg = compose_job(["regularizer=[early_stopping]"])
+    reg = Regularization.build(cfg.regularizer, "early_stopping", torch.tensor([1.0, 2.0]), n_layers=3)
+    net = make_net()
+    module = MemberStackModule(net, reg, {}, "regression", optimizer=None, batch_size=1, seeds=[0, 1])
+    losses = [[1.0, 1.0], [0.5, 1.2], [0.6, 0.8], [0.7, 0.9], [0.4, 0.85]]
+    for epoch, val in enumerate(losses, start=1):
+        with torch.no_grad():
+            net.kernels[0].fill_(float(epoch))  # the weights of this epoch, to see which are kept
+        active = (module.stopped_epoch == 0) & (module.diverged_epoch == 0)
+        module._early_stopping(torch.tensor(val), active, epoch)
+    assert module.stopped_epoch.tolist() == [3, 5]
+    assert module.best_epoch.tolist() == [2, 3]
+    assert module.best_state["kernels.0"][0].unique().tolist() == [2.0]
+    assert module.best_state["kernels.0"][1].unique().tolist() == [3.0]
+
+
+def test_step_operators_act_in_their_phase_order():
+    """Decoupled decay before the step; after it the proximal steps, then max-norm last (so
+    the bound holds after every step, whatever the proximal step did)."""
+    from regstudy.regularizers import Phase
+
+    cfg = compose_job(["regularizer=[l1,weight_decay,max_norm]", "regularizer.l1.proximal=true",
+                       "members.sweep=l1"])
+    reg = Regularization.build(cfg.regularizer, "l1", torch.tensor(LAMS), n_layers=3)
+    assert reg.phases == {"l1": Phase.AFTER_STEP, "weight_decay": Phase.BEFORE_STEP,
+                          "max_norm": Phase.PROJECTION}
+    assert reg._acting(Phase.AFTER_STEP, Phase.PROJECTION) == ["l1", "max_norm"]
+    assert reg.loss_penalties == []
+
+
+def test_the_loss_adds_activity_first_then_the_weight_penalties_in_registry_order():
+    cfg = compose_job(["regularizer=[group_lasso,l2,activity,elastic_net,l1]", "members.sweep=l1"])
+    reg = Regularization.build(cfg.regularizer, "l1", torch.tensor(LAMS), n_layers=3)
+    assert reg.loss_penalties == ["activity", "l1", "l2", "elastic_net", "group_lasso"]
+
+
+def test_an_unregistered_regularizer_fails_naming_itself():
+    from omegaconf import OmegaConf
+
+    from regstudy.regularizers import UnknownRegularizer, regularizer
+
+    with pytest.raises(UnknownRegularizer, match="'orthogonality'"):
+        regularizer("orthogonality")
+    reg_cfg = OmegaConf.create({"l2": {"lam": 0.1}, "orthogonality": {"lam": 0.1}})
+    with pytest.raises(UnknownRegularizer, match="'orthogonality'.*registered are"):
+        Regularization.build(reg_cfg, "l2", torch.tensor(LAMS), n_layers=3)

@@ -15,17 +15,19 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import run
+from conftest import run, tiny_dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ["signal", "moons", "mine"]  # mine: a CSV file of our own, with string classes
+DATASETS = ["signal", "moons"]  # built-in: study.datasets
+CSV = "mine"  # a CSV file of our own, with string classes: its own stages csv@mine, train_csv@mine
+ALL = [*DATASETS, CSV]
 FAMILIES = ["l2", "dropout", "label_smoothing"]  # label smoothing: classification only
 STRENGTHS = {"l2": [0.0, 0.01], "dropout": [0.0, 1.0], "label_smoothing": [0.0, 0.2],
              "weight_decay_sgd": [0.0, 0.02]}
 CONTROLS = {"datasets": ["signal"], "families": ["weight_decay_sgd"], "overrides": ["optim.lr=0.1"]}
 SEEDS = [0, 1]
-# datasets with seeds of their own (study.by_dataset.<name>.seeds): signal, with the control
-# on it, and the CSV file (its csv@mine stage); moons keeps study.seeds
+# datasets with seeds of their own (study.by_dataset.<name>.seeds, csv.<name>.seeds): signal,
+# with the control on it, and the CSV file; moons keeps study.seeds
 OWN_SEEDS = {"signal": [0, 1, 2], "mine": [3, 5]}
 
 
@@ -35,8 +37,13 @@ def seeds_of(dataset: str) -> list[int]:
 
 def jobs() -> list[tuple[str, str]]:
     """(dataset, family) of every job of the tiny study (label smoothing: classification only)."""
-    main = [(d, f) for f in FAMILIES for d in DATASETS if not (f == "label_smoothing" and d == "signal")]
+    main = [(d, f) for f in FAMILIES for d in ALL if not (f == "label_smoothing" and d == "signal")]
     return main + [(d, f) for f in CONTROLS["families"] for d in CONTROLS["datasets"]]
+
+
+def job_dir(study: Path, dataset: str, family: str) -> Path:
+    """results/<family>/<dataset>, or results/csv/<name>/<family> for the CSV file's stage."""
+    return study / "results" / "csv" / dataset / family if dataset == CSV else study / "results" / family / dataset
 
 
 def write_csv(path: Path) -> None:
@@ -54,7 +61,7 @@ def tiny_params() -> dict:
     params["data"] = {"seed": 0, **{d: params["data"][d] for d in ("signal", "moons")}}
     params["data"]["signal"].update(n_train=40, n_val=20, n_test=20)
     params["data"]["moons"].update(n_train=40, n_val=20, n_test=20)
-    params["csv"] = {"mine": {"path": "data/raw/mine.csv", "target": "kind"}}
+    params["csv"] = {CSV: {"path": "data/raw/mine.csv", "target": "kind", "epochs": 3, "seeds": OWN_SEEDS[CSV]}}
     params["study"].update(datasets=DATASETS, families=FAMILIES, seeds=SEEDS,
                            by_dataset={d: {"epochs": 3, "overrides": [], **({"seeds": OWN_SEEDS[d]} if d in OWN_SEEDS else {})}
                                        for d in DATASETS}, controls=CONTROLS, strengths=STRENGTHS,
@@ -73,10 +80,9 @@ def study(tmp_path_factory) -> Path:
     (repo / "reports").mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     write_csv(repo / "data" / "raw" / "mine.csv")
-    dvc_yaml = (repo / "dvc.yaml").read_text()  # the tiny study generates two built-in datasets
-    for name in ("sparse", "digits", "diabetes", "breast_cancer"):
-        dvc_yaml = dvc_yaml.replace(f"      - data/{name}.npz\n", "")
-    (repo / "dvc.yaml").write_text(dvc_yaml)
+    # the tiny study generates two built-in datasets
+    (repo / "dvc.yaml").write_text(tiny_dvc_yaml((repo / "dvc.yaml").read_text(),
+                                                 ("sparse", "digits", "diabetes", "breast_cancer")))
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
          "-m", "empty"], repo)
@@ -101,10 +107,10 @@ def test_dvc_reads_its_yaml_files_with_libyaml():
 
 
 def test_outputs_exist_with_their_content(study):
-    assert sorted((p.parent.parent.name, p.parent.name) for p in (study / "results").glob("*/*/members.csv")) \
-        == sorted((f, d) for d, f in jobs())  # label smoothing skipped signal
+    assert sorted(p.parent for p in (study / "results").rglob("members.csv")) \
+        == sorted(job_dir(study, d, f) for d, f in jobs())  # label smoothing skipped signal
     for ds, fam in jobs():
-        out = study / "results" / fam / ds
+        out = job_dir(study, ds, fam)
         members = pd.read_csv(out / "members.csv")
         assert set(members.dataset) == {ds} and set(members.family) == {fam}
         grid = [(s, seed) for s in STRENGTHS[fam] for seed in seeds_of(ds)]
@@ -113,8 +119,8 @@ def test_outputs_exist_with_their_content(study):
         curves = pd.read_csv(out / "curves.csv")
         assert len(curves) == 3 * len(grid)
         assert (out / "params.parquet").is_file()
-        assert (out / "predictions.parquet").is_file() == (ds != "mine")  # only 1-D and 2-D inputs
-    mine = pd.read_csv(study / "results" / "l2" / "mine" / "members.csv")
+        assert (out / "predictions.parquet").is_file() == (ds != CSV)  # only 1-D and 2-D inputs
+    mine = pd.read_csv(job_dir(study, CSV, "l2") / "members.csv")
     assert set(mine.task) == {"classification"}  # inferred from the CSV's string target
     control = pd.read_csv(study / "results" / "weight_decay_sgd" / "signal" / "members.csv")
     assert list(control.strength) == [0.0, 0.0, 0.0, 0.02, 0.02, 0.02]  # signal's own 3 seeds
@@ -122,29 +128,29 @@ def test_outputs_exist_with_their_content(study):
     html = (study / "reports" / "index.html").read_text()
     assert "data:image/png;base64," in html
     metrics = json.loads((study / "reports" / "metrics.json").read_text())
-    assert set(metrics) == {*DATASETS, "study"}
+    assert set(metrics) == {*ALL, "study"}
     assert metrics["signal"]["seeds"] == len(seeds_of("signal")) and metrics["mine"]["seeds"] == len(seeds_of("mine"))
     findings = json.loads((study / "reports" / "findings.json").read_text())
     assert set(findings["findings"]["signal"]) == {"l2", "dropout", "weight_decay_sgd"}
     assert set(findings["findings"]["mine"]) == {"l2", "dropout", "label_smoothing"}
     # the SGD control is judged against its own λ = 0: its optimizer is not the baseline's
     assert findings["findings"]["signal"]["weight_decay_sgd"]["comparator"] == "weight_decay_sgd at lam = 0"
-    assert metrics["study"]["members"] == sum(len(pd.read_csv(study / "results" / f / d / "members.csv"))
-                                              for d, f in jobs() if (study / "results" / f / d).is_dir())
+    assert metrics["study"]["members"] == sum(len(pd.read_csv(job_dir(study, d, f) / "members.csv"))
+                                              for d, f in jobs())
 
 
 def test_a_dataset_with_seeds_of_its_own_draws_and_trains_exactly_those(study):
-    """study.by_dataset.<name>.seeds: the data file (generate, csv@mine) holds a draw per
+    """study.by_dataset.<name>.seeds (csv.mine.seeds): the data file (generate, csv@mine) holds a draw per
     seed of the dataset's own, and every job on it (the families and the control) trains
     those seeds; moons keeps study.seeds. members.csv also has the near-zero fraction at a
     tenth and ten times the threshold, around the threshold's own."""
     import numpy as np
 
-    for ds in DATASETS:
+    for ds in ALL:
         with np.load(study / "data" / f"{ds}.npz") as f:
             assert f["seeds"].tolist() == seeds_of(ds), ds
     for ds, fam in jobs():
-        members = pd.read_csv(study / "results" / fam / ds / "members.csv")
+        members = pd.read_csv(job_dir(study, ds, fam) / "members.csv")
         assert sorted(set(members.seed)) == seeds_of(ds), (ds, fam)
         strict, near, loose = members.near_zero_fraction_strict, members.near_zero_fraction, \
             members.near_zero_fraction_loose
@@ -153,8 +159,8 @@ def test_a_dataset_with_seeds_of_its_own_draws_and_trains_exactly_those(study):
 
 
 def test_editing_a_datasets_seeds_draws_its_data_again(study):
-    """study.by_dataset is a param of the generate and csv stages: new seeds for moons
-    re-run generate (and so every family: they read the data folder)."""
+    """study.by_dataset is a param of the generate stage: new seeds for moons re-run
+    generate (and so every family on the built-in datasets), not the CSV file's stages."""
     path = study / "params.yaml"
     text = path.read_text()
     params = yaml.safe_load(text)
@@ -164,7 +170,8 @@ def test_editing_a_datasets_seeds_draws_its_data_again(study):
         changed = set(json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], study).stdout))
     finally:
         path.write_text(text)
-    assert {"generate", "csv@mine", *(f"train@{f}" for f in FAMILIES)} <= changed
+    assert {"generate", *(f"train@{f}" for f in FAMILIES)} <= changed
+    assert not changed & {"csv@mine", "train_csv@mine"}
 
 
 def test_a_bad_value_stops_dvc_repro_before_anything_runs_or_is_deleted(study):
@@ -236,7 +243,7 @@ def test_dvc_plots_show_a_line_per_family_of_each_dataset(study):
     proc = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], study)
     shown = json.loads(proc.stdout)["data"]
     assert set(shown) == {f"reports/plots/{kind}/{d}.csv" for kind in ("loss_curves", "metric_vs_strength")
-                          for d in DATASETS}
+                          for d in ALL}
     spec = shown["reports/plots/metric_vs_strength/signal.csv"][0]["content"]
     assert spec["encoding"]["color"]["field"] == "family"
     values = spec["data"]["values"]
@@ -314,8 +321,9 @@ def test_editing_one_family_reruns_only_its_stages(study):
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
-    # and the check of the whole study, which writes the same file again: nothing else re-runs
-    assert changed == {"check", "train@l2"}
+    # and the check of the whole study, which writes the same file again, and the CSV file's
+    # stage, which trains every family on it: nothing else re-runs
+    assert changed == {"check", "train@l2", "train_csv@mine"}
 
 
 def test_editing_the_csv_file_regenerates_it_and_reruns_the_families(study):
@@ -326,9 +334,8 @@ def test_editing_the_csv_file_regenerates_it_and_reruns_the_families(study):
     path.write_text(path.read_text() + "0.1,0.2,0.3,yes\n")
     proc = run([sys.executable, "-m", "dvc", "status", "--json"], study)
     changed = set(json.loads(proc.stdout))
-    # the CSV's stage, and every family and the report (they read the data folder)
-    assert changed == {"csv@mine", *(f"train@{f}" for f in FAMILIES),
-                       *(f"control@{f}" for f in CONTROLS["families"]), "report"}
+    # the CSV's own stages and the report (it reads the data folder); no family on the built-in sets
+    assert changed == {"csv@mine", "train_csv@mine", "report"}
 
 
 def test_push_then_pull_in_a_second_clone_needs_no_repro(study, tmp_path):

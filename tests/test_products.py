@@ -75,8 +75,15 @@ def test_the_avx2_kernel_gives_the_loops_bits_at_every_tile_edge(on_path):
         assert torch.equal(results["avx2"][0], results["avx2"][2])
         exact = left.double() @ right.double() + bias.double().unsqueeze(1)
         assert torch.allclose(results["avx2"][0].double(), exact, rtol=1e-5, atol=1e-5 * max(p, 1))
-        if p == 0:
-            assert torch.equal(results["avx2"][0], bias.unsqueeze(1).expand(k, m, n))
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_an_empty_inner_dimension_gives_the_bias_exactly(on_path, name):
+    on_path(name)
+    g = torch.Generator().manual_seed(0)
+    k, m, n = 2, 19, 9
+    left, right, bias = torch.randn(k, m, 0, generator=g), torch.randn(k, 0, n, generator=g), torch.randn(k, n, generator=g)
+    assert torch.equal(products.product(left, right, bias), bias.unsqueeze(1).expand(k, m, n))
 
 
 def test_a_members_product_depends_on_its_own_slices_only():

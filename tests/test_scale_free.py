@@ -86,6 +86,17 @@ def test_near_zero_fraction_is_unchanged_when_every_weight_is_scaled_by_a_power_
 # --- alive: a range above a fraction of the layer's largest ---
 
 
+def hidden_before_and_after_shrinking(hidden, bias, factor=1e-4):
+    """The hidden layers' outputs on :func:`inputs` of a reference network, before and after
+    every weight and bias is multiplied by ``factor``."""
+    net, x = reference_net(hidden, bias), inputs()
+    with torch.no_grad():
+        _, h = net(x, return_hidden=True)
+        scale_(net, factor)
+        _, h_small = net(x, return_hidden=True)
+    return h, h_small
+
+
 @pytest.mark.parametrize("bias, hidden", [("zeros", (64, 64, 64)), ("same", (16, 16))])
 def test_shrinking_every_weight_and_bias_by_1e_4_removes_no_unit(bias, hidden):
     """A random initialization has every unit alive, and so has the same network with every
@@ -93,18 +104,18 @@ def test_shrinking_every_weight_and_bias_by_1e_4_removes_no_unit(bias, hidden):
     old absolute bound). With biases, three layers so shrunk leave the last one's
     variation (1e-12 of the input's) below the float32 spacing of its bias (~1e-12 at
     1e-5): its output is then truly constant in float32, so the biased case has two."""
-    net, x = reference_net(hidden, bias), inputs()
-    with torch.no_grad():
-        _, h = net(x, return_hidden=True)
-        alive = alive_units(h, 0.0)
-        scale_(net, 1e-4)
-        _, h_small = net(x, return_hidden=True)
+    h, h_small = hidden_before_and_after_shrinking(hidden, bias)
+    alive = alive_units(h, 0.0)
     assert alive.tolist() == [list(hidden)] * 3
     assert torch.equal(alive_units(h_small, 0.0), alive)
     assert (h_small[-1].amax(1) - h_small[-1].amin(1)).max() < 1e-6  # not vacuous
-    if bias == "zeros":  # positively homogeneous: each layer's ranges scale alike, so do its bounds
-        for threshold in (1e-3, 0.1):
-            assert torch.equal(alive_units(h_small, threshold), alive_units(h, threshold))
+
+
+@pytest.mark.parametrize("threshold", [1e-3, 0.1])
+def test_without_biases_shrinking_every_weight_keeps_the_alive_units_at_any_threshold(threshold):
+    """Positively homogeneous: each layer's ranges scale alike, so do its bounds."""
+    h, h_small = hidden_before_and_after_shrinking((64, 64, 64), "zeros")
+    assert torch.equal(alive_units(h_small, threshold), alive_units(h, threshold))
 
 
 def test_a_unit_whose_incoming_weights_are_all_exactly_zero_is_not_alive():

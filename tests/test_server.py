@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psycopg
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port
+from conftest import free_port, need_extra
 from regstudy.server import DATABASE, USER, Server, main, pg_bindir
 
 
@@ -36,6 +35,7 @@ def experiment_runs(server: Server, name: str) -> tuple[MlflowClient, list]:
 
 def database_rows(server: Server, sql: str, *args) -> list[tuple]:
     """Rows read straight from PostgreSQL, not through MLflow."""
+    psycopg = need_extra("server")
     with psycopg.connect(host="127.0.0.1", port=server.pg_port, user=USER, dbname=DATABASE) as conn:
         return conn.execute(sql, args).fetchall()
 
@@ -97,6 +97,27 @@ def test_a_job_whose_server_is_down_stops_before_it_trains(workdir):
     assert proc.returncode == 2
     assert f"logger.tracking_uri='{url}'" in proc.stderr and "make server" in proc.stderr
     assert not (workdir / "outputs").exists() and not (workdir / "mlflow.db").exists()
+
+
+def without(module: str, code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``code`` run by a Python in which ``module`` cannot be imported, as where its extra is
+    not installed (a None in sys.modules is how Python itself refuses an import)."""
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    return subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None\n{code}"],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_without_psycopg_the_server_and_a_postgresql_store_name_the_extra_to_install(workdir):
+    proc = without("psycopg", "from regstudy.server import main; sys.exit(main(['start', '--dir', 'srv']))", workdir)
+    assert proc.returncode == 2, proc.stderr
+    assert "the shared tracking server (PostgreSQL) needs regstudy's extra 'server'" in proc.stderr
+    assert "pip install regstudy[server]" in proc.stderr and not (workdir / "srv").exists()
+    uri = "postgresql+psycopg://regstudy@127.0.0.1:9/mlflow"
+    proc = without("psycopg", f"sys.argv = ['train', 'experiment=l2', 'logger.tracking_uri={uri}']\n"
+                   "from regstudy.train import main; main()", workdir)
+    assert proc.returncode == 2, proc.stderr
+    assert f"logger.tracking_uri={uri} needs regstudy's extra 'server'" in proc.stderr
+    assert not (workdir / "outputs").exists()
 
 
 def test_status_says_what_runs_and_the_cli_refuses_an_unknown_folder(tracking_server, tmp_path, capsys):

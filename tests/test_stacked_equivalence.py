@@ -37,13 +37,13 @@ def train(overrides: list[str]):
 
 
 def check_members_alone(common: list[str], strengths: list[float], seeds: list[int],
-                        chosen: list[tuple[float, int]], expect_stop: bool):
+                        chosen: list[tuple[float, int]]):
+    """Each ``chosen`` (strength, seed) member of the stacked job trains to the bits of the
+    same member trained alone; returns the stacked module."""
     grid = [f"members.strengths={strengths}", f"members.seeds={seeds}"]
     cfg, stack = train(common + grid)
     members = member_grid(cfg)
     assert len(members) == len(strengths) * len(seeds) == stack.net.n_members
-    if expect_stop:  # the early-stopping comparison must not be vacuous
-        assert (stack.stopped_epoch > 0).any() and (stack.stopped_epoch == 0).any(), stack.stopped_epoch
     stacked_state = stack.net.state_dict()
     for strength, seed in chosen:
         k = next(m["member"] for m in members if m["strength"] == strength and m["seed"] == seed)
@@ -66,6 +66,7 @@ def check_members_alone(common: list[str], strengths: list[float], seeds: list[i
             for key, t in alone.history[e].items():  # NaN where a number is not defined (a layer's effective lr)
                 torch.testing.assert_close(stack.history[e][key][k], t[0], rtol=0, atol=0, equal_nan=True,
                                            msg=f"{where}, epoch {e + 1}: {key}")
+    return stack
 
 
 def test_stacked_member_equals_member_alone_regression(signal_npz):
@@ -75,8 +76,9 @@ def test_stacked_member_equals_member_alone_regression(signal_npz):
               "model.norm=batch", "model.hidden=[16,16]", "trainer.max_epochs=8",
               "regularizer.early_stopping.patience=1", "optim.lr=0.002", "logger.enabled=false"]
     # members (0.0, 0) run all 8 epochs, (0.001, 1) and (0.01, 2) stop early at different epochs
-    check_members_alone(common, [0.0, 0.001, 0.01], [0, 1, 2],
-                        chosen=[(0.0, 0), (0.001, 1), (0.01, 2)], expect_stop=True)
+    stack = check_members_alone(common, [0.0, 0.001, 0.01], [0, 1, 2], chosen=[(0.0, 0), (0.001, 1), (0.01, 2)])
+    # the early-stopping comparison is not vacuous
+    assert (stack.stopped_epoch > 0).any() and (stack.stopped_epoch == 0).any(), stack.stopped_epoch
 
 
 def test_stacked_member_equals_member_alone_classification(moons_npz):
@@ -87,8 +89,8 @@ def test_stacked_member_equals_member_alone_classification(moons_npz):
               "trainer.max_epochs=8", "optim.lr=0.05", "logger.enabled=false"]
     # member (0.1, 0) stops early while the stack trains on (restore_best must undo that);
     # member (0.1, 1), on another draw of the data, runs all 8 epochs
-    check_members_alone(common, [0.0, 0.1, 1.0], [0, 1, 2], chosen=[(0.1, 0), (0.1, 1)],
-                        expect_stop=True)
+    stack = check_members_alone(common, [0.0, 0.1, 1.0], [0, 1, 2], chosen=[(0.1, 0), (0.1, 1)])
+    assert (stack.stopped_epoch > 0).any() and (stack.stopped_epoch == 0).any(), stack.stopped_epoch
 
 
 def test_stacked_member_equals_member_alone_with_activity_max_norm_and_label_smoothing(moons_npz):
@@ -98,7 +100,7 @@ def test_stacked_member_equals_member_alone_with_activity_max_norm_and_label_smo
               "regularizer=[label_smoothing,activity,max_norm,dropout]", "members.sweep=label_smoothing",
               "regularizer.activity.lam=0.01", "regularizer.max_norm.c=0.5", "regularizer.dropout.p=0.1",
               "model.hidden=[16,16]", "trainer.max_epochs=6", "optim.lr=0.01", "logger.enabled=false"]
-    check_members_alone(common, [0.0, 0.2, 0.6], [0, 1, 2], chosen=[(0.2, 1), (0.6, 0)], expect_stop=False)
+    check_members_alone(common, [0.0, 0.2, 0.6], [0, 1, 2], chosen=[(0.2, 1), (0.6, 0)])
 
 
 def test_stacked_member_equals_member_alone_with_batch_norm_on_widths_that_are_not_whole_vectors(moons_npz):
@@ -107,14 +109,14 @@ def test_stacked_member_equals_member_alone_with_batch_norm_on_widths_that_are_n
     common = ["data=moons", f"data.path={moons_npz}", "data.batch_size=16", "model.norm=batch",
               "model.hidden=[12,13]", "experiment=batchnorm_l2", "trainer.max_epochs=5", "optim.lr=0.01",
               "logger.enabled=false"]
-    check_members_alone(common, [0.0, 0.001, 0.01], [0, 1, 2], chosen=[(0.0, 0), (0.01, 2)], expect_stop=False)
+    check_members_alone(common, [0.0, 0.001, 0.01], [0, 1, 2], chosen=[(0.0, 0), (0.01, 2)])
 
 
 def test_stacked_member_equals_member_alone_with_max_norm_swept(signal_npz):
     common = ["data=signal", f"data.path={signal_npz}", "data.batch_size=16",
               "regularizer=[max_norm,activity]", "members.sweep=max_norm", "regularizer.activity.norm=l2",
               "model.hidden=[16,16]", "trainer.max_epochs=6", "optim.lr=0.01", "logger.enabled=false"]
-    check_members_alone(common, [0.2, 1.0, 100.0], [0, 1, 2], chosen=[(0.2, 0), (1.0, 1)], expect_stop=False)
+    check_members_alone(common, [0.2, 1.0, 100.0], [0, 1, 2], chosen=[(0.2, 0), (1.0, 1)])
 
 
 @pytest.mark.parametrize("family", ["l2", "l1", "l1_prox", "elastic_net", "group_lasso", "activity", "dropout", "noise"])
@@ -131,10 +133,9 @@ def test_a_member_at_strength_0_ends_where_the_baseline_ends(signal_npz, family)
     state, base_state = stack.net.state_dict(), base.net.state_dict()
     for m in member_grid(cfg):
         same = [torch.equal(state[n][m["member"]], base_state[n][m["seed"]]) for n in base_state]
-        if m["strength"] == 0.0:
-            assert all(same), f"{family} at 0, seed {m['seed']}: {[n for n, s in zip(base_state, same) if not s]}"
-        else:  # not vacuous: a strength above 0 moves the member
-            assert not all(same), f"{family} at {m['strength']}, seed {m['seed']} equals the baseline"
+        # at 0 the baseline's bits; not vacuous: a strength above 0 moves the member
+        assert all(same) == (m["strength"] == 0.0), \
+            f"{family} at {m['strength']}, seed {m['seed']}: differs in {[n for n, s in zip(base_state, same) if not s]}"
 
 
 def test_the_leaky_relu_fused_into_the_products_trains_to_torchs_bits(moons_npz):

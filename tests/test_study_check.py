@@ -59,7 +59,7 @@ def edit(params: dict, path: str, value) -> dict:
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("study.datasets", ["signal", "moonz"], "study.datasets[1]='moonz' in params.yaml; allowed: a dataset of data or csv"),
+    ("study.datasets", ["signal", "moonz"], "study.datasets[1]='moonz' in params.yaml; allowed: a built-in dataset of data"),
     ("study.by_dataset.moons.epochs", "eighty", "study.by_dataset.moons.epochs='eighty' in params.yaml; "
                                                 "allowed: an integer >= 1"),
     ("study.families", ["l2", "l3"], "study.families[1]='l3' in params.yaml; allowed: a family of conf/experiment"),
@@ -98,3 +98,35 @@ def test_the_stage_reports_every_problem_at_once_exits_2_and_writes_nothing(tmp_
     assert "error: report.power=2 in params.yaml" in done.stderr
     assert "2 problems in" in done.stderr and "nothing was run" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "data" / ".study-checked").exists()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"path": "mine.csv", "target": "y"}, "csv.mine.epochs=None in params.yaml; allowed: an integer >= 1"),
+    ({"path": "mine.csv", "target": "y", "epochs": 3, "colour": "red"}, "csv.mine.colour='red' in params.yaml"),
+    ({"path": "mine.csv", "target": "y", "epochs": 3, "seeds": [1, 1]}, "csv.mine.seeds=[1, 1] in params.yaml"),
+    ({"path": "mine.csv", "target": "y", "epochs": 3, "overrides": ["optim.lr=-1"]},
+     "csv.mine.overrides[0]='optim.lr=-1' in params.yaml"),
+    ({"path": "mine.csv", "target": "z", "epochs": 3}, "csv.mine="),
+])
+def test_a_csv_files_study_is_checked_under_its_own_entry(tmp_path, entry, message):
+    """A CSV file is studied by its own stage, with the epochs, overrides and seeds of its
+    entry: each is named by its key under csv.<name>."""
+    from regstudy.paths import CONFIG_DIR
+    from regstudy.stages.check import check as check_study
+
+    (tmp_path / "mine.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    params = small_params()
+    params["csv"] = {"mine": entry}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    problems = [str(p) for p in check_study(tmp_path / "params.yaml", CONFIG_DIR, tmp_path)]
+    assert any(message in p for p in problems), problems
+    params["csv"]["mine"] = {"path": "mine.csv", "target": "y", "epochs": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert check_study(tmp_path / "params.yaml", CONFIG_DIR, tmp_path) == []
+    params["study"]["datasets"] = ["signal", "moons", "mine"]  # the old way: in the built-in list
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    problems = [str(p) for p in check_study(tmp_path / "params.yaml", CONFIG_DIR, tmp_path)]
+    assert problems == ["study.datasets[2]='mine' in params.yaml; allowed: a built-in dataset of data: one of "
+                        "['signal', 'moons', 'sparse', 'digits', 'diabetes', 'breast_cancer'] (csv.mine is studied "
+                        "by its own stage train_csv@mine, with its epochs in csv.mine.epochs: leave it out of "
+                        "study.datasets)"]

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import need_extra
 from regstudy.data import load_npz, save_npz
 from regstudy.job import run_job
 from regstudy.lifecycle import alive
@@ -68,6 +69,7 @@ def assert_every_job_trained_and_logged(workdir: Path) -> None:
 def test_submitit_sweep_runs_each_job_as_its_own_process(workdir):
     """The cluster launcher, tested through submitit's local executor (the same launcher
     code as on SLURM, with local processes): every job trains, logs and finishes."""
+    need_extra("slurm")
     cmd = [sys.executable, "-m", "regstudy.train", "-m", "hydra/launcher=submitit_local",
            "hydra.launcher.timeout_min=5", "experiment=l2,dropout", "model.hidden=[8]",
            "trainer.max_epochs=2", "members.seeds=[0]", "logger.log_figures=false"]
@@ -82,6 +84,7 @@ def test_submitit_sweep_runs_each_job_as_its_own_process(workdir):
 def test_ray_sweep_runs_each_job_as_a_ray_task_on_a_local_instance(workdir):
     """hydra-ray-launcher on a real local Ray instance: every job trains, logs and
     finishes in a Ray worker process, and no Ray process outlives the sweep."""
+    need_extra("ray")
     cmd = [sys.executable, "-m", "regstudy.train", "-m", "hydra/launcher=ray_local",
            "hydra.launcher.ray.init.num_cpus=2", "experiment=l2,dropout", "model.hidden=[8]",
            "trainer.max_epochs=2", "members.seeds=[0]", "logger.log_figures=false"]
@@ -103,6 +106,7 @@ def test_the_slurm_launcher_settings_compose_and_override():
     from regstudy.config import register_configs
     from regstudy.paths import CONFIG_DIR
 
+    need_extra("slurm")
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu",
@@ -110,6 +114,27 @@ def test_the_slurm_launcher_settings_compose_and_override():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.mem_gb, launcher.cpus_per_task, launcher.timeout_min) == ("cpu", 8, 1, 60)
+
+
+@pytest.mark.parametrize("launcher, extra, module", [
+    ("ray_local", "ray", "hydra_plugins.hydra_ray_launcher"),
+    ("slurm", "slurm", "hydra_plugins.hydra_submitit_launcher"),
+    ("submitit_local", "slurm", "hydra_plugins.hydra_submitit_launcher"),
+])
+def test_a_launcher_whose_extra_is_absent_is_refused_naming_the_extra(workdir, launcher, extra, module):
+    """Where the launcher's plugin cannot be imported (as without its extra: a None in
+    sys.modules is how Python itself refuses an import), the sweep stops before Hydra
+    composes, in one line naming the extra; nothing is written."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            f"sys.argv = ['train', '-m', 'hydra/launcher={launcher}', 'experiment=l2']\n"
+            "from regstudy.train import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: hydra/launcher={launcher} needs regstudy's extra '{extra}', which is "
+                                   f"not installed: pip install regstudy[{extra}] (or regstudy[all]; in this "
+                                   "project, make env-all)")
+    assert not (workdir / "multirun").exists() and not (workdir / "mlflow.db").exists()
 
 
 def test_a_diverging_member_is_recorded_and_the_others_finish(workdir):

@@ -8,151 +8,26 @@ data is read, any file is written or any MLflow run is opened.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
 from .data import TASK as TASKS  # the task of each dataset, defined with the datasets
+from .regularizers import REGISTRY, regularizer
+from .regularizers.base import finite as _finite
 
 
-class ConfigError(ValueError):
-    """A config value outside what is allowed; names the key, the value and the rule."""
 
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
+# --- regularizers: one schema per family (regstudy.regularizers), one file per family in conf/regularizer/ ---
 
-
-# --- regularizers: one schema per family, one file per family in conf/regularizer/ ---
-
-
-@dataclass
-class PenaltyTarget:
-    """Which parameters a penalty touches: kernels and/or biases, with a per-layer scale.
-
-    The coefficient of layer ``l`` is ``lam * layer_scale[l]`` (``null`` = 1 for every
-    layer), and 0 for the output layer with ``output_layer: false``. Layers count the
-    hidden linear layers first, the output layer last.
-    """
-
-    lam: float = 1e-4
-    kernel: bool = True
-    bias: bool = False
-    layer_scale: Optional[list[float]] = None
-    output_layer: bool = True  # false: the output layer's coefficient is 0
-
-
-@dataclass
-class L1Config(PenaltyTarget):
-    proximal: bool = False  # soft-threshold after each step instead of the subgradient
-
-
-@dataclass
-class L2Config(PenaltyTarget):
-    pass
-
-
-@dataclass
-class ElasticNetConfig(PenaltyTarget):
-    rho: float = 0.5
-    proximal: bool = False  # exact proximal step of the whole penalty after each step
-
-
-@dataclass
-class WeightDecayConfig(PenaltyTarget):
-    pass
-
-
-@dataclass
-class GroupLassoConfig(PenaltyTarget):
-    proximal: bool = False
-
-
-@dataclass
-class DropoutConfig:
-    p: float = 0.2
-    mc_samples: int = 30
-
-
-@dataclass
-class NoiseConfig:
-    sigma: float = 0.1
-
-
-@dataclass
-class EarlyStoppingConfig:
-    patience: int = 10
-    min_delta: float = 0.0
-    # Patience counts only once the validation loss has fallen this fraction below its
-    # value after the first epoch: a member on the initial plateau is never stopped.
-    warmup_drop: float = 0.0
-
-
-@dataclass
-class ActivityConfig:
-    """Activity regularizer: a penalty on the hidden layers' outputs (after activation),
-    divided by the batch size as in Keras: ``lam * layer_scale[l] * sum |h| / B`` (l1) or
-    ``... * sum h^2 / B`` (l2). ``layer_scale`` has one entry per hidden layer."""
-
-    lam: float = 1e-4
-    norm: str = "l1"  # l1 | l2
-    layer_scale: Optional[list[float]] = None
-
-
-@dataclass
-class MaxNormConfig:
-    """Max-norm constraint (Srivastava et al. 2014): after each step, every hidden unit's
-    incoming weight vector is rescaled to norm <= ``c * layer_scale[l]`` (one entry per
-    hidden layer). A smaller c is stronger."""
-
-    c: float = 3.0
-    layer_scale: Optional[list[float]] = None
-
-
-@dataclass
-class LabelSmoothingConfig:
-    """Label smoothing (classification): the training targets are ``(1 - eps) * one_hot +
-    eps / C``. Only the training loss changes; the tables' losses stay plain cross-entropy."""
-
-    eps: float = 0.1
-
-
-@dataclass
-class RegularizerSet:
-    """The regularizers of a model: any subset, selected as a list in Hydra."""
-
-    l1: Optional[L1Config] = None
-    l2: Optional[L2Config] = None
-    elastic_net: Optional[ElasticNetConfig] = None
-    weight_decay: Optional[WeightDecayConfig] = None
-    group_lasso: Optional[GroupLassoConfig] = None
-    dropout: Optional[DropoutConfig] = None
-    noise: Optional[NoiseConfig] = None
-    early_stopping: Optional[EarlyStoppingConfig] = None
-    activity: Optional[ActivityConfig] = None
-    max_norm: Optional[MaxNormConfig] = None
-    label_smoothing: Optional[LabelSmoothingConfig] = None
-
-
-#: The key each regularizer's strength lives under, i.e. what a sweep varies.
-STRENGTH_KEY = {
-    "l1": "lam",
-    "l2": "lam",
-    "elastic_net": "lam",
-    "weight_decay": "lam",
-    "group_lasso": "lam",
-    "dropout": "p",
-    "noise": "sigma",
-    "early_stopping": "patience",
-    "activity": "lam",
-    "max_norm": "c",
-    "label_smoothing": "eps",
-}
-#: Regularizers whose per-layer coefficients cover the hidden layers only.
-HIDDEN_ONLY = ("activity", "max_norm")
+# A field per registered regularizer, in the registry's order; its schema is the regularizer's config.
+RegularizerSet = make_dataclass(
+    "RegularizerSet", [(name, Optional[r.config], field(default=None)) for name, r in REGISTRY.items()])
+RegularizerSet.__doc__ = "The regularizers of a model: any subset, selected as a list in Hydra."
+RegularizerSet.__module__ = __name__
 
 # --- the rest of a train job ---
 
@@ -276,7 +151,7 @@ class SearchConfig:
     high: float = 1.0
     log: bool = True  # log-uniform (low > 0)
     sampler_seed: int = 0  # TPE's
-    storage: Optional[str] = None  # None: the MLflow store's database (SQLite or PostgreSQL URI)
+    storage: Optional[str] = None  # None: optuna.db beside the MLflow store's mlflow.db (or a database URI)
     study_name: Optional[str] = None  # None: <family>-<data.name>
 
 
@@ -315,56 +190,20 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def check_strength(name: str, key: str, value: Any) -> None:
-    """Range of one regularizer's strength (its ``STRENGTH_KEY``)."""
-    if name == "dropout":
-        _check(_finite(value) and 0.0 <= value <= 1.0, key, value, "a number in [0, 1]")
-    elif name == "early_stopping":
-        _check(_finite(value) and value >= 0 and float(value).is_integer(), key, value,
-               "a whole number of epochs >= 0")
-    elif name == "max_norm":
-        _check(_finite(value) and value > 0, key, value, "a finite number > 0 (the largest unit norm)")
-    elif name == "label_smoothing":
-        _check(_finite(value) and 0.0 <= value < 1.0, key, value, "a number in [0, 1)")
-    else:
-        _check(_finite(value) and value >= 0.0, key, value, "a finite number >= 0")
+    """Range of one regularizer's strength (the value under its ``strength_key``)."""
+    r = regularizer(name)
+    _check(r.strength_ok(value), key, value, r.strength_allowed)
 
 
 def _validate_regularizers(reg: DictConfig, n_layers: int) -> None:
     for name, sub in reg.items():
         if sub is None:
             continue
-        base = f"regularizer.{name}"
-        check_strength(name, f"{base}.{STRENGTH_KEY[name]}", sub[STRENGTH_KEY[name]])
-        if "layer_scale" in sub and sub.layer_scale is not None:
-            scales = list(sub.layer_scale)
-            if name in HIDDEN_ONLY:
-                _check(len(scales) == n_layers - 1 and all(_finite(s) and s > 0 for s in scales),
-                       f"{base}.layer_scale", scales,
-                       f"null or a list of {n_layers - 1} finite numbers > 0 (one per hidden layer)")
-            else:
-                _check(len(scales) == n_layers and all(_finite(s) and s >= 0 for s in scales),
-                       f"{base}.layer_scale", scales,
-                       f"null or a list of {n_layers} finite numbers >= 0 (one per layer, output last)")
-        if name == "activity":
-            _check(sub.norm in ("l1", "l2"), f"{base}.norm", sub.norm, "l1 or l2")
-        if name == "group_lasso":
-            _check(sub.kernel, f"{base}.kernel", sub.kernel,
-                   "true (a group is a unit's incoming kernel weights; bias=true adds its bias)")
-        if name == "elastic_net":
-            _check(_finite(sub.rho) and 0.0 <= sub.rho <= 1.0, f"{base}.rho", sub.rho,
-                   "a number in [0, 1]")
-        if name == "dropout":
-            _check(sub.mc_samples >= 1, f"{base}.mc_samples", sub.mc_samples, "an integer >= 1")
-        if name == "early_stopping":
-            _check(_finite(sub.min_delta) and sub.min_delta >= 0, f"{base}.min_delta",
-                   sub.min_delta, "a finite number >= 0")
-            _check(_finite(sub.warmup_drop) and 0 <= sub.warmup_drop < 1, f"{base}.warmup_drop",
-                   sub.warmup_drop, "a number in [0, 1)")
+        r, base = regularizer(name), f"regularizer.{name}"
+        check_strength(name, f"{base}.{r.strength_key}", sub[r.strength_key])
+        for ok, key, value, allowed in r.checks(sub, n_layers):
+            _check(ok, f"{base}.{key}", value, allowed)
 
 
 def validate_search(cfg) -> None:
@@ -381,7 +220,7 @@ def validate_search(cfg) -> None:
         raise ConfigError("search.low", s.low, f"0 <= low < high (search.high={s.high})")
     if s.log and s.low <= 0:
         raise ConfigError("search.low", s.low, "> 0 with search.log=true (a log-uniform range)")
-    from .search import storage_url
+    from .paths import storage_url
 
     storage_url(cfg)  # a server's study needs its database URI
 
@@ -476,9 +315,11 @@ def validate_task(cfg: DictConfig, task: str) -> None:
     if task == "classification":
         _check(cfg.model.output_activation == "identity", "model.output_activation",
                cfg.model.output_activation, "'identity' for classification (the loss takes logits)")
-    if cfg.regularizer.get("label_smoothing") is not None:
-        _check(task == "classification", "regularizer", "label_smoothing",
-               f"label_smoothing only for classification (data.name={cfg.data.name} is {task})")
+    for name, sub in cfg.regularizer.items():
+        if sub is not None:
+            tasks = regularizer(name).tasks
+            _check(task in tasks, "regularizer", name,
+                   f"{name} only for {' or '.join(tasks)} (data.name={cfg.data.name} is {task})")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-
-from regstudy_report.stats import mean_interval
 
 from .results import best_strength
 
@@ -29,16 +28,32 @@ def job_description(cfg: DictConfig, table: pd.DataFrame) -> str:
     if best is None:
         lines.append("Every member diverged.")
     else:
-        test = table[(table.strength == best[0]) & (table.status == "ok")].test_metric
-        ci = mean_interval(test)
-        interval = f" (95% interval {ci.lo:.3f} to {ci.hi:.3f}, {ci.n} seeds)" if ci.defined else ""
+        test = table[(table.strength == best[0]) & (table.status == "ok")].test_metric.to_numpy(float)
+        test = test[np.isfinite(test)]
+        lo, hi = t_interval(test)
+        interval = f" (95% interval {lo:.3f} to {hi:.3f}, {len(test)} seeds)" if np.isfinite([lo, hi]).all() else ""
         lines.append(f"Best {first.strength_name} = {best[0]:g} by mean validation {first.metric_name} "
-                     f"({best[1]:.3f}); its test {first.metric_name}: {ci.mean:.3f}{interval}. "
+                     f"({best[1]:.3f}); its test {first.metric_name}: {test.mean():.3f}{interval}. "
                      "Its first seed's model is logged to its run (tag best_member).")
     diverged = int((table.status == "diverged").sum())
     if diverged:
         lines.append(f"{diverged} members diverged.")
     return "\n\n".join(lines)
+
+
+def t_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean of ``x`` (scipy's one-sample t-test's), in the units of
+    ``x``; NaN bounds for fewer than two values or no spread."""
+    import warnings
+
+    from scipy import stats
+
+    if len(x) < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings():  # identical values: scipy warns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
 
 
 def source_tags(root: Path, commit: str) -> dict[str, str]:

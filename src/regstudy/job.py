@@ -1,13 +1,12 @@
 """One train job: a grid of members trained as one stacked model, tracked and tabulated.
 
-``run_job`` is what both the Hydra entry point (``regstudy.train``) and the DVC train
-stage call. It validates everything before it reads data, opens an MLflow run or
-writes a file.
+``run_job`` is what the Hydra entry point (``regstudy.train``), the DVC train stages and
+the search call: the job is checked once (:func:`regstudy.jobspec.prepare_job`, before any
+file is written or run opened), then built, fitted, written and handed over to tracking.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import tempfile
 import time
@@ -23,32 +22,24 @@ from pytorch_lightning.trainer.states import TrainerStatus
 
 from . import kernels
 from .allocator import keep_freed_memory
-from .config import STRENGTH_KEY, member_strengths, validate
 from .data import DRAWN, load_npz, seed_rows, task_of
+from .jobspec import JobSpec, member_grid, prepare_job, resolve_paths  # noqa: F401 - re-exported
 from .console import quiet
 from .lifecycle import interrupt_on_signals, reraise_interrupt
 from .member_figures import member_figure
 from .module import SPLITS, MemberStackModule
 from .randomness import Stream, member_generator
-from .regularizers import Regularization
+from .regularizers import not_applicable as regularizers_not_applicable
+from .regularization import Regularization
 from .metrics import feature_norms, near_zero_sensitivity
 from .results import (MAX_FEATURES, RESULTS_DIGEST_TAG, ResultsWriter, best_strength, curves_table, features_table,
                       layers_table, members_table, params_table, predictions_table, sample_indices, save_torch,
                       write_text, writing)
 from .describe import dataset_entity, job_description, source_tags
-from .export import best_member, member_model
+from .export import best_member, write_best_model
 from .stacked import StackedMLP
-from .preflight import check_server, check_store, data_path, load_arrays, project_root, tracking_uri
+from .preflight import data_path, project_root, tracking_uri
 from .tracking import MLflowEpochLogger, TrackingFailed, TrackingProcess, git_commit, logged_every
-
-
-def member_grid(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Members in order: strengths outer, seeds inner."""
-    sweep = cfg.members.sweep
-    key = STRENGTH_KEY.get(sweep, "none")
-    return [{"member": i, "strength": float(s), "seed": int(seed), "strength_name": key,
-             "name": f"{cfg.family}-{cfg.data.name}-{key}={s:g}-seed={seed}"}
-            for i, (s, seed) in enumerate(itertools.product(member_strengths(cfg.members), cfg.members.seeds))]
 
 
 def objective(table: pd.DataFrame) -> float:
@@ -58,29 +49,14 @@ def objective(table: pd.DataFrame) -> float:
     return best[1] if best else float("-inf")
 
 
-def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
-    """Absolute data file and results folder; the results folder defaults to Hydra's."""
-    root = project_root(cfg)
-    data = data_path(cfg)
-    if cfg.paths.results is not None:
-        results = Path(cfg.paths.results)
-        results = results if results.is_absolute() else root / results
-    else:
-        from hydra.core.hydra_config import HydraConfig
-        results = Path(HydraConfig.get().runtime.output_dir) / "results"
-    return data, results
-
-
 def not_applicable(cfg: DictConfig) -> str | None:
-    """Why the job's family does not apply to its dataset (label smoothing needs classes),
-    or None. Reads only the data file's task."""
+    """Why the job's family does not apply to its dataset (a regularizer's ``tasks``: label
+    smoothing needs classes), or None. Reads only the data file's task."""
     task = cfg.data.task
     if task is None:
         path = data_path(cfg)
         task = task_of(load_npz(path)) if path.suffix == ".npz" else None
-    if cfg.regularizer.get("label_smoothing") is not None and task == "regression":
-        return "label_smoothing applies to classification only"
-    return None
+    return regularizers_not_applicable(cfg.regularizer, task)
 
 
 def load_tensors(arrays: dict[str, np.ndarray], seeds: list[int],
@@ -132,38 +108,53 @@ def snapshot(net: StackedMLP) -> dict[str, torch.Tensor]:
             **{f"bias_{i}": b.detach().clone() for i, b in enumerate(net.biases)}}
 
 
-def run_job(cfg: DictConfig) -> pd.DataFrame:
+def run_job(job: JobSpec | DictConfig) -> pd.DataFrame:
     """Train the job's members; write ``results``; log to MLflow. Returns members' table.
 
-    The results are committed before the MLflow runs are finished, so a finished run
-    always has its results; with ``logger.background_finish`` the job returns while its
-    tracking process finishes the runs on the second core.
+    A config is checked first (:func:`prepare_job`). The results are committed before
+    the MLflow runs are finished, so a finished run always has its results; with
+    ``logger.background_finish`` the job returns while its tracking process finishes the
+    runs on the second core.
     """
-    validate(cfg)
-    check_server(cfg)
-    data_path, results_dir = resolve_paths(cfg)
-    members = member_grid(cfg)
-    # a missing or bad file, or a missing seed, fails here, before any run or output
-    arrays, cfg.data.task = load_arrays(cfg, data_path, [m["seed"] for m in members])
-    data = load_tensors(arrays, [m["seed"] for m in members], data_path)
-    check_store(cfg)  # and an unwritable or locked MLflow store (StoreError)
-    torch.set_num_threads(cfg.threads)  # set per job: workers are reused across jobs
+    job = job if isinstance(job, JobSpec) else prepare_job(job)
+    cfg = job.cfg
+    data = load_tensors(job.arrays, job.seeds, job.data_path)
+    set_up_process(cfg)
+    module = build_module(cfg, data, job.member_list())
+    tags = job_tags(cfg)
+    tracking = TrackingProcess(cfg, job.member_list(), tags, dataset_entity(cfg, job.data_path, job.arrays)) \
+        if cfg.logger.enabled else None
+    table, handover, artifacts = fit_and_write(job, module, tracking, tags)
+    if tracking:
+        hand_over(job, tracking, handover, artifacts)
+    return table
+
+
+def set_up_process(cfg: DictConfig) -> None:
+    """This process for a job; set per job, since workers are reused across jobs."""
+    torch.set_num_threads(cfg.threads)
     keep_freed_memory()
     interrupt_on_signals()  # SIGTERM and SIGHUP clean up as Ctrl-C does: runs end KILLED
     quiet()
 
-    module = build_module(cfg, data, members)
+
+def job_tags(cfg: DictConfig) -> dict[str, str]:
+    """The tags of every run of the job: dataset, family, commit, sweep, kernels, source."""
     root = project_root(cfg)
     commit = git_commit(root)
-    tags = {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
+    return {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
             "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check()),
             **source_tags(root, commit)}
-    writer = ResultsWriter(results_dir)
-    tracking = TrackingProcess(cfg, members, tags, dataset_entity(cfg, data_path, arrays)) \
-        if cfg.logger.enabled else None
+
+
+def fit_and_write(job: JobSpec, module: MemberStackModule, tracking, tags: dict) -> tuple:
+    """Fit, write every table and commit the results folder (all or nothing); on any
+    failure or signal the folder is not committed and the runs end FAILED or KILLED.
+    Returns the members' table, the MLflow handover and the artifacts' folder."""
+    writer = ResultsWriter(job.results_dir)
     artifacts = Path(tempfile.mkdtemp(prefix="regstudy-artifacts-")) if tracking else None
     try:
-        table, handover = _train_and_write(cfg, module, members, arrays, writer, tracking,
+        table, handover = _train_and_write(job.cfg, module, job.member_list(), job.arrays, writer, tracking,
                                            tags, artifacts)
         writer.commit()
     except BaseException as e:
@@ -172,15 +163,19 @@ def run_job(cfg: DictConfig) -> pd.DataFrame:
             tracking.abort(e)
             shutil.rmtree(artifacts, ignore_errors=True)
         raise
-    if tracking:
-        try:
-            tracking.finish(handover, artifacts, background=cfg.logger.background_finish)
-        except TrackingFailed as e:
-            shutil.rmtree(artifacts, ignore_errors=True)
-            runs = ("its runs stay RUNNING until the next job on this host ends them KILLED" if handover is not None
-                    else "MLflow opened no run of it")
-            raise TrackingFailed(f"{e}\nThe job's results are complete in {results_dir}; {runs}") from None
-    return table
+    return table, handover, artifacts
+
+
+def hand_over(job: JobSpec, tracking, handover, artifacts: Path) -> None:
+    """The runs finished by the tracking process (in the background with
+    ``logger.background_finish``); TrackingFailed says where the results are."""
+    try:
+        tracking.finish(handover, artifacts, background=job.cfg.logger.background_finish)
+    except TrackingFailed as e:
+        shutil.rmtree(artifacts, ignore_errors=True)
+        runs = ("its runs stay RUNNING until the next job on this host ends them KILLED" if handover is not None
+                else "MLflow opened no run of it")
+        raise TrackingFailed(f"{e}\nThe job's results are complete in {job.results_dir}; {runs}") from None
 
 
 def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artifacts):
@@ -253,23 +248,20 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
                                      draw_here=not cfg.logger.background_finish)
         for member in handover:  # every run gets the results' digest at its finish
             member[RESULTS_DIGEST_TAG] = digest
-        _best_artifacts(cfg, artifacts / "best", table, module)
+        _best_artifacts(cfg, artifacts / "best", table, module, arrays)
     return table, handover
 
 
-def _best_artifacts(cfg: DictConfig, folder: Path, table: pd.DataFrame, module) -> None:
-    """For the tracking process: the best member as a model with an input example (its
-    seed's first test rows), and the parent run's description."""
+def _best_artifacts(cfg: DictConfig, folder: Path, table: pd.DataFrame, module,
+                    arrays: dict[str, np.ndarray]) -> None:
+    """For the tracking process: the best member as a model on raw rows with an input
+    example (its seed's first test rows), and the parent run's description."""
     folder.mkdir()
     write_text(folder / "description.md", job_description(cfg, table))
     k = best_member(table)
     if k is None:
         return
-    m = cfg.model
-    save_torch(member_model(module.net, k, m.activation, m.negative_slope, m.output_activation),
-               folder / "model.pt")
-    with writing(folder / "example.npy") as path:
-        np.save(path, module.splits["x_test"][k, :5].numpy())
+    write_best_model(folder, module.net, k, cfg.model, arrays, int(table.seed[k]))
     write_text(folder / "member.txt", str(k))
 
 

@@ -20,7 +20,9 @@ from .config import MetricsConfig
 from .metrics import alive_units, data_loss, metric, weight_stats
 from .optimizers import member_optimizers, parameter_groups
 from .randomness import MemberBatches, Stream, WholeEpochs, member_generator
-from .regularizers import Regularization, smoothed_cross_entropy
+from .regularizers.label_smoothing import smoothed_cross_entropy
+from .regularizers.noise import noisy_inputs
+from .regularization import Regularization
 from .stacked import StackedMLP
 
 SPLITS = ("train", "val", "test")
@@ -78,7 +80,7 @@ class MemberStackModule(pl.LightningModule):
         """One optimizer step of every member on its minibatch; returns the summed loss."""
         x = batch["x"]
         if self.reg.noise_sigma is not None:
-            x = x + self.reg.noise_sigma.view(-1, 1, 1) * batch["eps"]
+            x = noisy_inputs(x, self.reg.noise_sigma, batch["eps"])
         hidden = None
         if self.reg.needs_hidden:
             out, hidden = self.net(x, batch.get("u"), self.reg.dropout_p, return_hidden=True)
@@ -107,11 +109,10 @@ class MemberStackModule(pl.LightningModule):
         if by_hand:
             self.reg.add_penalty_grad_(self.net, torch.where(finite, 1.0, 0.0))
         lr = opts[0].param_groups[0]["lr"]
-        self.reg.decay_(self.net, lr)
+        self.reg.before_step_(self.net, lr)
         for opt in opts:
             opt.step()
-        self.reg.proximal_(self.net, lr)
-        self.reg.max_norm_(self.net)
+        self.reg.after_step_(self.net, lr)
         return total
 
     def on_train_epoch_end(self) -> None:

@@ -3,10 +3,10 @@
 A typo on the command line (``python -m regstudy.train members.seeds=[]``) or a bad data
 file is refused in about a second, with nothing written, instead of after the eight
 seconds those imports take; so is an MLflow store that cannot take the job's runs
-(unwritable, read-only, locked), instead of after training. The Hydra callback here runs
-these checks in the launching process, then creates the MLflow store before any job
-starts: Hydra turns an exception in a callback into a warning and runs the job anyway,
-so the callback ends the process itself (exit code 2 for bad input, 1 for the store).
+(unwritable, read-only, locked), instead of after training; so is a project copied
+elsewhere with its store, whose runs would write their artifacts into the original. The
+Hydra callback :class:`regstudy.tracking.store.PrepareStoreCallback` runs these checks in
+the launching process, then creates the MLflow store before any job starts.
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ import sqlite3
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config import ConfigError, validate, validate_task
 from .data import DataFileError, load_npz, make_csv_dataset, seed_rows, task_of, text_of
-
-#: Bad input: refused with one line and exit code 2 (a config value, a data file).
-BAD_INPUT = (ConfigError, DataFileError, FileNotFoundError)
-SQLITE = "sqlite:///"
+from .extras import MissingExtra, check_database_uri
+from .paths import (ARTIFACTS_DIR, STORE_DB, artifact_root, is_server, project_root, sqlite_path, store_root,
+                    tracking_uri)
 
 
 class StoreError(RuntimeError):
@@ -38,27 +38,23 @@ class StoreError(RuntimeError):
     message names the path. Found before training: exit code 1, nothing written."""
 
 
-def project_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root or ".").resolve()
+class CopiedStoreError(ValueError):
+    """The project's MLflow store came with a copy of another project: its experiment
+    keeps artifacts in the other project's ``mlartifacts/``. The message names both."""
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    """The configured URI, or the SQLite store ``mlflow.db`` at the project root."""
-    return cfg.logger.tracking_uri or f"sqlite:///{project_root(cfg) / 'mlflow.db'}"
-
-
-def is_server(uri: str) -> bool:
-    """Whether ``uri`` is a tracking server's (which keeps the artifacts itself)."""
-    return uri.startswith(("http://", "https://"))
+#: Bad input: refused with one line and exit code 2 (a config value, a data file, a copied
+#: store, an engine whose extra is not installed).
+BAD_INPUT = (ConfigError, DataFileError, FileNotFoundError, CopiedStoreError, MissingExtra)
 
 
 def check_server(cfg: DictConfig) -> None:
     """A job logging to a tracking server stops before it trains if no server answers
     there (MLflow itself would retry each request for minutes); raises ConfigError."""
     uri = tracking_uri(cfg)
+    if cfg.logger.enabled:
+        check_database_uri(uri, "logger.tracking_uri")
     if cfg.logger.enabled and is_server(uri):
-        from .server import server_answers
-
         if not server_answers(uri, timeout=5.0):
             raise ConfigError("logger.tracking_uri", uri,
                               "the URL of a running MLflow server (none answers there: start it "
@@ -98,11 +94,6 @@ def store_wait() -> float:
 
 
 QUIET_WAIT = 2.0  # seconds of a lock waited for without a word: two jobs writing at once
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a SQLite store's URI; None for other stores."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
 
 
 def _wait_for(db: Path, holder: str, attempt) -> None:
@@ -186,16 +177,60 @@ def check_store(cfg: DictConfig) -> None:
     """A job's local MLflow store takes its runs: its folder and the artifact folder take
     a file, and the SQLite database a write, under the store's lock, each lock waited for
     at most :func:`store_wait` seconds. Raises StoreError naming the path. (A server's
-    store: :func:`check_server`.)"""
+    store: :func:`check_server`.) Then the store must be the project's own
+    (:func:`check_own_store`)."""
     db = sqlite_path(tracking_uri(cfg)) if cfg.logger.enabled else None
     if db is None:
         return
     _writable_folder(db.parent, f"the MLflow store {db}")
-    _writable_folder(project_root(cfg) / "mlartifacts", "the MLflow artifact folder")
+    _writable_folder(artifact_root(cfg), "the MLflow artifact folder")
     if not db.exists():  # the job's first MLflow call creates it, in the folder just checked
         return
     with store_lock(tracking_uri(cfg)):
         _wait_for(db, "a write transaction of another process", lambda timeout: _writes(db, timeout))
+    check_own_store(cfg)
+
+
+def _local_path(location: str) -> Path | None:
+    """The folder of an artifact location that is a local absolute path (``file://`` URI
+    or a plain path); None for anything else (a server's, a relative path)."""
+    if location.startswith("file:"):
+        return Path(unquote(urlparse(location).path))
+    return Path(location) if location.startswith("/") else None
+
+
+def experiment_artifacts(db: Path, experiment_name: str) -> Path | None:
+    """Where the experiment ``experiment_name`` of the SQLite store ``db`` keeps its
+    artifacts, if a local folder; None when the store has no such experiment (or no
+    MLflow tables yet). Read with sqlite3: MLflow stays unimported."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=store_wait())) as con:
+            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?",
+                              (experiment_name,)).fetchone()
+    except sqlite3.OperationalError:  # no experiments table yet: a store MLflow has not set up
+        return None
+    return _local_path(row[0]) if row and row[0] else None
+
+
+def check_own_store(cfg: DictConfig) -> None:
+    """The project's own store (``logger.tracking_uri`` unset) keeps its experiment's
+    artifacts inside the store root; otherwise the project is a copy (``cp -r``) whose
+    ``mlflow.db`` came with it, and its runs would write their artifacts into the
+    original project's ``mlartifacts/``: raises CopiedStoreError naming both projects.
+    A store given in ``logger.tracking_uri`` is used as it is, wherever it keeps them."""
+    if cfg.logger.tracking_uri or not cfg.logger.enabled:
+        return
+    root = store_root(cfg)
+    db = root / STORE_DB
+    location = experiment_artifacts(db, cfg.logger.experiment_name) if db.exists() else None
+    if location is None or location.resolve().is_relative_to(root):
+        return
+    raise CopiedStoreError(
+        f"the MLflow store {db} was copied from the project {location.parent}: its experiment "
+        f"{cfg.logger.experiment_name!r} keeps its artifacts in {location}, outside this project {root}, "
+        f"so this project's runs would write into that one. To start this project's own store, remove {db} "
+        f"(and {root / ARTIFACTS_DIR}); to log to the other project's store, set "
+        f"logger.tracking_uri=sqlite:///{location.parent / STORE_DB}")
 
 
 def preflight(cfg: DictConfig) -> None:
@@ -217,42 +252,12 @@ def refuse(e: BaseException) -> int:
     return 2 if isinstance(e, BAD_INPUT) else 1
 
 
-class PrepareStoreCallback(Callback):
-    """Hydra callback: check the job, then create the MLflow store in the launching
-    process, before any job. Hydra turns an exception here into a warning and runs the job
-    anyway, so a failure ends the process here, with Hydra's output folder not yet written."""
-
-    composed = False  # whether Hydra composed the config: it exits 1 for a bad command line
-
-    def __init__(self) -> None:
-        PrepareStoreCallback.composed = True
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A single run: check the config, the data and the store first."""
-        try:
-            preflight(config)
-        except (*BAD_INPUT, StoreError) as e:
-            sys.exit(refuse(e))
-        self._prepare(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A sweep: each job checks its own config and data; the store is checked here
-        (MLflow retries a store it cannot open for minutes)."""
-        try:
-            check_store(config)
-        except StoreError as e:
-            sys.exit(refuse(e))
-        self._prepare(config)
-
-    def _prepare(self, config: DictConfig) -> None:
-        if not config.logger.enabled:
-            return
-        from .tracking import prepare_from_config  # MLflow: only once the input is known good
-
-        try:
-            prepare_from_config(config)
-        except StoreError as e:
-            sys.exit(refuse(e))
-        except Exception as e:  # noqa: BLE001 - MLflow's own: one line, not a warning and a job
-            sys.exit(refuse(StoreError(f"the MLflow store {tracking_uri(config)} could not be prepared: "
-                                       f"{type(e).__name__}: {' '.join(str(e).split())}")))
+def server_answers(url: str, timeout: float = 2.0, path: str = "/health") -> bool:
+    """Whether an HTTP server answers at ``url`` (MLflow's ``/health`` by default)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return path != "/health"  # something answers, but not an MLflow server's health
+    except (OSError, ValueError):
+        return False

@@ -7,9 +7,11 @@ the seeds (higher is better: accuracy or R²), or FAIL if one diverged. Then the
 batch. One job per batch instead of one per trial is what makes it fast (see
 ``benchmarks/search.py``).
 
-- The Optuna study is stored in the MLflow store's own database (``mlflow.db``, or the
-  shared server's PostgreSQL via ``search.storage``), so a search can be continued and
-  browsed beside its runs.
+- The Optuna study is stored beside the MLflow store, in a database of its own
+  (``optuna.db`` beside ``mlflow.db``, or the shared server's ``optuna`` database via
+  ``search.storage``), so a search can be continued and browsed beside its runs. Not in
+  MLflow's database: Optuna and MLflow both keep their schema's revision in a table
+  ``alembic_version``, so each would read the other's and refuse it.
 - MLflow: a ``search-<family>-<dataset>`` run, with each batch's job run nested under it
   and each trial's member runs under that (tagged ``optuna.trial``); the search run gets
   ``best_value`` per batch and the best strength.
@@ -21,48 +23,28 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from .config import ConfigError, register_configs, validate
-from .paths import CONFIG_DIR
+from .config import register_configs, validate
+from .paths import CONFIG_DIR, STUDIES_DB, storage_url  # noqa: F401 - where a study lives
 
 register_configs()
 
 
-def storage_url(cfg: DictConfig) -> str | None:
-    """Where the Optuna study lives: ``search.storage``, else the MLflow store's database
-    (None, in memory, when logging is off)."""
-    from .preflight import is_server, tracking_uri
-
-    if cfg.search.storage:
-        return cfg.search.storage
-    if not cfg.logger.enabled:
-        return None
-    uri = tracking_uri(cfg)
-    if is_server(uri):
-        raise ConfigError("search.storage", None,
-                          f"the database URI of the server at {uri} (its postgresql+psycopg://... "
-                          "URI, which `make server-status` prints); a server's HTTP API cannot hold a study")
-    return uri
-
-
 def open_study(cfg: DictConfig):
     """The Optuna study (created, or continued if one of that name exists)."""
-    import warnings
+    import optuna
 
-    with warnings.catch_warnings():  # optuna 2's models use a name SQLAlchemy 2 moved
-        warnings.simplefilter("ignore")
-        import optuna
+    from .extras import check_database_uri
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(cfg)
-    # optuna 2 (hydra-optuna-sweeper's) checks its schema version with a query SQLAlchemy 2
-    # never commits, so the check always fails; the tables themselves work. Skip it.
-    storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True) if url else None
+    check_database_uri(url, "search.storage")  # a PostgreSQL study needs psycopg (regstudy[server])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url) if url else None
     name = cfg.search.study_name or f"{cfg.family}-{cfg.data.name}"
     sampler = optuna.samplers.TPESampler(seed=cfg.search.sampler_seed)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -80,18 +62,39 @@ def batch_config(cfg: DictConfig, strengths: list[float], results: Path, parent:
     return job
 
 
-def run_search(cfg: DictConfig, out: Path) -> pd.DataFrame:
-    """Run the search; return its trials (number, batch, strength, value, state, runs)."""
+#: Trains one batch: ``(batch number, strengths, the search's MLflow run id or None)`` ->
+#: (the job's members table, its member run ids). See :func:`run_search`.
+BatchTrainer = Callable[[int, list[float], "str | None"], tuple[pd.DataFrame, list[str]]]
+
+
+def train_in_process(cfg: DictConfig, out: Path) -> BatchTrainer:
+    """Each batch trained here, as one stacked job (:func:`regstudy.job.run_job`), its
+    results in ``out/batch_<b>/results``."""
+    from .job import run_job
+
+    def train(b: int, strengths: list[float], parent: str | None) -> tuple[pd.DataFrame, list[str]]:
+        results = out / f"batch_{b}" / "results"
+        return run_job(batch_config(cfg, strengths, results, parent)), member_run_ids(results)
+
+    return train
+
+
+def run_search(cfg: DictConfig, out: Path, train_batch: BatchTrainer | None = None) -> pd.DataFrame:
+    """Run the search; return its trials (number, batch, strength, value, state, runs).
+
+    ``train_batch`` trains each batch's strengths as one job (default
+    :func:`train_in_process`; the Hydra sweeper ``hydra/sweeper=search`` launches it with
+    Hydra's launcher instead); ``out`` takes ``trials.csv``."""
     from optuna.trial import TrialState
 
     from mlflow.tracking import MlflowClient
 
-    from .job import run_job
     from .lifecycle import owner
     from .preflight import tracking_uri
     from .tracking import OWNER_TAG, prepare_from_config
 
     study = open_study(cfg)  # a bad storage URI fails here, before any training
+    train_batch = train_batch or train_in_process(cfg, out)
     s, key = cfg.search, cfg.members.sweep
     client = parent = None
     if cfg.logger.enabled:
@@ -107,9 +110,7 @@ def run_search(cfg: DictConfig, out: Path) -> pd.DataFrame:
         for b in range(math.ceil(s.trials / s.batch)):
             trials = [study.ask() for _ in range(min(s.batch, s.trials - b * s.batch))]
             strengths = [t.suggest_float("strength", s.low, s.high, log=s.log) for t in trials]
-            job = batch_config(cfg, sorted(set(strengths)), out / f"batch_{b}" / "results", parent)
-            table = run_job(job)
-            runs = _member_runs(out / f"batch_{b}" / "results")
+            table, runs = train_batch(b, sorted(set(strengths)), parent)
             for t, strength in zip(trials, strengths):
                 mine = table[table.strength == strength]
                 diverged = bool((mine.status == "diverged").any())
@@ -160,7 +161,9 @@ def _param(key: str, value: Any):
     return Param(key, str(value))
 
 
-def _member_runs(results: Path) -> list[str]:
+def member_run_ids(results: Path) -> list[str]:
+    """The MLflow run ids of a job's members, in member order, from its ``run.json`` (none
+    when logging was off)."""
     import json
 
     path = results / "run.json"

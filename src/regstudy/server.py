@@ -4,13 +4,14 @@
 of the project by default):
 
 - a PostgreSQL cluster (``pgdata/``, made by the machine's ``initdb``, run by
-  ``pg_ctl`` on 127.0.0.1) with a database ``mlflow``;
+  ``pg_ctl`` on 127.0.0.1) with the databases ``mlflow`` and ``optuna`` (the studies);
 - ``mlflow server`` with the backend store ``postgresql+psycopg://…/mlflow`` and its
   own artifact root (``artifacts/``), served through the server, bound to 127.0.0.1.
 
 ``stop`` (``make server-stop``) stops both; ``status`` says what runs. Jobs log to the
 server with ``logger.tracking_uri=http://127.0.0.1:<port>`` or, for every job at once,
-``MLFLOW_TRACKING_URI``. Optuna's studies (``regstudy.search``) use the same database.
+``MLFLOW_TRACKING_URI``. Optuna's studies (``regstudy.search``) have a database of their
+own on the same PostgreSQL (``optuna``: ``search.storage=`` :attr:`Server.studies_uri`).
 
 PostgreSQL refuses to run as root; as root, its programs run as the ``postgres`` user,
 which must be able to reach the folder.
@@ -28,16 +29,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .extras import MissingExtra, require
 from .lifecycle import alive
+from .paths import SERVER_DATABASE
 
 DEFAULT_PORT = 5001      # `make ui` serves the local store on 5000
 DEFAULT_PG_PORT = 5433   # beside a system PostgreSQL on 5432
-DATABASE, USER = "mlflow", "regstudy"
+USER = "regstudy"
+DATABASE = SERVER_DATABASE
+#: Optuna's studies (regstudy.search), in a database of their own: Optuna and MLflow both
+#: keep their schema's revision in a table ``alembic_version``, so neither can share the other's.
+STUDIES = "optuna"
 
 
 class ServerError(RuntimeError):
@@ -79,8 +84,13 @@ class Server:
 
     @property
     def database_uri(self) -> str:
-        """The SQLAlchemy URI of the database (MLflow's backend store, Optuna's storage)."""
+        """The SQLAlchemy URI of MLflow's backend store."""
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.pg_port}/{DATABASE}"
+
+    @property
+    def studies_uri(self) -> str:
+        """The SQLAlchemy URI of Optuna's studies (``search.storage``)."""
+        return f"postgresql+psycopg://{USER}@127.0.0.1:{self.pg_port}/{STUDIES}"
 
     @classmethod
     def load(cls, folder: Path) -> "Server":
@@ -130,24 +140,30 @@ class Server:
             options = f"-h 127.0.0.1 -p {self.pg_port} -k {self.pgdata}"
             self._pg("pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60",
                      "-l", str(self.pgdata / "postgres.log"), "-o", options)
-        import psycopg
-
+        psycopg = require("server", "the shared tracking server (PostgreSQL)")
         with psycopg.connect(f"host=127.0.0.1 port={self.pg_port} user={USER} dbname=postgres",
                              autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
+            for database in (DATABASE, STUDIES):
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+                    conn.execute(f"CREATE DATABASE {database}")
 
     # --- MLflow ---
 
     def healthy(self, timeout: float = 2.0) -> bool:
+        from .preflight import server_answers  # what a job checks before it logs to a server
+
         return server_answers(self.url, timeout)
 
     def start(self, wait: float = 120.0) -> None:
-        """Start PostgreSQL and the MLflow server (what runs already is kept)."""
+        """Start PostgreSQL and the MLflow server (what runs already is kept). Raises
+        :class:`~regstudy.extras.MissingExtra` without psycopg (``regstudy[server]``)."""
+        require("server", "the shared tracking server (PostgreSQL)")
         self.folder.mkdir(parents=True, exist_ok=True)
         self._start_postgres()
         if self.healthy():
             return
+        from .preflight import server_answers
+
         if server_answers(f"http://{self.host}:{self.port}", 1.0, path="/"):
             raise ServerError(f"port {self.port} is taken by another program; choose another (SERVER_PORT=...)")
         # The schema first, in this process: the server's workers would race on it.
@@ -205,7 +221,8 @@ class Server:
         return (f"PostgreSQL ({self.pgdata}, port {self.pg_port}): {pg}\n"
                 f"MLflow server {self.url}: {ml}\n"
                 f"  jobs log to it with logger.tracking_uri={self.url} or MLFLOW_TRACKING_URI={self.url}\n"
-                f"  its database (Optuna studies: search.storage=...): {self.database_uri}")
+                f"  its database: {self.database_uri}\n"
+                f"  Optuna's studies (python -m regstudy.search): search.storage={self.studies_uri}")
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -226,17 +243,6 @@ def pg_bindir() -> Path:
         return Path(versions[-1]).parent
     raise ServerError("PostgreSQL is not installed (no pg_ctl on PATH or in /usr/lib/postgresql/*/bin); "
                       "install it with `apt-get update && apt-get install -y postgresql`")
-
-
-def server_answers(url: str, timeout: float = 2.0, path: str = "/health") -> bool:
-    """Whether an HTTP server answers at ``url`` (MLflow's ``/health`` by default)."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as r:
-            return r.status == 200
-    except urllib.error.HTTPError:
-        return path != "/health"  # something answers, but not an MLflow server's health
-    except (OSError, ValueError):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

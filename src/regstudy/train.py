@@ -17,9 +17,11 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import register_configs
+from .extras import MissingExtra, check_launcher
 from .lifecycle import report_interrupt
 from .paths import CONFIG_DIR
-from .preflight import BAD_INPUT, PrepareStoreCallback, StoreError, refuse
+from .preflight import BAD_INPUT, StoreError, refuse
+from .tracking.store import PrepareStoreCallback
 
 register_configs()
 
@@ -45,13 +47,17 @@ def train(cfg: DictConfig) -> float:
     except OSError as e:  # a full disk or an unwritable folder: nothing was committed
         print(f"error: {could_not_write(e)}", file=sys.stderr)
         sys.exit(1)
-    return objective(table)  # what an optimizing sweeper (hydra/sweeper=optuna) maximizes
+    return objective(table)  # what an optimizing sweeper maximizes
 
 
 def main() -> None:
     """The command line: :func:`train` under Hydra, with Hydra's exit 1 for a command line
     it cannot compose (``experiment=bogus``, a bad override) made the exit 2 of bad input,
     and a signal one line and the shell's exit code instead of a traceback and 1."""
+    try:
+        check_launcher(sys.argv[1:])
+    except MissingExtra as e:  # Hydra's own error would name only the launcher's config
+        sys.exit(refuse(e))
     try:
         train()
     except SystemExit as e:

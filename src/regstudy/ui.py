@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .tracking import prepare_store
+from .tracking.store import prepare_store
 
 
 def runs_url(base: str, experiment_id: str) -> str:

@@ -684,7 +684,7 @@ CLAIMS = [
     Claim("texts_l2_sweep",
           "L2 from small λ to 1: small λ keeps the fit, training loss rises with λ, the strongest λ predicts "
           "the mean, and at λ = 1 the weights collapse to a spike at 0.",
-          "the texts' L2 sweep (STUDY.md)",
+          "the texts' L2 sweep (docs/science.md)",
           f"all four parts hold: Δ test R² (smallest λ − 0) above −{BASE.metric_tol}; Spearman ρ(λ, training loss) > 0 "
           f"at p < {P_TREND}; at the strongest λ, the prediction's spread over the inputs below {MEAN_FLAT} of the "
           f"true function's (without prediction tables: |test R²| below {MEAN_R2}); trained/initial kernel spread below "
@@ -692,13 +692,13 @@ CLAIMS = [
     Claim("texts_dropout_sweep",
           "Dropout over p: loss rises with p, around p ≈ 0.6 the model predicts about the mean, and at p = 1 the "
           "weights keep their initial values.",
-          "the texts' dropout sweep (STUDY.md)",
+          "the texts' dropout sweep (docs/science.md)",
           f"Spearman ρ(p, training loss) > 0 at p < {P_TREND}; at the p nearest 0.6, the prediction's spread below "
           f"{MEAN_FLAT} of the true function's (else |test R²| below {MEAN_R2}); "
           f"no kernel weight moved at p = 1.", texts_dropout_sweep, ("mean_flat", "mean_r2", "p_trend")),
     Claim("texts_sparsity_order",
           "L1 gives sparse weights, L2 spreads weight over all of them, elastic net sits in between.",
-          "the texts (STUDY.md); Tibshirani 1996; Zou & Hastie 2005",
+          "the texts (docs/science.md); Tibshirani 1996; Zou & Hastie 2005",
           "at matched validation metric, the fraction of (near-)zero weights: L1 − elastic net > 0 and "
           "elastic net − L2 > 0 (intervals above 0). Near zero: |w| below the zero threshold times the rms of its "
           "layer's kernel (scale-free); the proximal variant counts exact zeros.", texts_sparsity_order,

@@ -1,7 +1,8 @@
 """Load every train job's result tables, and reduce them to the summary and headline metrics.
 
 The layout and the columns are those of docs/results.md: one folder
-`results/<family>/<dataset>/` per job; its members.csv says which dataset and family.
+`results/<family>/<dataset>/` per job (`results/csv/<name>/<family>/` for a CSV file's
+own stage); its members.csv says which dataset and family.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def _read_job(job: Path, dataset: str, family: str, categories: dict[str, list[s
 def load_results(results_dir: str | Path, data_dir: str | Path) -> Results:
     """Read every job under `results_dir` and the datasets' arrays under `data_dir`."""
     results_dir = Path(results_dir)
-    jobs = sorted(p.parent for p in results_dir.glob("*/*/members.csv"))
+    jobs = sorted(p.parent for pattern in ("*/*/members.csv", "csv/*/*/members.csv")
+                  for p in results_dir.glob(pattern))
     if not jobs:
         raise NoResultsError(f"no results: {results_dir} has no <family>/<dataset>/members.csv")
     tables: dict[str, list[pd.DataFrame]] = {"members": [], "curves": [], "layers": [], "params": [],

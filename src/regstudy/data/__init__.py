@@ -8,10 +8,14 @@ variation, not only initialization.
 Each dataset is one ``.npz`` file holding one draw per seed: ``seeds`` ``(S,)`` and
 ``x_train, y_train, x_val, y_val, x_test, y_test`` with a leading seed axis (float32
 features ``(S, n, d)``; float32 targets ``(S, n)`` for regression, int64 class labels
-for classification), and ``task``. Where known: ``grid_x``/``grid_f`` (signal's
-noise-free function), ``class_names``, ``feature_names``, and per feature
-``feature_relevant`` (bool) and ``feature_block`` (block of correlated features, -1 for
-none).
+for classification), and ``task``. Per draw too, the standardization that draw's values
+went through (float64, :data:`STANDARDIZATION`): ``x_mean``, ``x_std`` ``(S, d)`` and, for
+regression, ``y_mean``, ``y_std`` ``(S,)``, so that ``x_mean + x_std * x`` is a row in the
+data's own units (mean 0 and std 1 where the values are the data's own). Where known:
+``grid_x``/``grid_f`` (signal's noise-free function), ``class_names``, ``feature_names``,
+and per feature ``feature_relevant`` (bool), ``feature_block`` (block of correlated
+features, -1 for none) and ``feature_integer`` (a CSV column of whole numbers, which
+pandas reads as integers).
 
 - ``generated``: signal, moons, sparse; ``bundled``: scikit-learn's digits, diabetes,
   breast_cancer; ``tabular``: CSV files, with their checks; ``splits``: splits and
@@ -28,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .bundled import make_breast_cancer, make_diabetes, make_digits
 from .files import DataFileError, open_npz
 from .generated import make_moons_split, make_signal, make_sparse
-from .splits import SPLITS
+from .splits import SPLITS, STANDARDIZATION, fill_standardization
 from .tabular import CsvError, make_csv, read_csv_table
 
 GENERATORS = {"signal": make_signal, "moons": make_moons_split, "sparse": make_sparse,
@@ -42,9 +47,9 @@ TASK = {"signal": "regression", "sparse": "regression", "diabetes": "regression"
 #: Per-draw arrays (stacked along a leading seed axis); the rest is shared by all draws.
 DRAWN = tuple(f"{v}_{s}" for s in SPLITS for v in ("x", "y"))
 
-__all__ = ["CsvError", "DRAWN", "DataFileError", "GENERATORS", "SPLITS", "TASK", "draw_seed", "load_npz",
-           "make_csv_dataset", "make_dataset", "open_npz", "read_csv_table", "save_npz", "seed_rows",
-           "task_of", "text_of"]
+__all__ = ["CsvError", "DRAWN", "DataFileError", "GENERATORS", "SPLITS", "STANDARDIZATION", "TASK", "draw_seed",
+           "load_npz", "make_csv_dataset", "make_dataset", "open_npz", "read_csv_table", "save_npz", "seed_rows",
+           "standardization_of", "task_of", "text_of"]
 
 
 def draw_seed(task_seed: int, seed: int) -> int:
@@ -56,13 +61,17 @@ def draw_seed(task_seed: int, seed: int) -> int:
 
 
 def stack_draws(draws: list[dict[str, np.ndarray]], seeds: list[int], task: str) -> dict[str, np.ndarray]:
-    """One dict of arrays from per-seed draws, cast to the stored dtypes."""
+    """One dict of arrays from per-seed draws, cast to the stored dtypes; a draw that
+    records no standardization gets the identity's."""
+    draws = [fill_standardization(d, regression=task == "regression") for d in draws]
     arrays = {"seeds": np.array(seeds, dtype=np.int64), "task": np.array(task)}
     for key, value in draws[0].items():
         value = np.asarray(value)
         if key in DRAWN:
             dtype = np.int64 if key.startswith("y_") and task == "classification" else np.float32
             arrays[key] = np.stack([d[key] for d in draws]).astype(dtype)
+        elif key in STANDARDIZATION:
+            arrays[key] = np.stack([d[key] for d in draws]).astype(np.float64)
         elif value.dtype.kind in "bU" or key == "feature_block":
             arrays[key] = value if value.dtype.kind in "bU" else value.astype(np.int64)
         else:
@@ -144,10 +153,19 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+def standardization_of(arrays: dict[str, np.ndarray], seed: int,
+                       path: str | os.PathLike = "the data file") -> dict[str, np.ndarray]:
+    """The statistics draw ``seed`` of a data file was standardized with: ``x_mean``,
+    ``x_std`` ``(d,)`` and, for regression, ``y_mean``, ``y_std`` (0-d), float64; a row
+    ``x`` of the file is ``(raw - x_mean) / x_std``. Empty for a file written before they
+    were recorded (``dvc repro generate`` writes them): its values are then taken as the
+    data's own."""
+    (row,) = seed_rows(arrays, [seed], path)
+    return {k: np.asarray(arrays[k][row], dtype=np.float64) for k in STANDARDIZATION if k in arrays}
+
+
 def seed_rows(arrays: dict[str, np.ndarray], seeds: list[int], path: str | os.PathLike) -> list[int]:
     """Index into the file's draws of each of ``seeds``; a clear error for a missing one."""
-    from ..config import ConfigError
-
     if "seeds" not in arrays:
         raise ConfigError("data.path", str(path), "a data file with one draw per seed (this one "
                           "predates seeded draws): run `dvc repro generate` again")

@@ -1,4 +1,4 @@
-"""The generated datasets: signal, moons and sparse (see STUDY.md).
+"""The generated datasets: signal, moons and sparse (see docs/science.md).
 
 Each generator makes one draw from ``seed``; ``task_seed`` fixes what is the same for
 every draw (the signal's function).

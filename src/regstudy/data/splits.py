@@ -28,10 +28,21 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int,
     return n - n_val - n_test, n_val, n_test
 
 
+#: The statistics a draw was standardized with, per draw: ``z = (v - mean) / std``, so
+#: ``v = mean + std * z`` maps the file's values back to the data's own units. ``x_*`` has
+#: one value per feature, ``y_*`` one for a regression target (none for class labels).
+STANDARDIZATION = ("x_mean", "x_std", "y_mean", "y_std")
+
+
 def standardize(arrays: dict[str, np.ndarray], target: bool) -> dict[str, np.ndarray]:
     """Features (and, with ``target``, a regression target) to zero mean and unit variance,
-    with the training split's mean and std applied to every split. A constant training
-    column is only centred."""
+    with the training split's mean and std applied to every split:
+    ``z = (v - mean_train) / std_train`` (``std`` the population standard deviation). A
+    constant training column is only centred (its std is taken as 1).
+
+    The statistics applied are returned too (float64), as ``x_mean``, ``x_std`` (``(d,)``)
+    and, with ``target``, ``y_mean``, ``y_std`` (scalars): see :data:`STANDARDIZATION`.
+    """
     out = dict(arrays)
     keys = [("x", 0)] + ([("y", None)] if target else [])
     for name, axis in keys:
@@ -40,6 +51,20 @@ def standardize(arrays: dict[str, np.ndarray], target: bool) -> dict[str, np.nda
         std = np.where(std > 0, std, 1.0)
         for s in SPLITS:
             out[f"{name}_{s}"] = (np.asarray(arrays[f"{name}_{s}"], dtype=np.float64) - mean) / std
+        out[f"{name}_mean"], out[f"{name}_std"] = mean, std
+    return out
+
+
+def fill_standardization(draw: dict[str, np.ndarray], regression: bool) -> dict[str, np.ndarray]:
+    """``draw`` with the identity standardization (mean 0, std 1) recorded wherever it
+    records none: the file's values are then the data's own units."""
+    out = dict(draw)
+    d = np.shape(draw["x_train"])[-1]
+    out.setdefault("x_mean", np.zeros(d))
+    out.setdefault("x_std", np.ones(d))
+    if regression:
+        out.setdefault("y_mean", np.float64(0.0))
+        out.setdefault("y_std", np.float64(1.0))
     return out
 
 

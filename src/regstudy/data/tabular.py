@@ -11,7 +11,10 @@ The task is ``regression`` or ``classification``; left out, it is inferred: a ta
 strings, or of whole numbers with at most ``MAX_CLASSES`` distinct values, is a class
 label; any other numeric target is a regression target. A draw (:func:`make_csv`) is a
 seeded split (stratified for classification) with the features, and a regression target,
-standardized with the training split's statistics.
+standardized with the training split's statistics, which it records (``x_mean``,
+``x_std``, ``y_mean``, ``y_std``), with the columns' names (``feature_names``) and which
+of them hold whole numbers (``feature_integer``): what a model served on the file's own
+rows needs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class CsvTable:
     target: str
     task: str
     features: list[str]
+    integer: list[bool]  # per feature: whole numbers without a decimal point (pandas reads int64)
     x: np.ndarray  # (n, d) float64
     y: np.ndarray  # (n,) float64 targets, or int64 class indices
     class_names: list[str]  # classification: the label of each class index
@@ -112,6 +116,7 @@ def read_csv_table(path: str | Path, target: str, task: str | None = None,
     if not features:
         raise CsvError(f"{path}: no feature columns besides the target {target!r}")
     x = np.empty((len(frame), len(features)))
+    integer = []
     for j, name in enumerate(features):
         values = pd.to_numeric(frame[name], errors="coerce")
         if values.isna().any():
@@ -119,6 +124,7 @@ def read_csv_table(path: str | Path, target: str, task: str | None = None,
             raise CsvError(f"{path}: column {name!r} is not numeric ({_row(i)} holds "
                            f"{frame[name].iloc[i]!r}); feature columns must be numbers")
         x[:, j] = values.to_numpy(dtype=np.float64)
+        integer.append(values.dtype.kind in "iu")
     raw = frame[target].str.strip()
     numbers = pd.to_numeric(raw, errors="coerce")
     numeric = not numbers.isna().any()
@@ -155,8 +161,8 @@ def read_csv_table(path: str | Path, target: str, task: str | None = None,
             raise CsvError(f"{path}: class {small!r} of target {target!r} has {counts.min()} row(s); each "
                            f"class needs at least {MIN_SPLIT_ROWS}, one per split")
         note += f"; {len(names)} classes: {', '.join(names)}"
-        return CsvTable(path, target, task, features, x, labels, names, note)
-    return CsvTable(path, target, task, features, x, numbers.to_numpy(dtype=np.float64), [], note)
+        return CsvTable(path, target, task, features, integer, x, labels, names, note)
+    return CsvTable(path, target, task, features, integer, x, numbers.to_numpy(dtype=np.float64), [], note)
 
 
 def make_csv(path: str, target: str, seed: int, task: str | None = None, val_fraction: float = 0.2,
@@ -170,6 +176,7 @@ def make_csv(path: str, target: str, seed: int, task: str | None = None, val_fra
     out = standardize(split(table.x, table.y, n_val, n_test, seed, stratify=classification),
                       target=not classification)
     out["feature_names"] = np.array(table.features)
+    out["feature_integer"] = np.array(table.integer, dtype=bool)
     if classification:
         out["class_names"] = np.array(table.class_names)
     return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import CONFIG_DIR
-from . import dataset_seeds, read_params
+from . import CSV_FILE_KEYS, CSV_STUDY_KEYS, dataset_seeds, dataset_settings, read_params
 
 TOP_KEYS = ("data", "csv", "study", "report")
 STUDY_KEYS = ("datasets", "families", "controls", "seeds", "by_dataset", "overrides", "strengths")
@@ -83,7 +83,7 @@ def check_data(params: dict) -> list[Problem]:
 
 def check_csv(params: dict, root: Path) -> list[Problem]:
     """``csv``: each entry's file, read and split once (its own stage checks it again)."""
-    from ..data import CsvError, make_csv_dataset
+    from ..data import GENERATORS, CsvError, make_csv_dataset
 
     entries = params.get("csv") or {}
     if not isinstance(entries, dict):
@@ -91,9 +91,12 @@ def check_csv(params: dict, root: Path) -> list[Problem]:
     problems = []
     for name, entry in entries.items():
         if not isinstance(entry, dict) or not entry.get("path") or not entry.get("target"):
-            problems.append(Problem(f"csv.{name}", entry, "a mapping with path and target (and optionally task, "
-                                                         "val_fraction, test_fraction)"))
+            problems.append(Problem(f"csv.{name}", entry, "a mapping with path, target and epochs (and optionally "
+                                                         "task, val_fraction, test_fraction, overrides, seeds)"))
             continue
+        problems += _unknown(entry, f"csv.{name}", CSV_FILE_KEYS + CSV_STUDY_KEYS)
+        if name in GENERATORS:  # both would write data/<name>.npz
+            problems.append(Problem(f"csv.{name}", entry, f"a name that is not a built-in dataset's {sorted(GENERATORS)}"))
         path = Path(entry["path"])
         try:
             make_csv_dataset({**entry, "path": path if path.is_absolute() else root / path}, [0])
@@ -120,7 +123,8 @@ def check_study(params: dict, conf: Path) -> list[Problem]:
     if not isinstance(study, dict):
         return [Problem("study", study, f"a mapping with the keys {list(STUDY_KEYS)}")]
     problems = _unknown(study, "study", STUDY_KEYS)
-    known = [k for k in (params.get("data") or {}) if k != "seed"] + list(params.get("csv") or {})
+    known = [k for k in (params.get("data") or {}) if k != "seed"]
+    csv = params.get("csv") if isinstance(params.get("csv"), dict) else {}
     families = sorted(p.stem for p in (conf / "experiment").glob("*.yaml"))
     controls = study.get("controls") or {}
     if not isinstance(controls, dict):
@@ -136,7 +140,9 @@ def check_study(params: dict, conf: Path) -> list[Problem]:
     if problems:
         return problems
     for key in ("study.datasets", "study.controls.datasets"):
-        problems += [Problem(f"{key}[{i}]", d, f"a dataset of data or csv: one of {known}")
+        problems += [Problem(f"{key}[{i}]", d, f"a built-in dataset of data: one of {known}"
+                             + (f" (csv.{d} is studied by its own stage train_csv@{d}, with its epochs in "
+                                f"csv.{d}.epochs: leave it out of {key})" if d in csv else ""))
                      for i, d in enumerate(lists[key]) if d not in known]
     for key in ("study.families", "study.controls.families"):
         problems += [Problem(f"{key}[{i}]", f, f"a family of conf/experiment: one of {families}")
@@ -152,47 +158,55 @@ def check_study(params: dict, conf: Path) -> list[Problem]:
     if not _strings(controls.get("overrides", [])):
         problems.append(Problem("study.controls.overrides", controls.get("overrides"),
                                 "a list of Hydra overrides (strings)"))
-    by_dataset = study.get("by_dataset") or {}
     settled = []  # the datasets and families whose own settings passed: their jobs can be composed
-    for name in dict.fromkeys([*lists["study.datasets"], *lists["study.controls.datasets"]]):
-        found = _check_dataset_settings(study, by_dataset, name) if name in known else []
+    for name in dict.fromkeys([*lists["study.datasets"], *lists["study.controls.datasets"], *csv]):
+        studied = name in known or name in csv
+        found = _check_dataset_settings(study, name, csv) if studied else []
         problems += found
-        if name in known and not found:
+        if studied and not found:
             settled.append(name)
+    lists["csv"] = [name for name in csv if name in settled]
     good = {key: [v for v in value if v in settled or (v in families and _numbers(strengths.get(v)))]
             for key, value in lists.items()}
     if any(p.key.split("[")[0] in ("study.overrides", "study.controls.overrides") for p in problems):
         return problems
-    return problems + compose_and_validate(study, good, conf, list(params.get("csv") or {}))
+    return problems + compose_and_validate(study, good, conf, csv)
 
 
-def _check_dataset_settings(study: dict, by_dataset: dict, name: str) -> list[Problem]:
+def _check_dataset_settings(study: dict, name: str, csv: dict) -> list[Problem]:
+    """A dataset's epochs, overrides and seeds: ``study.by_dataset.<name>``, or for a CSV
+    file the same keys of ``csv.<name>``."""
     from ..config import ConfigError
 
-    key = f"study.by_dataset.{name}"
-    own = by_dataset.get(name)
+    key, own = dataset_settings(study, name, csv)
     if not isinstance(own, dict):
         return [Problem(key, own, "for every dataset of the study, a mapping with epochs (and overrides, seeds)")]
-    problems = _unknown(own, key, DATASET_KEYS)
+    problems = [] if name in csv else _unknown(own, key, DATASET_KEYS)
     epochs = own.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         problems.append(Problem(f"{key}.epochs", epochs, "an integer >= 1"))
     if not _strings(own.get("overrides", [])):
         problems.append(Problem(f"{key}.overrides", own.get("overrides"), "a list of Hydra overrides (strings)"))
     try:
-        dataset_seeds(study, name)
+        dataset_seeds(study, name, csv)
     except ConfigError as e:
         problems.append(Problem(e.key, e.value, e.allowed))
     return problems
 
 
-# Where a job's Hydra key comes from in params.yaml (the rest: an override of a list).
-_FROM_PARAMS = {"trainer.max_epochs": "study.by_dataset.{dataset}.epochs", "members.strengths": "study.strengths.{family}",
-                "members.seeds": "study.by_dataset.{dataset}.seeds (else study.seeds)"}
+# Where a job's Hydra key comes from in params.yaml (the rest: an override of a list);
+# {own}: study.by_dataset.<dataset>, or csv.<name> for a CSV file.
+_FROM_PARAMS = {"trainer.max_epochs": "{own}.epochs", "members.strengths": "study.strengths.{family}",
+                "members.seeds": "{own}.seeds (else study.seeds)"}
 
 
-def compose_and_validate(study: dict, lists: dict, conf: Path, csv_names: list[str]) -> list[Problem]:
-    """Every job of the study (families x datasets, and the controls) composed with the
+def _from_params(key: str, family: str, dataset: str, study: dict, csv: dict) -> str:
+    return _FROM_PARAMS[key].format(own=dataset_settings(study, dataset, csv)[0], family=family)
+
+
+def compose_and_validate(study: dict, lists: dict, conf: Path, csv: dict) -> list[Problem]:
+    """Every job of the study (families x datasets, the controls, and the families on each
+    CSV file of ``csv``) composed with the
     overrides its train stage will give it, and validated; a failure is named by the
     ``params.yaml`` key it comes from. A job its stage skips (label smoothing on a
     regression set) is skipped here too."""
@@ -201,26 +215,27 @@ def compose_and_validate(study: dict, lists: dict, conf: Path, csv_names: list[s
     from omegaconf.errors import OmegaConfBaseException
 
     from ..config import ConfigError, register_configs, validate
+    from ..regularizers import not_applicable
     from .train import study_overrides
 
     jobs = [(f, d, False) for f in lists["study.families"] for d in lists["study.datasets"]]
     jobs += [(f, d, True) for f in lists["study.controls.families"] for d in lists["study.controls.datasets"]]
+    jobs += [(f, d, False) for f in lists["study.families"] for d in lists.get("csv", [])]
     problems: list[Problem] = []
     seen: set[str] = set()
     register_configs()
     with initialize_config_dir(str(conf.resolve()), version_base="1.3"):  # once: a compose is then 10 ms
         for family, dataset, control in jobs:
-            overrides = study_overrides(study, dataset, family, Path("results") / family / dataset, control,
-                                        csv_names)
+            overrides = study_overrides(study, dataset, family, Path("results"), control, csv)
             try:
                 cfg = compose("train", overrides=overrides)
-                if cfg.regularizer.get("label_smoothing") is not None and cfg.data.task == "regression":
+                if not_applicable(cfg.regularizer, cfg.data.task):
                     continue  # its stage skips it, saying why
                 validate(cfg)
             except ConfigError as e:
-                problem = _named(e.key, e.value, e.allowed, study, family, dataset, control)
+                problem = _named(e.key, e.value, e.allowed, study, family, dataset, control, csv)
             except (HydraException, OmegaConfBaseException) as e:
-                problem = _hydra_problem(str(e), study, family, dataset, control)
+                problem = _hydra_problem(str(e), study, family, dataset, control, csv)
             else:
                 continue
             if str(problem) not in seen:  # the same bad value reported once, not once per job
@@ -229,37 +244,37 @@ def compose_and_validate(study: dict, lists: dict, conf: Path, csv_names: list[s
     return problems
 
 
-def _override_lists(study: dict, dataset: str, control: bool) -> dict[str, list[str]]:
-    lists = {"study.overrides": study.get("overrides") or [],
-             f"study.by_dataset.{dataset}.overrides": (study.get("by_dataset") or {}).get(dataset, {}).get("overrides")
-             or []}
+def _override_lists(study: dict, dataset: str, control: bool, csv: dict) -> dict[str, list[str]]:
+    key, own = dataset_settings(study, dataset, csv)
+    lists = {"study.overrides": study.get("overrides") or [], f"{key}.overrides": (own or {}).get("overrides") or []}
     if control:
         lists["study.controls.overrides"] = (study.get("controls") or {}).get("overrides") or []
     return lists
 
 
-def _named(key: str, value, allowed: str, study: dict, family: str, dataset: str, control: bool) -> Problem:
+def _named(key: str, value, allowed: str, study: dict, family: str, dataset: str, control: bool,
+           csv: dict) -> Problem:
     """A job's invalid Hydra key as the params.yaml key that set it."""
     if key in _FROM_PARAMS:
-        return Problem(_FROM_PARAMS[key].format(dataset=dataset, family=family), value, allowed)
-    for list_key, overrides in _override_lists(study, dataset, control).items():
+        return Problem(_from_params(key, family, dataset, study, csv), value, allowed)
+    for list_key, overrides in _override_lists(study, dataset, control, csv).items():
         for i, override in enumerate(overrides):
             if override.lstrip("+~").split("=")[0] == key:
                 return Problem(f"{list_key}[{i}]", override, f"{key}: {allowed}")
     return Problem(f"the job {family} on {dataset}: {key}", value, allowed)
 
 
-def _hydra_problem(message: str, study: dict, family: str, dataset: str, control: bool) -> Problem:
+def _hydra_problem(message: str, study: dict, family: str, dataset: str, control: bool, csv: dict) -> Problem:
     """Hydra's error as the params.yaml value that caused it: an override it names, else
     the job's dataset or family, whose config it could not find."""
     first = message.strip().splitlines()[0] if message.strip() else message
-    for list_key, overrides in _override_lists(study, dataset, control).items():
+    for list_key, overrides in _override_lists(study, dataset, control, csv).items():
         for i, override in enumerate(overrides):
             if override in message or override.split("=")[0].lstrip("+~") in first:
                 return Problem(f"{list_key}[{i}]", override, f"a valid Hydra override ({' '.join(message.split())})")
     for key in _FROM_PARAMS:
         if key in first:
-            return Problem(_FROM_PARAMS[key].format(dataset=dataset, family=family), None, " ".join(message.split()))
+            return Problem(_from_params(key, family, dataset, study, csv), None, " ".join(message.split()))
     return Problem(f"the job {family} on {dataset}", None, " ".join(message.split()))
 
 

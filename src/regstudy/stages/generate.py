@@ -1,7 +1,7 @@
 """DVC stage ``generate``: every dataset of ``params.yaml`` into ``data/<name>.npz``.
 
-One draw per seed of the dataset's seeds (``study.by_dataset.<name>.seeds`` where given,
-else ``study.seeds``; ``data.seed`` fixes the task: the signal's function); see
+One draw per seed of the dataset's seeds (``study.by_dataset.<name>.seeds``, or for a CSV
+file ``csv.<name>.seeds``, where given, else ``study.seeds``; ``data.seed`` fixes the task: the signal's function); see
 :mod:`regstudy.data`.
 
 Usage: ``python -m regstudy.stages.generate [--params params.yaml] [--out data]`` for
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     task_seed = params.get("seed", 0)
     names = [n for n in params if n != "seed"]
     try:  # every dataset's seeds first: a bad value writes nothing
-        seeds = {n: dataset_seeds(study, n) for n in ([args.csv] if args.csv is not None else names)}
+        seeds = ({args.csv: dataset_seeds(study, args.csv, loaded.get("csv"))} if args.csv is not None
+                 else {n: dataset_seeds(study, n) for n in names})
     except ValueError as e:  # ConfigError
         print(f"error: {e.key}={e.value!r} in {args.params}; allowed: {e.allowed}", file=sys.stderr)
         return 2
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv is not None:
         entry = (loaded.get("csv") or {}).get(args.csv)
         if not isinstance(entry, dict) or not entry.get("path") or not entry.get("target"):
-            print(f"error: csv.{args.csv}={entry!r} in {args.params}; allowed: a mapping with path "
-                  f"and target (and optionally task, val_fraction, test_fraction)", file=sys.stderr)
+            print(f"error: csv.{args.csv}={entry!r} in {args.params}; allowed: a mapping with path and "
+                  f"target (and optionally task, val_fraction, test_fraction, epochs, overrides, seeds)",
+                  file=sys.stderr)
             return 2
         try:
             made = {args.csv: make_csv_dataset(entry, seeds[args.csv], task_seed)}

@@ -1,8 +1,12 @@
-"""DVC stage ``train@<family>``: one family of the study on every dataset.
+"""DVC stages ``train@<family>``: one family of the study on every dataset, and
+``train_csv@<name>``: every family on one of your CSV files.
 
 Usage: ``python -m regstudy.stages.train --family l2`` (every dataset of
 ``study.datasets``; with ``--control``, the datasets and overrides of
-``study.controls``), or ``... --family l2 --dataset signal`` for one job.
+``study.controls``), or ``... --family l2 --dataset signal`` for one job;
+``python -m regstudy.stages.train --csv houses`` (every family of ``study.families`` on the
+file ``csv.houses``, with that entry's epochs, overrides and seeds), writing
+``results/csv/houses/<family>/``, so that adding a CSV file re-runs its own stage only.
 
 Each job composes the Hydra config ``conf/train.yaml`` with ``experiment=<family>`` and
 the study's values from ``params.yaml`` (the dataset's seeds and epochs, the family's
@@ -22,33 +26,39 @@ import time
 from pathlib import Path
 
 from ..paths import CONFIG_DIR
-from . import dataset_seeds, read_params
+from . import dataset_seeds, dataset_settings, read_params
 
 
 def study_overrides(study: dict, dataset: str, family: str, results: Path,
-                    control: bool = False, csv_names=()) -> list[str]:
+                    control: bool = False, csv: dict | None = None) -> list[str]:
     """Hydra overrides of one job of the study described by ``params.yaml``'s ``study``;
-    a control job (``control``) adds ``study.controls.overrides`` last. A dataset named in
-    ``csv_names`` (an entry of ``csv``) is read from its ``data/<name>.npz``. The members
-    are the family's strengths × the dataset's seeds (:func:`dataset_seeds`)."""
+    a control job (``control``) adds ``study.controls.overrides`` last. A dataset that is
+    an entry of ``csv`` is read from its ``data/<name>.npz``, with the epochs, overrides
+    and seeds of that entry (:func:`dataset_settings`). The members are the family's
+    strengths × the dataset's seeds (:func:`dataset_seeds`)."""
     from ..config import ConfigError
 
     strengths = study["strengths"].get(family)
     if strengths is None:
         raise ConfigError(f"study.strengths.{family}", None,
                           "a list of strengths for every family of the study")
-    own = study.get("by_dataset", {}).get(dataset)
+    key, own = dataset_settings(study, dataset, csv)
     if not isinstance(own, dict) or "epochs" not in own:
-        raise ConfigError(f"study.by_dataset.{dataset}", own,
-                          "for every dataset of the study, a mapping with epochs (and overrides)")
-    data = (["data=csv", f"data.name={dataset}", f"data.path=data/{dataset}.npz"] if dataset in csv_names
+        raise ConfigError(key, own, "for every dataset of the study, a mapping with epochs (and overrides)")
+    data = (["data=csv", f"data.name={dataset}", f"data.path=data/{dataset}.npz"] if dataset in (csv or {})
             else [f"data={dataset}"])
     return [*data, f"experiment={family}",
-            f"members.strengths={list(strengths)}", f"members.seeds={dataset_seeds(study, dataset)}",
+            f"members.strengths={list(strengths)}", f"members.seeds={dataset_seeds(study, dataset, csv)}",
             f"trainer.max_epochs={own['epochs']}", f"paths.results={results}",
             # The next stage trains while this one's tracking process ends its runs.
             "logger.background_finish=true", *study.get("overrides", []), *own.get("overrides", []),
             *(study.get("controls", {}).get("overrides", []) if control else [])]
+
+
+def job_results(out: Path, family: str, dataset: str, csv: dict | None = None) -> Path:
+    """Where a job of the study writes: ``results/<family>/<dataset>/``, or for a CSV
+    file's own stage ``results/csv/<name>/<family>/`` (each stage owns its folder)."""
+    return out / "csv" / dataset / family if dataset in (csv or {}) else out / family / dataset
 
 
 def compose_job(overrides: list[str], config_dir: Path = CONFIG_DIR):
@@ -77,11 +87,11 @@ def run_stage(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     params = read_params(args.params)
-    study, csv_names = params["study"], list(params.get("csv") or {})
+    study, csv = params["study"], (params.get("csv") or {}) if args.csv else {}
     try:
         cfg = compose_job(study_overrides(study, args.dataset, args.family,
-                                          Path(args.out) / args.family / args.dataset, args.control,
-                                          csv_names),
+                                          job_results(Path(args.out), args.family, args.dataset, csv),
+                                          args.control, csv),
                           Path(args.conf))
         from ..console import job_line
         from ..job import not_applicable, run_job  # heavy imports only once the config is known good
@@ -124,7 +134,8 @@ def dataset_sizes(path: Path) -> tuple[int, int, int, int]:
     return int(n_train), int(n_val), int(d_in), d_out
 
 
-def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: Path = CONFIG_DIR) -> float:
+def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: Path = CONFIG_DIR,
+             csv: dict | None = None) -> float:
     """A rough relative cost of ``family``'s job on a dataset: its members (strengths ×
     the dataset's seeds) × epochs × (minibatch steps, the epoch's evaluation, and the
     multiply-adds of the reference network's training and evaluation passes); 0 if
@@ -136,12 +147,12 @@ def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: P
 
     try:
         n_train, n_val, d_in, d_out = dataset_sizes(data_dir / f"{dataset}.npz")
-        epochs = float(study["by_dataset"][dataset]["epochs"])
-        members = len(study["strengths"][family]) * len(dataset_seeds(study, dataset))
+        epochs = float(dataset_settings(study, dataset, csv)[1]["epochs"])
+        members = len(study["strengths"][family]) * len(dataset_seeds(study, dataset, csv))
     except (OSError, KeyError, TypeError, ValueError):  # ValueError: also a ConfigError, a DataFileError
         return 0.0  # a bad data file is refused by its job, naming it
     try:
-        batch = int(yaml.safe_load((conf_dir / "data" / f"{dataset}.yaml").read_text())["batch_size"])
+        batch = int(yaml.safe_load((conf_dir / "data" / f"{'csv' if csv else dataset}.yaml").read_text())["batch_size"])
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         batch = 32
     width = 64  # the reference network: 3 hidden layers of 64
@@ -152,8 +163,9 @@ def job_cost(study: dict, dataset: str, family: str, data_dir: Path, conf_dir: P
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regstudy.stages.train", description=__doc__)
-    p.add_argument("--family", required=True)
+    p.add_argument("--family", help="the family (default with --csv: every family of the study)")
     p.add_argument("--dataset", help="one dataset only (default: every dataset of the study)")
+    p.add_argument("--csv", metavar="NAME", help="the CSV file csv.NAME of the params file: its own stage")
     p.add_argument("--control", action="store_true", help="a control: study.controls' datasets and overrides")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default="results")
@@ -175,27 +187,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_jobs(argv: list[str] | None = None) -> int:
-    """One job (``--dataset``), or the family on every dataset of the study, in warm forks."""
+    """One job (``--dataset``), or the family on every dataset of the study (``--family``),
+    or every family on a CSV file (``--csv``), in warm forks."""
     from ..warm import run, run_many
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if args.csv is None and args.family is None:
+        print("error: give --family (a train stage) or --csv (a CSV file's stage)", file=sys.stderr)
+        return 2
     if args.dataset is not None:
         return run("regstudy.stages.train:run_stage", argv)
-    study = read_params(args.params).get("study", {})
-    datasets = (study.get("controls") or {}).get("datasets", []) if args.control else study.get("datasets", [])
-    if not datasets:
-        print(f"error: no datasets for family {args.family} in {args.params}", file=sys.stderr)
+    params = read_params(args.params)
+    study, csv = params.get("study", {}), params.get("csv") or {}
+    if args.csv is not None:
+        if args.csv not in csv:
+            print(f"error: csv.{args.csv} is not in {args.params}; allowed: one of {list(csv)}", file=sys.stderr)
+            return 2
+        pairs = [(f, args.csv) for f in ([args.family] if args.family else study.get("families", []))]
+    else:
+        csv = {}
+        datasets = (study.get("controls") or {}).get("datasets", []) if args.control else study.get("datasets", [])
+        pairs = [(args.family, d) for d in datasets]
+    if not pairs:
+        print(f"error: no jobs for {args.family or args.csv} in {args.params}", file=sys.stderr)
         return 2
     try:  # every dataset's seeds before any job starts: a bad value writes nothing
-        for d in datasets:
-            dataset_seeds(study, d)
+        for _, d in pairs:
+            dataset_seeds(study, d, csv)
     except ValueError as e:  # ConfigError
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Longest first, so that neither worker is left alone with a long job at the end.
-    datasets = sorted(datasets, key=lambda d: -job_cost(study, d, args.family, Path("data"), Path(args.conf)))
-    jobs = [[*argv, "--dataset", d] for d in datasets]
+    pairs = sorted(pairs, key=lambda p: -job_cost(study, p[1], p[0], Path("data"), Path(args.conf), csv))
+    jobs = [[*argv, *([] if args.family else ["--family", f]), "--dataset", d] for f, d in pairs]
     # A fresh MLflow store is created by the first job to get there (tracking.prepare_store).
     codes = run_many("regstudy.stages.train:run_stage", jobs, workers=max(1, args.jobs))
     return next((code for code in codes if code), 0)  # the first failure, if any

@@ -6,20 +6,31 @@ of params and metrics, end), 15-20 ms of CPU each: a third of a study's time was
 MLflow has no call that writes many runs at once, so for a store that is a database
 (``sqlite:///...``, ``postgresql://...``) :class:`DatabaseWriter` writes the rows MLflow's
 own store writes (its tables, its column rules) for all the runs of one call in one
-transaction. A tracking server (``http://...``) keeps its database to itself: there
-:class:`ClientWriter` makes MLflow's per-run calls. :func:`writer_for` picks one; both
-take the same calls, and the runs read back the same through ``MlflowClient``.
+transaction. It relies on MLflow's private parts (the store's tables and sessions, its
+validation helpers), so it is used only with the MLflow versions it is tested with
+(:data:`TESTED_MLFLOW`). A tracking server (``http://...``) keeps its database to
+itself: there, and with any other MLflow, :class:`ClientWriter` makes MLflow's per-run
+calls. :func:`writer_for` picks one; both take the same calls, and the runs read back
+the same through ``MlflowClient``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+# The MLflow versions whose tables, sessions and validation DatabaseWriter is tested
+# against (tests/test_run_writer.py); pyproject.toml pins the same range.
+TESTED_MLFLOW = (">=3.17", "<3.18")
+DATABASE_SCHEMES = ("sqlite", "postgresql")  # the databases it is tested on (+driver allowed)
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -74,17 +85,22 @@ class ClientWriter:
             created.append((info.run_id, info.artifact_uri))
         return created
 
+    def batches(self, e: RunData) -> list[dict]:
+        """The ``log_batch`` keyword arguments of an entry (its run's params still to
+        write first): as few calls as MLflow's limits allow."""
+        params = {**self._pending.pop(e.run_id, {}), **e.params}
+        ps = list(_chunks([Param(k, v) for k, v in params.items()], MAX_PARAMS_PER_BATCH))
+        ts = list(_chunks([RunTag(k, v) for k, v in e.tags.items()], MAX_PARAMS_PER_BATCH))
+        ms = list(_chunks(e.metrics, MAX_METRICS_PER_BATCH - 2 * MAX_PARAMS_PER_BATCH))
+        return [dict(params=ps[i] if i < len(ps) else [], metrics=ms[i] if i < len(ms) else [],
+                     tags=ts[i] if i < len(ts) else []) for i in range(max(len(ps), len(ts), len(ms)))]
+
     def log(self, entries: list[RunData]) -> None:
         """Each entry's metrics, params and tags in as few ``log_batch`` calls as MLflow's
         limits allow, then its end if it has a status."""
         for e in entries:
-            params = {**self._pending.pop(e.run_id, {}), **e.params}
-            ps = list(_chunks([Param(k, v) for k, v in params.items()], MAX_PARAMS_PER_BATCH))
-            ts = list(_chunks([RunTag(k, v) for k, v in e.tags.items()], MAX_PARAMS_PER_BATCH))
-            ms = list(_chunks(e.metrics, MAX_METRICS_PER_BATCH - 2 * MAX_PARAMS_PER_BATCH))
-            for i in range(max(len(ps), len(ts), len(ms))):
-                self.client.log_batch(e.run_id, params=ps[i] if i < len(ps) else [],
-                                      metrics=ms[i] if i < len(ms) else [], tags=ts[i] if i < len(ts) else [])
+            for batch in self.batches(e):
+                self.client.log_batch(e.run_id, **batch)
             if e.status is not None:
                 self.client.set_terminated(e.run_id, e.status)
 
@@ -301,9 +317,35 @@ def _order(row: dict) -> tuple:
     return row["step"], row["timestamp"], row["value"]
 
 
-def writer_for(client: MlflowClient) -> ClientWriter | DatabaseWriter:
-    """:class:`DatabaseWriter` for a store MLflow keeps in a database, else :class:`ClientWriter`."""
+def database_writer_applies(uri: str, mlflow_version: str) -> str | None:
+    """Why :class:`DatabaseWriter` does not apply to the store at ``uri`` under MLflow
+    ``mlflow_version``, or None when it does: a SQLite or PostgreSQL database, and a
+    version within :data:`TESTED_MLFLOW`."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in DATABASE_SCHEMES:
+        return f"the store {uri.split('://', 1)[0]}:// is not a database it writes"
+    if Version(mlflow_version) not in SpecifierSet(",".join(TESTED_MLFLOW)):
+        return (f"MLflow {mlflow_version} is outside the versions its direct SQL writer is tested with "
+                f"({','.join(TESTED_MLFLOW)})")
+    return None
+
+
+def writer_for(client: MlflowClient, uri: str, mlflow_version: str | None = None) -> ClientWriter | DatabaseWriter:
+    """:class:`DatabaseWriter` for a SQLite or PostgreSQL store under a tested MLflow
+    (``mlflow_version``, default the installed one), else :class:`ClientWriter`; a
+    database store written through the client says why, in one line on stderr."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    if mlflow_version is None:
+        import mlflow
+
+        mlflow_version = mlflow.__version__
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    return DatabaseWriter(store) if isinstance(store, SqlAlchemyStore) else ClientWriter(client)
+    if not isinstance(store, SqlAlchemyStore):
+        return ClientWriter(client)
+    why = database_writer_applies(uri, mlflow_version)
+    if why is not None:
+        print(f"regstudy tracking: {why}: writing runs through MlflowClient, run by run", file=sys.stderr,
+              flush=True)
+        return ClientWriter(client)
+    return DatabaseWriter(store)
