@@ -67,10 +67,8 @@ def study_module(folder: Path, dataset: str, family: str = "l2"):
     params = study_params()
     cfg = compose_job([*study_overrides(params["study"], dataset, family, folder),
                        f"data.path={dataset_file(folder, dataset, params)}", "logger.enabled=false"])
-    members = job.member_grid(cfg)
-    seeds = [m["seed"] for m in members]
-    arrays, cfg.data.task = job.load_arrays(cfg, job.resolve_paths(cfg)[0], seeds)
-    return cfg, job.build_module(cfg, job.load_tensors(arrays, seeds), members)
+    spec = job.prepare_job(cfg)
+    return spec.cfg, job.build_module(spec.cfg, job.load_tensors(spec.arrays, spec.seeds), spec.member_list())
 
 
 def compare(folder: Path, dataset: str, family: str = "l2", alternations: int = 20, calls: int = 5) -> dict:

@@ -66,6 +66,7 @@ def test_the_origin_of_a_dvc_temporary_workspace_is_the_project_it_copies(tmp_pa
     assert dvc_experiment_origin(tmp_path / "p" / "tmp" / "exps" / "x") is None
 
 
+@pytest.mark.slow  # 17 s: two jobs, an original and its copy
 def test_a_copied_project_is_refused_before_it_writes_into_the_original(tmp_path):
     original = make_project(tmp_path / "original")
     proc = train(original)
@@ -95,6 +96,7 @@ def test_a_copied_project_is_refused_before_it_writes_into_the_original(tmp_path
     assert files_under(copy / "mlartifacts")
 
 
+@pytest.mark.slow  # 16 s: two jobs
 def test_a_store_given_explicitly_is_used_wherever_it_keeps_artifacts(tmp_path):
     """logger.tracking_uri names a store on purpose: a copy may log to the original's."""
     original = make_project(tmp_path / "original")

@@ -87,6 +87,7 @@ def swept(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                   "hydra.sweeper.batch=3", *SMALL, *args)
 
 
+@pytest.mark.slow  # 11 s: the sweeper's search and the batched one
 def test_the_search_sweeper_launches_each_batch_as_one_job_and_searches_as_the_batched_search(workdir):
     """`hydra/sweeper=search`: each batch one job of the sweep (a member per trial and seed);
     the same trials, strengths and values as `python -m regstudy.search` (the values to
@@ -117,6 +118,7 @@ def test_the_search_sweeper_launches_each_batch_as_one_job_and_searches_as_the_b
     assert trials.value.tolist() == pytest.approx(cli.value.tolist(), rel=1e-7)
 
 
+@pytest.mark.slow  # 10 s: a sweep logged to MLflow
 def test_the_search_sweeper_nests_each_batch_job_under_the_search_run(workdir):
     """MLflow: the search's run, a nested run per batch job, a child per trial and seed,
     tagged with its trial; the study beside the store."""
@@ -136,11 +138,14 @@ def test_the_search_sweeper_nests_each_batch_job_under_the_search_run(workdir):
     assert sorted(int(r.data.tags["optuna.trial"]) for r in members) == [0, 1, 2, 3]
 
 
+SLOW = pytest.mark.slow  # 5 s each: two cases in the default tier, the rest in the slow one
+
+
 @pytest.mark.parametrize("override, key", [("hydra.sweeper.batch=0", "hydra.sweeper.batch"),
-                                           ("hydra.sweeper.low=0", "hydra.sweeper.low"),
+                                           pytest.param("hydra.sweeper.low=0", "hydra.sweeper.low", marks=SLOW),
                                            ("experiment=none", "members.sweep"),
-                                           ("members.seeds=[0],[1]", "members.seeds"),
-                                           ("members.strengths=[0.1]", "members.strengths")])
+                                           pytest.param("members.seeds=[0],[1]", "members.seeds", marks=SLOW),
+                                           pytest.param("members.strengths=[0.1]", "members.strengths", marks=SLOW)])
 def test_bad_sweeper_input_is_refused_before_any_job(workdir, override, key):
     proc = swept(workdir, override)
     assert proc.returncode == 2, proc.stderr
@@ -159,6 +164,7 @@ def test_bad_search_input_is_refused_before_anything_is_written(workdir, overrid
     assert not (workdir / "outputs").exists() and not (workdir / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # 23 s: the shared server, PostgreSQL
 def test_a_search_on_the_shared_server_keeps_its_study_in_postgresql(workdir, tracking_server):
     proc = batched(workdir, f"logger.tracking_uri={tracking_server.url}", "logger.experiment_name=search",
                    f"search.storage={tracking_server.studies_uri}", "search.study_name=pg")

@@ -169,6 +169,7 @@ json.dump({{"inputs": model.metadata.get_input_schema().to_dict(),
     return np.load(cwd / "predictions.npy"), json.loads((cwd / "model.json").read_text())
 
 
+@pytest.mark.slow  # 16 s: a logged job, its model loaded in a fresh Python
 def test_the_logged_model_predicts_a_users_csv_rows_in_their_own_units(tmp_path):
     """Regression on a CSV of unstandardized columns: the logged model, loaded with
     MLflow alone, takes the test rows of the member's draw as pandas reads them from the
@@ -203,6 +204,7 @@ def test_the_logged_model_predicts_a_users_csv_rows_in_their_own_units(tmp_path)
                                   check_exact=False, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # 15 s: as above
 def test_the_logged_classifier_scores_a_users_rows_and_its_argmax_is_the_class(tmp_path):
     """Classification on the same columns (a string target): class scores whose argmax,
     named by the data's classes (sorted: high, low), has the study's test accuracy."""
