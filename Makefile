@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: lint env env-all study test docs test-slow bench ui postgres server server-stop server-status clean
+.PHONY: lint test-unit env env-all study test docs test-slow bench ui postgres server server-stop server-status clean
 
 # `make env`: the base install and pytest (requirements.lock); `make env-all` adds every
 # extra (regstudy[all]: Ray, SLURM, the PostgreSQL server; requirements-extras.lock), what CI
@@ -38,6 +38,10 @@ lint: env
 
 test: env
 	$(RUN) $(BIN)/python -m pytest
+
+# tests/unit alone: no subprocess, no database (under a minute); tests/integration holds the rest
+test-unit: env
+	$(RUN) $(BIN)/python -m pytest tests/unit
 
 # The slow tier (a Ray sweep, a server that dies mid-job, a benchmark): about 2 minutes.
 test-slow: env

@@ -153,7 +153,7 @@ def train_vmap(models: list[nn.Sequential], xs, ys) -> torch.Tensor:
     return torch.stack(losses)
 
 
-EARLY_STEPS = 40  # steps of tests/test_benchmarks.py's check that both sides train the same members
+EARLY_STEPS = 40  # steps of tests/integration/test_benchmarks.py's check that both sides train the same members
 
 
 def compare(k: int, steps: int = 300, repeats: int = 3) -> dict:

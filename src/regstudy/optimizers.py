@@ -13,7 +13,7 @@ Here a parameter keeps the fused kernel only where every member's slice is a who
 of vectors (:data:`VECTOR_FLOATS`, AVX-512's 16 and so AVX2's 8 too) and the job runs on one
 thread (with more, the kernel splits a tensor between threads anywhere). The others go to a
 second optimizer of the same kind and settings, ``foreach``: each of its operations is one
-elementwise kernel whose vector and scalar paths round alike (``tests/test_optimizers.py``).
+elementwise kernel whose vector and scalar paths round alike (``tests/unit/test_optimizers.py``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ seed differ only in what is compared, and the spread of the differences over see
 covers data and initialization variation.
 
 Everything here is a pure function of arrays, checked against scipy and statsmodels in
-``tests/test_stats.py``: Student-t intervals (``scipy.stats.ttest_1samp``), the paired
+``tests/unit/test_stats.py``: Student-t intervals (``scipy.stats.ttest_1samp``), the paired
 t-test and two one-sided tests of equivalence (``statsmodels``' ``DescrStatsW``), Holm's
 correction (``multipletests``), power (``TTestPower``) and stratified bootstrap intervals
 (``scipy.stats.bootstrap``). ``docs/statistics.md`` explains each in words.
@@ -218,7 +218,7 @@ def leave_one_out_choices(val: np.ndarray) -> np.ndarray:
     did not choose, so the luck that made a strength look best on validation (which a
     model's test score shares, as both come from the same trained model) does not also
     flatter its test effect: choosing on all seeds and testing on the same seeds nearly
-    doubled the rate of false *better* verdicts in a simulation (tests/test_error_control.py).
+    doubled the rate of false *better* verdicts in a simulation (tests/unit/test_error_control.py).
     """
     val = np.asarray(val, dtype=float)
     n = val.shape[0]
@@ -243,7 +243,7 @@ def cross_fitted_effect(val: np.ndarray, test: np.ndarray, base: np.ndarray) -> 
     others), so the standard error is the jackknife's over seeds, the whole choice re-made
     without each seed in turn: ``se² = (n-1)/n · Σ_k (θ_(k) - θ̄)²``. It equals the
     classical ``s / √n`` when every seed chooses the same strength, and keeps the false
-    positive rate at or below alpha in simulation (tests/test_error_control.py), where the
+    positive rate at or below alpha in simulation (tests/unit/test_error_control.py), where the
     plain t-test on these differences did not (0.16 at alpha 0.05)."""
     val, test, base = (np.asarray(a, dtype=float) for a in (val, test, base))
     choices = leave_one_out_choices(val)
@@ -314,7 +314,7 @@ def decide(effects: list[Effect], margin: float, alpha: float = ALPHA) -> list[D
     (:func:`difference_p`, :func:`equivalence_p`), Holm across the comparisons for each
     test (:func:`holm`), then :func:`three_way`. Keeps the chance of any false
     *better*/*worse* among them, and of any false *equivalent*, at ``alpha``
-    (``tests/test_error_control.py`` simulates it)."""
+    (``tests/unit/test_error_control.py`` simulates it)."""
     p = [difference_p(e) for e in effects]
     q = [equivalence_p(e, margin) for e in effects]
     p_adj, q_adj = holm(p), holm(q)

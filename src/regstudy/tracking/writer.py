@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 # The MLflow versions whose tables, sessions and validation DatabaseWriter is tested
-# against (tests/test_run_writer.py); pyproject.toml pins the same range.
+# against (tests/integration/test_run_writer.py); pyproject.toml pins the same range.
 TESTED_MLFLOW = (">=3.17", "<3.18")
 DATABASE_SCHEMES = ("sqlite", "postgresql")  # the databases it is tested on (+driver allowed)
 

@@ -4,7 +4,7 @@ A regularizer is a module of ``src/regstudy/regularizers/`` listed in its ``REGI
 needs ``conf/regularizer/<name>.yaml`` (its one key, listing every field of its config);
 a ``conf/experiment/*.yaml`` that sweeps it (``members.sweep: <name>``) with a grid in
 ``params.yaml``'s ``study.strengths``, unless it is marked ``in_study = False``; a
-hand-computed test in ``tests/test_penalties.py`` (``@hand_computed("<name>")``); and the
+hand-computed test in ``tests/unit/test_penalties.py`` (``@hand_computed("<name>")``); and the
 operation its phase calls for. :func:`missing_parts` says what is missing, naming it.
 """
 
@@ -23,7 +23,7 @@ from regstudy.config import RegularizerSet
 from regstudy.regularizers import REGISTRY, Kind, Layers, Phase, Regularizer
 from regstudy.regularizers.base import LOSS_PHASES, STEP_PHASES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAND_COMPUTED = test_penalties.HAND_COMPUTED
 KIND_PHASES = {Kind.PENALTY: LOSS_PHASES, Kind.STEP_OPERATOR: STEP_PHASES}
 
@@ -74,10 +74,10 @@ def missing_parts(registry: dict[str, Regularizer], root: Path = ROOT,
 
         tests = hand_computed.get(name, [])
         if not tests:
-            miss(f'no hand-computed test in tests/test_penalties.py (@hand_computed("{name}"))')
+            miss(f'no hand-computed test in tests/unit/test_penalties.py (@hand_computed("{name}"))')
         for test in tests:
             if not callable(getattr(test_penalties, test, None)):
-                miss(f"its hand-computed test {test} is not in tests/test_penalties.py")
+                miss(f"its hand-computed test {test} is not in tests/unit/test_penalties.py")
 
         phase, own = r.default_phase, type(r)
         if r.kind in KIND_PHASES and phase not in KIND_PHASES[r.kind]:
@@ -132,7 +132,7 @@ def test_a_regularizer_registered_alone_fails_naming_each_missing_part():
         "regularizer 'probe': no conf/regularizer/probe.yaml",
         "regularizer 'probe': no conf/experiment/*.yaml sweeps it (members.sweep: probe); "
         "or mark it in_study = False",
-        "regularizer 'probe': no hand-computed test in tests/test_penalties.py (@hand_computed(\"probe\"))",
+        "regularizer 'probe': no hand-computed test in tests/unit/test_penalties.py (@hand_computed(\"probe\"))",
         "regularizer 'probe': acts in the loss but defines no penalty()",
     ]
 
@@ -178,7 +178,7 @@ def test_a_registered_regularizer_without_a_grid_or_a_conf_key_fails_naming_it(t
 def test_a_regularizer_without_a_hand_computed_test_fails_naming_it():
     without = {k: v for k, v in HAND_COMPUTED.items() if k != "early_stopping"}
     assert missing_parts(REGISTRY, hand_computed=without) == [
-        "regularizer 'early_stopping': no hand-computed test in tests/test_penalties.py "
+        "regularizer 'early_stopping': no hand-computed test in tests/unit/test_penalties.py "
         "(@hand_computed(\"early_stopping\"))"]
 
 

@@ -27,7 +27,7 @@ from regstudy.tracking import OWNER_TAG, prepare_store
 
 from conftest import small_tmpfs, tiny_dvc_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LONG, SHORT = 20000, 2  # epochs: a job that runs until it is ended, and one that finishes
 STRENGTHS = [0.0, 0.01]
 SEEDS = [0, 1]

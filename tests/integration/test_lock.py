@@ -3,7 +3,7 @@ clone's `dvc repro` (or `dvc pull` and `dvc repro`) has nothing to re-run for th
 
 Its output hashes are the machine's that made them: another CPU rounds differently in
 the last bits and makes other bytes (the verdicts are what is promised across machines:
-tests/test_reproducible_verdicts.py)."""
+tests/integration/test_reproducible_verdicts.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def generated(path: str, outs: set[str]) -> bool:

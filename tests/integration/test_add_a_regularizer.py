@@ -22,7 +22,7 @@ import regstudy
 from regstudy.data import make_dataset, save_npz
 from regstudy.regularizers import REGISTRY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "add-a-regularizer.md"
 DIFF = ROOT / "docs" / "examples" / "add-a-regularizer.diff"
 MOONS = dict(n_train=48, n_val=24, n_test=24, noise=0.3)
@@ -89,7 +89,7 @@ def test_the_guides_regularizer_trains_with_a_penalty_and_passes_the_registry_te
     root = copy_of_the_repository(tmp_path / "repo")
     in_copy([GIT, "apply", str(DIFF)], root)
     registry_tests = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", "not slow",
-                      "tests/test_registry.py", "tests/test_penalties.py", "-k", "registry or parts or orthogonality"]
+                      "tests/unit/test_registry.py", "tests/unit/test_penalties.py", "-k", "registry or parts or orthogonality"]
     proc = in_copy(registry_tests, root)
     assert "test_every_registered_regularizer_has_all_its_parts PASSED" in proc.stdout
     assert "test_orthogonality_penalty_matches_hand_computation PASSED" in proc.stdout

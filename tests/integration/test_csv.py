@@ -15,7 +15,7 @@ import yaml
 
 from regstudy.data import CsvError, draw_seed, make_csv_dataset, read_csv_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def table(n=60, seed=0) -> pd.DataFrame:

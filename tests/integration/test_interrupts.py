@@ -30,7 +30,7 @@ from regstudy.tracking import prepare_store
 from conftest import tiny_dvc_yaml
 from test_failures import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DVC = str(Path(sys.executable).parent / "dvc")
 LONG, SHORT = 20000, 2  # epochs: a job that trains until it is stopped, and one that finishes
 RUNNING_FIRST, QUEUED = ("signal", "moons"), "sparse"  # the queued one is the cheapest: it runs last

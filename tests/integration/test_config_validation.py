@@ -19,7 +19,7 @@ from regstudy.data import make_dataset, save_npz
 from regstudy.stages.train import compose_job
 
 COMPOSE_ERRORS = (HydraException, OmegaConfBaseException)
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 

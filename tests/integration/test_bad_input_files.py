@@ -36,7 +36,7 @@ from regstudy.tracking import prepare_store
 
 from conftest import small_tmpfs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"signal": dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=3, phase_std=1.0),
          "moons": dict(n_train=20, n_val=10, n_test=10, noise=0.3),
          "sparse": dict(n_train=20, n_val=10, n_test=10, n_features=8, n_blocks=2, block_size=2,

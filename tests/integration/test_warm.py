@@ -14,7 +14,7 @@ from regstudy import warm
 from regstudy.tracking import CPU_LINE
 from regstudy.data import make_dataset, save_npz
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDY = {"datasets": ["signal"], "families": ["l2"], "seeds": [0], "by_dataset": {"signal": {"epochs": 2}},
          "overrides": ["model.hidden=[4]", "logger.enabled=false"], "strengths": {"l2": [0.0, 0.01]}}
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FINDINGS = ROOT / "reports" / "findings.json"
 TESTED = ("better", "equivalent", "worse", "undetermined")
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import run, tiny_dvc_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ["signal", "moons"]  # built-in: study.datasets
 CSV = "mine"  # a CSV file of our own, with string classes: its own stages csv@mine, train_csv@mine
 ALL = [*DATASETS, CSV]

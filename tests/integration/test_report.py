@@ -21,7 +21,7 @@ from regstudy_report.claims import CLAIMS
 from regstudy_report.stats import sig, signed
 from regstudy_report.__main__ import main
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 TASKS = {"signal": ("regression", "r2"), "moons": ("classification", "accuracy")}
 STRENGTH_NAMES = {"none": "none", "l2": "lam", "l1": "lam", "elastic_net": "lam", "batchnorm_l2": "lam", "dropout": "p"}
 # (dataset, family, strengths); every job has seeds 0, 1 and 2

@@ -5,7 +5,7 @@ stack of K=2 members (3 layers), each member with its own lam, and a non-trivial
 ``layer_scale``: ``coef[k, l] = lam_k * layer_scale[l]``.
 
 :data:`HAND_COMPUTED` lists, per registered regularizer, the tests here that check it by
-hand (``@hand_computed(name)``); ``tests/test_registry.py`` fails for a regularizer without one.
+hand (``@hand_computed(name)``); ``tests/unit/test_registry.py`` fails for a regularizer without one.
 """
 
 from __future__ import annotations

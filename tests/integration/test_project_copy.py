@@ -24,7 +24,7 @@ from conftest import run
 from regstudy.data import make_dataset, save_npz
 from regstudy.paths import dvc_experiment_origin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(n_train=20, n_val=10, n_test=10, noise=0.2, n_components=3, phase_std=1.0)
 JOB = ["experiment=l2", "model.hidden=[4]", "members.strengths=[0.0,0.01]", "members.seeds=[0]",
        "trainer.max_epochs=2", "logger.log_figures=false", "paths.results=results/l2"]
