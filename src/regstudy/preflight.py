@@ -5,8 +5,8 @@ file is refused in about a second, with nothing written, instead of after the ei
 seconds those imports take; so is an MLflow store that cannot take the job's runs
 (unwritable, read-only, locked), instead of after training; so is a project copied
 elsewhere with its store, whose runs would write their artifacts into the original. The
-Hydra callback :class:`regstudy.tracking.store.PrepareStoreCallback` runs these checks in
-the launching process, then creates the MLflow store before any job starts.
+job is prepared from them once (:func:`regstudy.jobspec.prepare_job`); for a command-line
+run, by a Hydra callback in the launching process before Hydra writes anything.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from omegaconf import DictConfig
 
-from .config import ConfigError, validate, validate_task
-from .data import DataFileError, load_npz, make_csv_dataset, seed_rows, task_of, text_of
+from .config import ConfigError, validate_task
+from .data import DataFileError, load_npz, make_csv_dataset, task_of, text_of
 from .extras import MissingExtra, check_database_uri
 from .paths import (ARTIFACTS_DIR, STORE_DB, artifact_root, is_server, project_root, sqlite_path, store_root,
                     tracking_uri)
@@ -231,18 +231,6 @@ def check_own_store(cfg: DictConfig) -> None:
         f"so this project's runs would write into that one. To start this project's own store, remove {db} "
         f"(and {root / ARTIFACTS_DIR}); to log to the other project's store, set "
         f"logger.tracking_uri=sqlite:///{location.parent / STORE_DB}")
-
-
-def preflight(cfg: DictConfig) -> None:
-    """Everything a job checks before it starts: the config, then its data (the file, its
-    task, the members' seeds), then its MLflow store. Raises one of :data:`BAD_INPUT`, or
-    StoreError."""
-    validate(cfg)
-    check_server(cfg)
-    seeds = [int(s) for s in cfg.members.seeds]
-    arrays, _ = load_arrays(cfg, data_path(cfg), seeds, say=False)  # the job says it
-    seed_rows(arrays, seeds, data_path(cfg))
-    check_store(cfg)
 
 
 def refuse(e: BaseException) -> int:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from .config import register_configs
 from .extras import MissingExtra, check_launcher
+from .jobspec import CheckJob
 from .lifecycle import report_interrupt
 from .paths import CONFIG_DIR
 from .preflight import BAD_INPUT, StoreError, refuse
@@ -29,7 +30,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def train(cfg: DictConfig) -> float:
     # torch, Lightning and MLflow (8 s) only now: bad input was refused before them, by the
-    # Hydra callback that checks it (regstudy.preflight)
+    # Hydra callback that prepared the job (regstudy.jobspec.CheckJob)
     from .console import job_line
     from .job import objective, run_job
     from .results import could_not_write
@@ -37,7 +38,7 @@ def train(cfg: DictConfig) -> float:
 
     start = time.perf_counter()
     try:
-        table = run_job(cfg)
+        table = run_job(CheckJob.take(cfg))  # a single run's job, prepared once; a sweep's job prepares here
         print(job_line(table, time.perf_counter() - start), flush=True)
     except (*BAD_INPUT, StoreError) as e:  # bad input, or a store found unusable: before training
         sys.exit(refuse(e))

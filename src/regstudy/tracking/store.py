@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ..paths import artifact_root, is_server, tracking_uri
-from ..preflight import (BAD_INPUT, CopiedStoreError, StoreError, check_own_store, check_store, preflight, refuse,
+from ..preflight import (BAD_INPUT, CopiedStoreError, StoreError, check_own_store, check_store, refuse,
                          store_lock)
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's "Machine learning" view
@@ -88,10 +88,11 @@ def warm_up() -> None:
 
 
 class PrepareStoreCallback(Callback):
-    """Hydra callback: check the job, then create the MLflow store in the launching
-    process, before any job. Hydra turns an exception here into a warning and runs the job
-    anyway, so a failure ends the process here (exit code 2 for bad input, 1 for a store
-    that cannot take the runs), with Hydra's output folder not yet written."""
+    """Hydra callback: create the MLflow store in the launching process, before any job
+    (a single run's job was checked by :class:`regstudy.jobspec.CheckJob`, the callback
+    before). Hydra turns an exception here into a warning and runs the job anyway, so a
+    failure ends the process here (exit code 2 for bad input, 1 for a store that cannot
+    take the runs), with Hydra's output folder not yet written."""
 
     composed = False  # whether Hydra composed the config: it exits 1 for a bad command line
 
@@ -99,11 +100,8 @@ class PrepareStoreCallback(Callback):
         PrepareStoreCallback.composed = True
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A single run: check the config, the data and the store first."""
-        try:
-            preflight(config)
-        except (*BAD_INPUT, StoreError) as e:
-            sys.exit(refuse(e))
+        """A single run: the job was checked by the callback before this one
+        (:class:`regstudy.jobspec.CheckJob`); the store is created here."""
         self._prepare(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
