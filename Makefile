@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stages run `python -m regstudy...`: put the project's environment first on PATH.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: lint test-unit env env-all study test docs test-slow bench ui postgres server server-stop server-status clean
+.PHONY: lint test-unit env env-all study test docs test-slow bench bench-gpu ui postgres server server-stop server-status clean
 
 # `make env`: the base install and pytest (requirements.lock); `make env-all` adds every
 # extra (regstudy[all]: Ray, SLURM, the PostgreSQL server; requirements-extras.lock), what CI
@@ -55,6 +55,12 @@ docs: env
 
 bench: env
 	$(RUN) $(BIN)/python -m benchmarks.run
+
+# The torch path on a GPU (benchmarks/gpu.py): the same training as the CPU's, and its speed.
+# Needs torch only, no install: `make bench-gpu PYTHON=python` on a GPU machine; OUT=dir
+# also writes dir/gpu.json.
+bench-gpu:
+	PYTHONPATH=$(CURDIR)/src $(PYTHON) -m benchmarks.gpu
 
 ui: env
 	$(BIN)/python -m regstudy.ui --store $(CURDIR)/mlflow.db --port 5000

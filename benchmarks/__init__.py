@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-import regstudy  # noqa: F401 - before torch: the study's kernel path (regstudy.kernels)
+from regstudy.kernels import pin_for
+
+pin_for("auto", "cpu")  # before torch: the study's default compute path (exact, pinned, where it runs)
 
 # Where the suite's own process points MLflow and Hydra (``mlflow.set_tracking_uri``
 # exports the URI to the environment for subprocesses): a command timed as a user runs

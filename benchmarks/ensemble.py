@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchmarks.throughput import reference_mlp
+from regstudy.compute import ops_for
 from regstudy.optimizers import member_optimizers
 from regstudy.products import affine
 from regstudy.stacked import StackedMLP
@@ -81,10 +82,10 @@ def with_study_products(models: list[nn.Sequential]) -> list[nn.Sequential]:
     return models
 
 
-def stacked_from(models: list[nn.Sequential]) -> StackedMLP:
-    """A StackedMLP whose member k is ``models[k]``."""
+def stacked_from(models: list[nn.Sequential], compute: str = "auto") -> StackedMLP:
+    """A StackedMLP whose member k is ``models[k]``, on the compute path ``compute``."""
     linears = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
-    net = StackedMLP(len(models), 1, [64, 64, 64], 1)
+    net = StackedMLP(len(models), 1, [64, 64, 64], 1, ops=ops_for(compute, "cpu"))
     with torch.no_grad():
         for i, (w, b) in enumerate(zip(net.kernels, net.biases)):
             w.copy_(torch.stack([layers[i].weight.T for layers in linears]))
@@ -156,23 +157,27 @@ def train_vmap(models: list[nn.Sequential], xs, ys) -> torch.Tensor:
 EARLY_STEPS = 40  # steps of tests/integration/test_benchmarks.py's check that both sides train the same members
 
 
-def compare(k: int, steps: int = 300, repeats: int = 3) -> dict:
-    """Model-steps/s of each side (best of ``repeats``): ``stacked``, ``vmap`` (the
-    tutorial's ``nn.Linear``) and ``vmap_study`` (:class:`StudyLinear`); and each vmap
-    side's largest loss difference from the stacked side's, over all steps (``diff``) and
-    over the first ``EARLY_STEPS`` (``early``)."""
+def compare(k: int, steps: int = 300, repeats: int = 3, compute: str = "auto") -> dict:
+    """Model-steps/s of each side (best of ``repeats``): ``stacked`` (on the compute path
+    ``compute``), ``vmap`` (the tutorial's ``nn.Linear``) and, on the exact path,
+    ``vmap_study`` (:class:`StudyLinear`: the exact path's products, which the torch path
+    leaves out); and each vmap side's largest loss difference from the stacked side's,
+    over all steps (``diff``) and over the first ``EARLY_STEPS`` (``early``)."""
     xs, ys = batches(k, steps)
-    sides = {"stacked": lambda ms: train_stacked(stacked_from(ms), xs, ys),
+    sides = {"stacked": lambda ms: train_stacked(stacked_from(ms, compute), xs, ys),
              "vmap": lambda ms: train_vmap(ms, xs, ys),
              "vmap_study": lambda ms: train_vmap(with_study_products(ms), xs, ys)}
+    if ops_for(compute, "cpu").name == "torch":
+        del sides["vmap_study"]
     best = dict.fromkeys(sides, 0.0)
-    diff, early = {"vmap": 0.0, "vmap_study": 0.0}, {"vmap": 0.0, "vmap_study": 0.0}
+    diff, early = ({name: 0.0 for name in sides if name != "stacked"} for _ in range(2))
     _study_optimizer_factory()  # Hydra's compose, once, before any timing
     # Warm-up, untimed: each side's first steps pay one-time costs (the dispatcher's and
     # the allocator's first calls: the first K=32 run was 10x slower than the next).
-    train_stacked(stacked_from(members(k)), xs[:5], ys[:5])
+    train_stacked(stacked_from(members(k), compute), xs[:5], ys[:5])
     train_vmap(members(k), xs[:5], ys[:5])
-    train_vmap(with_study_products(members(k)), xs[:5], ys[:5])
+    if "vmap_study" in sides:
+        train_vmap(with_study_products(members(k)), xs[:5], ys[:5])
     for _ in range(repeats):
         losses = {}
         for name, train in sides.items():

@@ -22,8 +22,8 @@ import torch
 from benchmarks.stacks import dataset_file, study_params
 
 
-def torch_alive_units(hidden: list[torch.Tensor], threshold: float) -> torch.Tensor:
-    """``metrics.alive_units`` with torch's ``amax`` and ``amin``."""
+def torch_alive_units(hidden: list[torch.Tensor], threshold: float, ops=None) -> torch.Tensor:
+    """``metrics.alive_units`` with torch's ``amax`` and ``amin`` (whatever ``ops`` the module asks for)."""
     from regstudy.metrics import alive_count
 
     return torch.stack([alive_count(h.amax(1) - h.amin(1), threshold) for h in hidden], 1)

@@ -4,8 +4,9 @@ Everything is measured in the same run on the same machine, and reported as rati
 where it matters, because the machines are shared and noisy. Prints a table and writes
 it, with the machine's cores, memory and package versions, to benchmarks/RESULTS.md.
 Options: --quick (smaller sizes, for trying the suite out), --skip-study, and --only SECTION
-(study, compile, stacks or evaluation: those sections alone, replacing them in an existing
-RESULTS.md).
+(study, compile, stacks, evaluation, compute or study-paths: those sections alone, replacing
+them in an existing RESULTS.md). study-paths (the whole study on each compute path, twice
+each: about 20 minutes) runs only when asked for by --only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 import tempfile
@@ -27,7 +29,7 @@ from regstudy import kernels, products
 from regstudy.data import make_dataset, save_npz
 
 HERE = Path(__file__).resolve().parent
-ONLY = ("study", "compile", "stacks", "evaluation")  # the sections --only can run alone
+ONLY = ("study", "compile", "stacks", "evaluation", "compute", "study-paths")  # the sections --only can run alone
 PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "dvc", "numpy", "pandas")
 
 
@@ -238,6 +240,43 @@ def bench_ensemble(r: Report, quick: bool) -> None:
             "weights and their gradients transposed for the study's products) add to a step of all K members.")
 
 
+COMPUTE_TITLE = "Compute paths: the torch path against the exact path, the naive peer and torch.func (model-steps/s)"
+NAIVE_TARGET = 80  # the torch path's train job at K=128 against the naive peer
+
+
+def bench_compute(r: Report, data: Path, tmp: Path, quick: bool) -> dict:
+    """The stacked training step on each compute path, each in a process of its own (the
+    torch path on this CPU's own kernels, as a user runs it; the exact path pinned), beside
+    the naive peer and the torch.func ensemble, measured in the torch path's process."""
+    plan = {"data": str(data), "tmp": str(tmp), "ks": [32, 128], "epochs": 5 if quick else 60,
+            "repeats": 2 if quick else 3, "steps": 50 if quick else 300, "naive_models": 2 if quick else 4}
+    code = "from benchmarks import throughput; print(json.dumps(throughput.path_rates(json.loads(sys.argv[1]))))"
+    side = {path: throughput.on_path(path, code, json.dumps({**plan, "compute": path})) for path in ("torch", "exact")}
+    torch_, exact = side["torch"], side["exact"]
+    naive = torch_["naive"]
+    rows = []
+    for k in map(str, plan["ks"]):
+        t, e = torch_["stacked"][k], exact["stacked"][k]
+        step, tf = torch_["step"][k], torch_["torch_func"][k]
+        rows.append([f"K={k}", f"{t:,.0f}", f"{e:,.0f}", f"{t / e:.2f}", f"{naive:,.0f}", f"{t / naive:.0f}",
+                     f"{step:,.0f}", f"{tf:,.0f}", f"{step / tf:.2f}"])
+    at128 = torch_["stacked"]["128"] / naive
+    r.table(COMPUTE_TITLE,
+            ["members", "torch path, a train job", "exact path, a train job", "torch ÷ exact", "naive peer",
+             "torch ÷ naive", "torch path, the step only", "torch.func (tutorial), the step only",
+             "torch ÷ torch.func"], rows,
+            f"Each path in a process of its own, 1 thread: the torch path (`compute=torch`) on this CPU's own "
+            f"kernels ({torch_['kernels']}), as a user runs it; the exact path (`compute=exact`) pinned "
+            f"({exact['kernels']}). A train job: `benchmarks/throughput.py`'s stacked job (l2 on signal, "
+            f"Lightning, the per-epoch evaluation of every split, MLflow off), best of {plan['repeats']}, "
+            f"{plan['epochs']} epochs (K=32: {max(plan['epochs'], 400 // 32)}). The naive peer (a Lightning "
+            f"Trainer per model, MLFlowLogger every step, {plan['naive_models']} models) and the step-only "
+            f"sides ({plan['steps']} steps, `benchmarks/ensemble.py`, no Lightning, no evaluation) ran in the "
+            f"torch path's process. Target: the torch path at K=128 at least {NAIVE_TARGET}× the naive peer: "
+            f"{at128:.0f}×, {'met' if at128 >= NAIVE_TARGET else '**not met**'}.")
+    return side
+
+
 def bench_compile(r: Report, quick: bool) -> None:
     torch.set_num_threads(1)
     steps = 50 if quick else 300
@@ -339,6 +378,35 @@ def bench_study(r: Report, tmp: Path) -> None:
              f"{len(s['noop_ran'])} stages ran"],
             ["after editing study.strengths.l2", f"{s['edit_s']:.0f} s", ", ".join(s["edit_ran"])]]
     r.table("The whole default study", ["what", "measured", "detail"], rows)
+
+
+STUDY_PATHS_TITLE = "The whole study on each compute path"
+VERDICTS_TITLE = "Verdicts that differ between the two compute paths' studies"
+STUDY_PATHS_TARGET = 1.5  # the torch path's whole study at most this many times the exact path's
+
+
+def bench_study_paths(r: Report, tmp: Path) -> None:
+    s = study.study_paths(tmp)
+    walls = {path: [run["wall"] for run in s["runs"] if run["compute"] == path] for path in ("exact", "torch")}
+    mean = {path: sum(w) / len(w) for path, w in walls.items()}
+    ratio = mean["torch"] / mean["exact"]
+    rows = [[i + 1, f"`compute={run['compute']}`", f"{run['wall']:.0f}"] for i, run in enumerate(s["runs"])]
+    rows.append(["", "torch ÷ exact, means", f"{ratio:.2f}"])
+    repeat = "; ".join(f"the two {path} runs differ in {len(d)}" for path, d in s["repeat_differ"].items())
+    r.table(STUDY_PATHS_TITLE, ["run", "compute path (`study.overrides`)", "`dvc repro` from clean (s)"], rows,
+            f"The whole default study from clean, each run in a fresh clone whose params.yaml adds `compute=<path>` to "
+            f"`study.overrides`, the paths alternated. Target: the torch path's study at most {STUDY_PATHS_TARGET}× "
+            f"the exact path's: {ratio:.2f}×, {'met' if ratio <= STUDY_PATHS_TARGET else '**not met**'}. Of the "
+            f"report's {s['verdicts']} verdicts (findings and claim rows), the two paths' first runs differ in "
+            f"{len(s['differ'])} ({sum(d['marked'] for d in s['differ'])} of them marked borderline or fragile by "
+            f"either report; listed in the next section); {repeat}.")
+    body = [[f"`{d['what']}`", d["a"] or "absent", d["b"] or "absent", "yes" if d["marked"] else "**no**"]
+            for d in s["differ"]] or [["none", "", "", ""]]
+    r.table(VERDICTS_TITLE, ["verdict", "exact path", "torch path", "marked borderline or fragile"], body,
+            "From the runs above (the first of each path): a finding's verdict (reports/findings.json; marked where "
+            "its `borderline` is not empty) and a claim row's (reports/claims.json; marked where it has `fragile`). "
+            "The study promises its verdicts across machines except those it marks (README, *What is "
+            "reproducible*): an unmarked verdict that differs breaks that promise for the two paths.")
 
 
 # The profile's rows that _rest_of_the_study leaves out (and the floor replaces).
@@ -464,6 +532,8 @@ def main() -> None:
             bench_scaling(r, data, tmp, args.quick)
             bench_profile(r, data, tmp, Path(args.out).with_name("PROFILE.txt"))
             bench_ensemble(r, args.quick)
+        if not args.only or "compute" in args.only:
+            bench_compute(r, signal_data(tmp, args.quick), tmp, args.quick)
         if not args.only or "compile" in args.only:
             bench_compile(r, args.quick)
         if not args.only or "stacks" in args.only:
@@ -476,6 +546,8 @@ def main() -> None:
             bench_study(r, tmp)
             bench_study_profile(r, tmp)
             bench_members(r, tmp)
+        if "study-paths" in args.only:  # about 20 minutes: never part of a whole run
+            bench_study_paths(r, tmp)
     total = time.perf_counter() - start
     out = Path(args.out)
     if args.only and out.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -230,3 +231,54 @@ def members_scaling(tmp: Path, families: list[str], multiples=(1, 2, 4)) -> list
         rows.append({"multiple": m, "seeds": seeds, "members": members, "wall": wall,
                      "report": sum(s["end"] - s["start"] for s in stages if s["name"] == "report")})
     return rows
+
+
+PATHS_ORDER = ("exact", "torch", "exact", "torch")  # alternated: the host's load drifts over 20 minutes
+
+
+def study_paths(tmp: Path, order: tuple[str, ...] = PATHS_ORDER) -> dict:
+    """The whole default study from clean on each compute path, in turn (``order``), each in
+    a fresh clone whose ``study.overrides`` (params.yaml) gain ``compute=<path>``.
+
+    Returns ``runs``: each run's ``compute`` and ``wall`` (s) of `dvc repro`; ``differ``:
+    the verdicts the first run of each path differ in (:func:`differing`, exact's as ``a``,
+    torch's as ``b``); ``repeat_differ``: per path, those its two runs differ in (a path
+    gives the same bytes on one machine, so none are expected); ``verdicts``: how many
+    the report gives."""
+    runs, first, again = [], {}, {}
+    for i, path in enumerate(order):
+        repo = clone(tmp / f"paths-{i}-{path}")
+        edit_params(repo, lambda p, path=path: p["study"]["overrides"].append(f"compute={path}"))
+        wall, _ = _run_timed([sys.executable, "-m", "dvc", "repro"], repo)
+        runs.append({"compute": path, "wall": wall})
+        (again if path in first else first)[path] = report_verdicts(repo)
+        shutil.rmtree(repo.parent, ignore_errors=True)  # its store and artifacts: hundreds of MB
+    return {"runs": runs, "differ": differing(first["exact"], first["torch"]),
+            "repeat_differ": {path: differing(first[path], again[path]) for path in again},
+            "verdicts": len(first["exact"])}
+
+
+def report_verdicts(repo: Path) -> dict[str, tuple[str, bool]]:
+    """Every verdict of a study's report, each with whether the report marks it as one
+    that may move on another machine: ``finding <dataset>/<family>`` from
+    reports/findings.json (marked: its ``borderline`` is not empty) and
+    ``claim <claim> <dataset>:<row>`` from reports/claims.json (marked: it has ``fragile``)."""
+    found = json.loads((repo / "reports" / "findings.json").read_text())["findings"]
+    out = {f"finding {dataset}/{family}": (row["verdict"], bool(row.get("borderline")))
+           for dataset, families in found.items() for family, row in families.items()}
+    claims = json.loads((repo / "reports" / "claims.json").read_text())
+    for claim, rows in claims.items():
+        if isinstance(rows, dict) and claim != "verdicts":  # its counts, not rows (and "fragile", a count)
+            out.update({f"claim {claim} {name}": (row["verdict"], bool(row.get("fragile")))
+                        for name, row in rows.items()})
+    return out
+
+
+def differing(a: dict[str, tuple[str, bool]], b: dict[str, tuple[str, bool]]) -> list[dict]:
+    """The verdicts two reports (:func:`report_verdicts`) give otherwise, by name: ``what``,
+    ``a`` and ``b`` (None where a report has no such row) and ``marked`` (either report marks
+    it borderline or fragile)."""
+    none = (None, False)
+    return [{"what": key, "a": a.get(key, none)[0], "b": b.get(key, none)[0],
+             "marked": a.get(key, none)[1] or b.get(key, none)[1]}
+            for key in sorted(a.keys() | b.keys()) if a.get(key, none)[0] != b.get(key, none)[0]]

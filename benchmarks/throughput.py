@@ -99,8 +99,9 @@ def naive_peer(data_path: Path, tmp: Path, models: int, epochs: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def stacked(data_path: Path, k: int, epochs: int) -> float:
-    """Model-steps per second of K members trained as one stacked model (MLflow off)."""
+def stacked(data_path: Path, k: int, epochs: int, compute: str = "auto") -> float:
+    """Model-steps per second of K members trained as one stacked model (MLflow off), on
+    the compute path ``compute`` (``auto``, ``torch``, ``exact``: :mod:`regstudy.compute`)."""
     from hydra.utils import instantiate
 
     from regstudy.allocator import keep_freed_memory
@@ -111,7 +112,8 @@ def stacked(data_path: Path, k: int, epochs: int) -> float:
 
     strengths = [round(1e-4 * i / max(k - 1, 1), 8) for i in range(k)]
     cfg = compose_job(["experiment=l2", f"data.path={data_path}", f"members.strengths={strengths}",
-                       "members.seeds=[0]", "logger.enabled=false", f"trainer.max_epochs={epochs}"])
+                       "members.seeds=[0]", "logger.enabled=false", f"trainer.max_epochs={epochs}",
+                       f"compute={compute}"])
     members = member_grid(cfg)
     module = build_module(cfg, load_tensors(load_npz(data_path), [m["seed"] for m in members]), members)
     trainer = instantiate(cfg.trainer)
@@ -142,3 +144,62 @@ def stacked_native(data_path: Path, k: int, epochs: int, repeats: int) -> tuple[
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     rate, kernels = json.loads(out.stdout.strip().splitlines()[-1])
     return rate, kernels
+
+
+def path_env(compute: str) -> dict[str, str]:
+    """The environment of a process that computes on ``compute`` as a job does: the torch
+    path on this CPU's own kernels (``REGSTUDY_KERNELS=native``, no pin asked for), the
+    exact path pinned (benchmarks/__init__.py asks, as a job's entry point does)."""
+    from benchmarks import user_env
+    from regstudy.kernels import KERNEL_ENV
+
+    if compute == "torch":
+        return {k: v for k, v in user_env(REGSTUDY_KERNELS="native").items() if k not in KERNEL_ENV}
+    return {k: v for k, v in user_env().items() if k != "REGSTUDY_KERNELS"}
+
+
+def on_path(compute: str, code: str, *args: str) -> dict:
+    """Run ``code`` (Python that ends by printing one JSON line) in a fresh process with
+    the environment ``path_env(compute)``, on one torch thread, with ``args`` as
+    ``sys.argv[1:]``, and return that JSON. ``code`` may call ``describe()``: the kernels
+    its process computes with (``regstudy.kernels.describe``). Torch and MKL read their
+    settings once, at import: only a process of its own can be pinned or not."""
+    import json
+    import subprocess
+    import sys
+
+    head = ("import benchmarks\n"  # first: it asks for the pin (or not) before torch is imported
+            "import json, sys, torch; from regstudy import kernels; torch.set_num_threads(1)\n"
+            f"describe = lambda: kernels.describe(kernels.active({compute!r}))\n")
+    out = subprocess.run([sys.executable, "-c", head + code, *args], env=path_env(compute),
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        raise RuntimeError(f"the {compute} path's process failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def path_rates(plan: dict) -> dict:
+    """What the compute-paths benchmark measures in a process of one path (run there by
+    :func:`on_path`): ``plan`` has ``compute``, ``data`` (the signal set), ``tmp``, ``ks``,
+    ``epochs``, ``repeats``, and ``steps`` and ``naive_models`` for the torch path only.
+
+    Returns, per K, ``stacked``: a train job's rate (:func:`stacked`, best of
+    ``repeats``); on the torch path also ``step``: the stacked training step alone and
+    ``torch_func``: the torch.func ensemble's (benchmarks/ensemble.py, the tutorial's
+    ``nn.Linear``), and ``naive``: :func:`naive_peer`; and ``kernels``, what the process
+    computed with (``regstudy.kernels.describe``)."""
+    from benchmarks import ensemble
+    from regstudy import kernels
+
+    compute, data, ks = plan["compute"], plan["data"], plan["ks"]
+    out: dict = {"stacked": {}, "step": {}, "torch_func": {}}
+    for k in ks:
+        out["stacked"][k] = max(stacked(data, k, max(plan["epochs"], 400 // k), compute)
+                                for _ in range(plan["repeats"]))
+        if compute == "torch":
+            c = ensemble.compare(k, plan["steps"], plan["repeats"], compute)
+            out["step"][k], out["torch_func"][k] = c["stacked"], c["vmap"]
+    if compute == "torch":
+        out["naive"] = naive_peer(Path(data), Path(plan["tmp"]), plan["naive_models"], plan["epochs"])
+    out["kernels"] = kernels.describe(kernels.active(compute))
+    return out

@@ -13,19 +13,35 @@ from pathlib import Path
 
 import pytest
 
-import regstudy  # noqa: F401, I001 - before torch: it pins torch's kernel path (regstudy.kernels)
-import torch
+from regstudy.kernels import pin_for  # noqa: I001 - before torch
+
+pin_for("auto", "cpu")  # the jobs' default compute path: exact, with its pinned kernels, where it runs
+import torch  # noqa: E402
 from hydra.utils import instantiate
 
 from regstudy.data import make_dataset, save_npz
-from regstudy.kernels import cpu
+from regstudy.kernels import cpu, exact_unavailable
 from regstudy.stages.train import compose_job
 
 SIGNAL = dict(n_train=72, n_val=32, n_test=32, noise=0.2, n_components=3, phase_std=1.0)
 MOONS = dict(n_train=72, n_val=32, n_test=32, noise=0.3)
 SMALL_SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, phase_std=1.0)
 CPU = cpu()
-PINNED = "avx2" in CPU["flags"]  # x86 with AVX2: the kernels' pin applies (regstudy.kernels)
+EXACT_ABSENT = exact_unavailable()  # why compute=exact cannot run here, or None
+needs_exact = pytest.mark.skipif(EXACT_ABSENT is not None, reason=f"compute=exact: {EXACT_ABSENT}")
+PINNED = EXACT_ABSENT is None  # the default path is exact, whose pin of torch's kernels applies (regstudy.kernels)
+
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(repo: Path) -> None:
+    """The project's pipeline and code into ``repo`` (dvc.yaml, its ignore files, conf/, src/)."""
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("conf", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def tiny_dvc_yaml(text: str, leave_out) -> str:

@@ -1,7 +1,7 @@
-"""regstudy: how regularization shapes neural networks, one reproducible study."""
+"""regstudy: how regularization shapes neural networks, one reproducible study.
 
-from .kernels import pin as _pin_kernels
-
-_pin_kernels()  # before anything imports torch: the same kernels, so the same bits, on any x86 CPU
+Importing it changes nothing in the process: the exact path's pin of torch's kernels is
+asked for by the entry points, before they import torch (:func:`regstudy.kernels.pin_for`).
+"""
 
 __version__ = "0.1.0"

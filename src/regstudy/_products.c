@@ -434,6 +434,11 @@ static PyObject *set_path(PyObject *self, PyObject *arg)
     return NULL;
 }
 
+static PyObject *cpu_has_avx2(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(available(AVX2_FMA));
+}
+
 static PyMethodDef methods[] = {
     {"products", (PyCFunction)(void (*)(void))products, METH_FASTCALL,
      "products(K, M, N, P, L, lsk, lsi, lsp, R, rsk, rsp, rsj, O, osk, osi, bias, bsk, leaky, slope): "
@@ -443,6 +448,7 @@ static PyMethodDef methods[] = {
     {"kernel_counts", (PyCFunction)(void (*)(void))kernel_counts, METH_FASTCALL,
      "kernel_counts(K, P, N, W, wsk, small, out): per member, entries with |w| < small, zeros, all-zero columns"},
     {"get_path", get_path, METH_NOARGS, "the path computing products: 'avx2' or 'loop'"},
+    {"cpu_has_avx2", cpu_has_avx2, METH_NOARGS, "whether this CPU runs the 'avx2' path (AVX2 and FMA)"},
     {"set_path", set_path, METH_O, "compute with 'avx2' (where the CPU has it) or 'loop' (the same bits)"},
     {NULL, NULL, 0, NULL}};
 

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .kernels import ACCELERATORS, COMPUTE_PATHS  # how a job computes: its path and its device
 from .data import TASK as TASKS  # the task of each dataset, defined with the datasets
 from .regularizers import REGISTRY, regularizer
 from .regularizers.base import finite as _finite
@@ -128,7 +129,8 @@ class PathsConfig:
 
 @dataclass
 class TrainerConfig:
-    """Keyword arguments of ``pytorch_lightning.Trainer`` (instantiated by Hydra)."""
+    """Keyword arguments of ``pytorch_lightning.Trainer`` (instantiated by Hydra);
+    ``accelerator`` is one of :data:`ACCELERATORS`, resolved to a device by the job."""
 
     _target_: str = "pytorch_lightning.Trainer"
     max_epochs: int = 100
@@ -159,6 +161,7 @@ class SearchConfig:
 class TrainConfig:
     family: str = "custom"
     threads: int = 1
+    compute: str = "auto"  # one of COMPUTE_PATHS
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     regularizer: RegularizerSet = field(default_factory=RegularizerSet)
@@ -293,6 +296,12 @@ def validate(cfg: DictConfig) -> None:
     _check(_finite(opt.lr) and opt.lr > 0, "optim.lr", opt.lr, "a finite number > 0")
     _check(cfg.trainer.max_epochs >= 1, "trainer.max_epochs", cfg.trainer.max_epochs,
            "an integer >= 1")
+    _check(cfg.get("compute", "auto") in COMPUTE_PATHS, "compute", cfg.get("compute"),
+           f"one of {COMPUTE_PATHS}: auto (exact where its C kernels run, else torch), torch, exact")
+    _check(cfg.trainer.accelerator in ACCELERATORS, "trainer.accelerator", cfg.trainer.accelerator,
+           f"one of {ACCELERATORS}")
+    _check(cfg.trainer.devices == 1, "trainer.devices", cfg.trainer.devices,
+           "1 (one device: a job's members train as one stacked model)")
     _check(_finite(cfg.metrics.zero_threshold) and cfg.metrics.zero_threshold > 0, "metrics.zero_threshold",
            cfg.metrics.zero_threshold, "a finite number > 0 (a fraction of each layer's rms)")
     _check(_finite(cfg.metrics.alive_threshold) and 0 <= cfg.metrics.alive_threshold < 1,

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
 from . import kernels
+from .compute import ops_for, resolve_accelerator
 from .allocator import keep_freed_memory
 from .data import DRAWN, load_npz, seed_rows, task_of
 from .jobspec import JobSpec, member_grid, prepare_job, resolve_paths  # noqa: F401 - re-exported
@@ -93,8 +94,9 @@ def build_module(cfg: DictConfig, data: dict[str, torch.Tensor],
     d_out = 1 if task == "regression" else int(max(int(data[f"y_{s}"].max()) for s in
                                                    ("train", "val", "test")) + 1)
     mc = cfg.model
+    ops = ops_for(cfg.compute, resolve_accelerator(cfg.trainer.accelerator))
     net = StackedMLP(len(members), d_in, list(mc.hidden), d_out, mc.activation, mc.negative_slope,
-                     mc.output_activation, mc.norm)
+                     mc.output_activation, mc.norm, ops=ops)
     net.reset_parameters([member_generator(s, Stream.INIT) for s in seeds], mc.init.scheme,
                          mc.init.scale, mc.init.bias, mc.init.perturb_ulps)
     strengths = torch.tensor([m["strength"] for m in members], dtype=torch.float32)
@@ -138,12 +140,17 @@ def set_up_process(cfg: DictConfig) -> None:
     quiet()
 
 
+def compute_path(cfg: DictConfig) -> str:
+    """The job's compute path, ``"torch"`` or ``"exact"`` (:func:`regstudy.kernels.resolve_compute`)."""
+    return kernels.resolve_compute(cfg.compute, resolve_accelerator(cfg.trainer.accelerator))
+
+
 def job_tags(cfg: DictConfig) -> dict[str, str]:
     """The tags of every run of the job: dataset, family, commit, sweep, kernels, source."""
     root = project_root(cfg)
     commit = git_commit(root)
     return {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
-            "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check()),
+            "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check(compute_path(cfg))),
             **source_tags(root, commit)}
 
 
@@ -183,7 +190,8 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
     start = time.perf_counter()
     init = snapshot(module.net)
     callbacks = [MLflowEpochLogger(tracking, logged_every(cfg))] if tracking else []
-    trainer = instantiate(cfg.trainer, callbacks=callbacks)
+    # Lightning moves the module to the device; the module its data and state (on_fit_start)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, accelerator=resolve_accelerator(cfg.trainer.accelerator))
     fit_start = time.perf_counter()
     try:
         trainer.fit(module)
@@ -192,6 +200,7 @@ def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artif
             reraise_interrupt()  # so that the runs end KILLED, not FAILED
         raise
     fit_end = time.perf_counter()
+    module.to_cpu()  # the final evaluation and the tables: on the CPU, whatever trained
     module.restore_best()
     final_eval = module.evaluate(SPLITS)  # the kept weights; the only look at the test split
     final_eval.update(near_zero_sensitivity(module.net, cfg.metrics.zero_threshold))

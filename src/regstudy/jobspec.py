@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import member_strengths, validate
 from .data import seed_rows
+from .kernels import pin_for, resolve_compute
 from .preflight import BAD_INPUT, StoreError, check_server, check_store, data_path, load_arrays, project_root, refuse
 from .regularizers import regularizer
 
@@ -86,6 +87,7 @@ def prepare_job(cfg: DictConfig, hydra_folder_pending: bool = False) -> JobSpec:
     callbacks run first), so a results folder inside it is left None.
     """
     validate(cfg)
+    check_device(cfg)
     check_server(cfg)
     path = data_path(cfg)
     results_dir = None if hydra_folder_pending and cfg.paths.results is None else results_folder(cfg)
@@ -95,6 +97,17 @@ def prepare_job(cfg: DictConfig, hydra_folder_pending: bool = False) -> JobSpec:
     check_store(cfg)  # and an unwritable or locked MLflow store (StoreError)
     return JobSpec(_read_only(cfg, task), path, results_dir, tuple(MappingProxyType(m) for m in members),
                    MappingProxyType(arrays))
+
+
+def check_device(cfg: DictConfig) -> None:
+    """A ConfigError where the job's device or compute path is not here: ``trainer.accelerator=gpu``
+    without a GPU, ``compute=exact`` without its C kernels or on a GPU. torch is imported
+    only to look for a GPU (never with ``accelerator=cpu``)."""
+    device = "cpu"
+    if cfg.trainer.accelerator != "cpu":
+        from .compute import resolve_accelerator
+        device = resolve_accelerator(cfg.trainer.accelerator)
+    resolve_compute(cfg.compute, device)
 
 
 def _read_only(cfg: DictConfig, task: str) -> DictConfig:
@@ -118,11 +131,17 @@ class CheckJob(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         CheckJob._checked = None
+        pin_for(config.compute, config.trainer.accelerator)  # before torch: the exact path's kernels
         try:
             spec = prepare_job(config, hydra_folder_pending=True)
         except (*BAD_INPUT, StoreError) as e:
             sys.exit(refuse(e))
         CheckJob._checked = (_without_hydra(config), spec)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep: its jobs (here, or in launched processes that inherit the environment)
+        compute on the exact path's pinned kernels where they take it."""
+        pin_for(config.compute, config.trainer.accelerator)
 
     @classmethod
     def take(cls, cfg: DictConfig) -> JobSpec | DictConfig:

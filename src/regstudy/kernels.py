@@ -1,4 +1,15 @@
-"""One kernel path on every x86 CPU, so that machines differ in fewer of a study's last bits.
+"""Which kernels compute a job: the ``compute`` setting, and the pin of torch's own kernels.
+
+``compute=exact`` computes the stacked layers' products with regstudy's C kernels
+(:mod:`regstudy.products`: x86 with AVX2 and FMA, built at install where a C compiler is
+found) and pins torch's own kernels as below, for the same bytes on one machine;
+``compute=torch`` computes everything with torch's own operations, unpinned: any CPU,
+CUDA, Apple's MPS (:mod:`regstudy.compute`). ``compute=auto`` takes ``exact`` on a CPU
+where it is built, ``torch`` everywhere else (:func:`resolve_compute`).
+
+The pin (exact path only; :func:`pin_for`, called by the entry points before torch is
+imported, never at import) asks for one kernel path on every x86 CPU, so that machines
+differ in fewer of a study's last bits.
 
 It does not make them the same bits everywhere: the committed study, re-made on an
 AVX-512 Intel Xeon, still came out other bytes. What the study promises across machines
@@ -41,6 +52,10 @@ import os
 import platform
 import sys
 
+from .errors import ConfigError
+
+COMPUTE_PATHS = ("auto", "torch", "exact")  # the ``compute`` setting
+ACCELERATORS = ("auto", "cpu", "gpu")  # ``trainer.accelerator``: the device (regstudy.compute)
 KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
 
 # Floats in ATen's widest vector (AVX-512; AVX2's 8 divide it). ATen's kernels that run
@@ -83,6 +98,51 @@ def pin() -> None:
         os.environ.setdefault(key, value)
 
 
+def exact_unavailable() -> str | None:
+    """Why ``compute=exact`` cannot run on this machine, or None where it can."""
+    try:
+        from . import _products
+    except ImportError:
+        return ("regstudy's C kernels (regstudy._products) are not built here: the install found no C "
+                "compiler, or the CPU is not x86")
+    if not _products.cpu_has_avx2():
+        return "this CPU lacks AVX2 and FMA, which regstudy's C kernels need"
+    return None
+
+
+def resolve_compute(compute: str, device: str = "cpu") -> str:
+    """``"exact"`` or ``"torch"``: what ``compute`` (``auto``, ``torch`` or ``exact``) means
+    for a job on ``device`` (``cpu``, ``cuda``, ``mps``) on this machine. ``exact`` where it
+    cannot run is a ConfigError naming why."""
+    if compute not in COMPUTE_PATHS:
+        raise ConfigError("compute", compute, f"one of {COMPUTE_PATHS}")
+    if compute == "torch":
+        return "torch"
+    if device != "cpu":
+        if compute == "exact":
+            raise ConfigError("compute", compute, f"torch or auto on a {device} device (the exact kernels are "
+                              "the CPU's; trainer.accelerator=cpu for them)")
+        return "torch"
+    why = exact_unavailable()
+    if why and compute == "exact":
+        raise ConfigError("compute", compute, f"torch or auto: {why}")
+    return "torch" if why else "exact"
+
+
+def pin_for(compute: str, accelerator: str) -> str | None:
+    """Pin torch's kernels (:func:`pin`) where a job of ``compute`` on ``accelerator``
+    takes the exact path on a CPU; returns the path, or None where it depends on a device
+    not yet known (``accelerator=auto``: pinned if exact, which changes nothing on a GPU).
+    Call before torch is imported; an invalid value is left to the job's own check."""
+    try:
+        path = resolve_compute(compute, "cpu" if accelerator in ("cpu", "auto") else "gpu")
+    except ConfigError:
+        return None
+    if path == "exact":
+        pin()
+    return path
+
+
 def mkl_branch() -> str | None:
     """The CNR branch MKL computes with (``COMPATIBLE``, ``AUTO``, ``AVX2,STRICT``...), as
     MKL itself reports it, or None where torch carries no MKL.
@@ -101,15 +161,17 @@ def mkl_branch() -> str | None:
     return name + (",STRICT" if value & MKL_CBWR_STRICT else "")
 
 
-def active() -> dict[str, str | None]:
+def active(compute: str = "auto") -> dict[str, str | None]:
     """What this process computes with: ATen's dispatch level, MKL's branch and the path
-    of the layers' products (``avx2`` or ``loop``: the same bits either way)."""
+    of the layers' products (``avx2`` or ``loop``, the same bits either way, on the exact
+    path; ``torch`` on the torch path)."""
     import torch
 
     from . import products
 
+    path = resolve_compute(compute, "cpu") if compute == "auto" else compute
     return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_branch(),
-            "products": products.path()}
+            "products": products.path() if path == "exact" else "torch"}
 
 
 def describe(active: dict[str, str | None]) -> str:
@@ -118,11 +180,11 @@ def describe(active: dict[str, str | None]) -> str:
     return line + (f", products {active['products']}" if active.get("products") else "")
 
 
-def check() -> dict[str, str | None]:
+def check(compute: str = "auto") -> dict[str, str | None]:
     """:func:`active`, with a warning on stderr where a requested path did not take: torch
-    was imported before regstudy with another ``ATEN_CPU_CAPABILITY``, or MKL refused the
+    was imported before the pin with another ``ATEN_CPU_CAPABILITY``, or MKL refused the
     branch in ``MKL_CBWR`` on this CPU."""
-    now = active()
+    now = active(compute)
     warn = lambda what: print(f"regstudy: {what}: the numbers may differ in the last bits "  # noqa: E731
                               "from another machine's", file=sys.stderr, flush=True)
     wanted = os.environ.get("ATEN_CPU_CAPABILITY", "")

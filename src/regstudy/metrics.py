@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .reductions import column_extrema, kernel_counts
+from .compute import ops_for
 from .stacked import StackedMLP
 
 
@@ -52,7 +52,7 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
     norms = torch.stack([torch.linalg.vector_norm(w.flatten(1), dim=1) for w in net.kernels], 1)
     sizes = kernel_sizes(net)
     small, exact, removed = zero_counts(net, zero_threshold)
-    normalized = torch.tensor(net.normalized_layers())
+    normalized = torch.tensor(net.normalized_layers(), device=norms.device)
     eff = torch.where(normalized, lr / norms.square(), torch.full_like(norms, float("nan")))
     return {"layer_norm": norms, "weight_norm": norms.square().sum(1).sqrt(),
             "layer_near_zero": small / sizes, "near_zero_fraction": small.sum(1) / sizes.sum(),
@@ -62,10 +62,10 @@ def weight_stats(net: StackedMLP, zero_threshold: float, lr: float) -> dict[str,
 
 def kernel_sizes(net: StackedMLP) -> Tensor:
     """Entries of one member's kernel of each layer, ``(L,)`` float."""
-    return torch.tensor([w[0].numel() for w in net.kernels], dtype=torch.float32)
+    return torch.tensor([w[0].numel() for w in net.kernels], dtype=torch.float32, device=net.kernels[0].device)
 
 
-def near_zero_counts(w: Tensor, zero_threshold: float) -> Tensor:
+def near_zero_counts(w: Tensor, zero_threshold: float, ops=None) -> Tensor:
     """Per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, the entries near zero
     relative to the member's kernel, ``(K,)`` int64: ``|w| / rms(W) < zero_threshold``
     with ``rms(W) = sqrt(mean w^2) = ||W|| / sqrt(fan_in * fan_out)`` (float32, the
@@ -75,9 +75,10 @@ def near_zero_counts(w: Tensor, zero_threshold: float) -> Tensor:
     the count unchanged, so a layer that L2 merely shrinks is not counted as pruned. A
     kernel of zeros counts all its entries; one holding a NaN (a diverged member), none.
     The bound differs per member, so the quotient is counted against one bound in one
-    pass (``kernel_counts``): half the time of torch's comparison and sum, every epoch.
+    pass (``kernel_counts`` of the compute path ``ops``, :mod:`regstudy.compute`; the
+    exact path's takes half the time of torch's comparison and sum, every epoch).
     """
-    return kernel_counts(per_rms(w), zero_threshold)[:, 0]
+    return (ops or ops_for()).kernel_counts(per_rms(w), zero_threshold)[:, 0]
 
 
 def per_rms(w: Tensor) -> Tensor:
@@ -94,10 +95,10 @@ def zero_counts(net: StackedMLP, zero_threshold: float) -> tuple[Tensor, Tensor,
     0.0, per layer (``(K, L)``, float: exact below 2^24), and hidden units whose incoming
     kernel weights (a column of the kernel) are all exactly 0.0 (``(K,)``, int64); one
     pass over each kernel for the near-zero count, one for the exact ones."""
-    near = torch.stack([near_zero_counts(w, zero_threshold) for w in net.kernels], 1)
+    near = torch.stack([near_zero_counts(w, zero_threshold, net.ops) for w in net.kernels], 1)
     # |w| < 0 counts nothing: the exact zeros and removed units of the kernel itself
     # (a quotient w / rms can underflow to 0)
-    counts = torch.stack([kernel_counts(w, 0.0) for w in net.kernels], 1)
+    counts = torch.stack([net.ops.kernel_counts(w, 0.0) for w in net.kernels], 1)
     return near.float(), counts[..., 1].float(), counts[:, :-1, 2].sum(1)
 
 
@@ -111,7 +112,7 @@ def near_zero_sensitivity(net: StackedMLP, zero_threshold: float) -> dict[str, T
     """``near_zero_fraction`` ``(K,)`` at each factor of :data:`THRESHOLD_SENSITIVITY`
     times ``zero_threshold``, keyed by its column name."""
     total = kernel_sizes(net).sum()
-    return {name: sum(near_zero_counts(w, factor * zero_threshold) for w in net.kernels).float() / total
+    return {name: sum(near_zero_counts(w, factor * zero_threshold, net.ops) for w in net.kernels).float() / total
             for name, factor in THRESHOLD_SENSITIVITY.items()}
 
 
@@ -122,10 +123,12 @@ def feature_norms(net: StackedMLP) -> Tensor:
     return torch.linalg.vector_norm(net.kernels[0], dim=2)
 
 
-def alive_units(hidden: list[Tensor], threshold: float) -> Tensor:
+def alive_units(hidden: list[Tensor], threshold: float, ops=None) -> Tensor:
     """Hidden units per layer whose output varies over the inputs (:func:`alive_count` of
-    each layer's ranges ``max - min`` over the rows of ``hidden``), ``(K, L-1)``."""
-    return torch.stack([alive_count(hi - lo, threshold) for hi, lo in map(column_extrema, hidden)], 1)
+    each layer's ranges ``max - min`` over the rows of ``hidden``), ``(K, L-1)``; the
+    extrema by the compute path ``ops`` (:mod:`regstudy.compute`)."""
+    extrema = (ops or ops_for()).column_extrema
+    return torch.stack([alive_count(hi - lo, threshold) for hi, lo in map(extrema, hidden)], 1)
 
 
 def alive_count(span: Tensor, threshold: float) -> Tensor:

@@ -54,6 +54,32 @@ class MemberStackModule(pl.LightningModule):
         self.best_state: dict[str, Tensor] | None = None
         self.evaluation_seconds = 0.0  # wall time of the per-epoch evaluations (run.json's timings)
 
+    # --- the device ---
+
+    _STATE = ("nonfinite", "diverged_epoch", "stopped_epoch", "best_epoch", "best_val", "wait", "first_val")
+
+    def _move(self, device: torch.device | str) -> None:
+        """The data, the regularizers and the early-stopping state to ``device`` (Lightning
+        moves the parameters and buffers)."""
+        self.splits = {k: v.to(device) for k, v in self.splits.items()}
+        self._eval_x = {}
+        self.reg.to(device)
+        for name in self._STATE:
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        if self.best_state is not None:
+            self.best_state = {k: v.to(device) for k, v in self.best_state.items()}
+
+    def on_fit_start(self) -> None:
+        self._move(self.device)
+
+    def to_cpu(self) -> None:
+        """Everything back on the CPU after training (a no-op for a CPU job): the final
+        evaluation, the tables and the exported model read it there."""
+        self.cpu()
+        self._move("cpu")
+        self.history = [{k: v.cpu() for k, v in row.items()} for row in self.history]
+
     # --- training ---
 
     def configure_optimizers(self):
@@ -146,7 +172,7 @@ class MemberStackModule(pl.LightningModule):
             y = self.splits[f"y_{split}"]
             row[f"{split}_loss"] = data_loss(out_split, y, self.task)
             row[f"{split}_metric"] = metric(out_split, y, self.task)
-        row["layer_alive"] = alive_units([h[:, :n_train] for h in hidden], self.alive_threshold)
+        row["layer_alive"] = alive_units([h[:, :n_train] for h in hidden], self.alive_threshold, self.net.ops)
         self.net.train(was_training)
         row["alive_neurons"] = row["layer_alive"].sum(1)
         row["penalty"] = self.reg.penalty(self.net, [h[:, :n_train] for h in hidden])
@@ -165,7 +191,7 @@ class MemberStackModule(pl.LightningModule):
             self._early_stopping(row["val_loss"], active, epoch)
         # True on the epochs after the member stopped (its curve has ended).
         row["stopped"] = (self.stopped_epoch > 0) & (self.stopped_epoch < epoch)
-        row["epoch"] = torch.full((self.net.n_members,), epoch)
+        row["epoch"] = torch.full((self.net.n_members,), epoch, device=self.device)
         return row
 
     def _early_stopping(self, val_loss: Tensor, active: Tensor, epoch: int) -> None:
@@ -206,7 +232,6 @@ class MemberStackModule(pl.LightningModule):
         forward passes of the whole grid), so they run for the members of the first
         seed only, the ones the report shows; the others get NaN.
         """
-        k = self.net.n_members
         self.net.eval()
 
         def value(net: StackedMLP, u: Tensor | None = None, p: Tensor | None = None) -> Tensor:

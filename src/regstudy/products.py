@@ -1,4 +1,4 @@
-"""The stacked layers' matrix products, with the same bits on every CPU.
+"""The exact path's matrix products (``compute=exact``), with the same bits on every CPU.
 
 A layer of K members computes, for each member ``k``,
 
@@ -26,17 +26,17 @@ from torch import Tensor
 
 try:
     from . import _products
-except ImportError as e:  # an install that skipped the build (no C compiler, or not `make env`)
-    raise ImportError("regstudy._products, the layers' compiled products, is not built here: make the "
-                      "environment with `make env` (`pip install -e .` with a C compiler and Python's headers)") from e
+except ImportError:  # built only where the install found a C compiler: the torch path runs without it
+    _products = None
 
 __all__ = ["affine", "product", "path", "set_path"]
 
 
 def path() -> str:
     """How products are computed here: ``"avx2"`` (AVX2 and FMA, 8 columns per
-    instruction) or ``"loop"`` (one element at a time, any CPU); the same bits either way."""
-    return _products.get_path()
+    instruction) or ``"loop"`` (one element at a time, for tests: the same bits), or
+    ``"absent"`` where the C kernels are not built."""
+    return _products.get_path() if _products is not None else "absent"
 
 
 def set_path(name: str) -> None:
@@ -45,6 +45,9 @@ def set_path(name: str) -> None:
 
 
 def _check(name: str, t: Tensor, dim: int) -> None:
+    if _products is None:
+        raise RuntimeError("compute=exact: regstudy's C kernels (regstudy._products) are not built here; "
+                           "use compute=torch (or auto)")
     if t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != dim:
         raise TypeError(f"{name}: a {dim}-d float32 CPU tensor is needed, not a {t.dim()}-d "
                         f"{t.dtype} tensor on {t.device}")

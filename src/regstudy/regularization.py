@@ -57,6 +57,14 @@ class Regularization:
             r.setup(self, self.cfg[name], value, n_layers)
         return self
 
+    def to(self, device: torch.device | str) -> "Regularization":
+        """Move every per-member tensor to ``device`` (in place); returns self."""
+        self.coefs = {name: t.to(device) for name, t in self.coefs.items()}
+        for name in ("dropout_p", "noise_sigma", "patience", "label_smoothing"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def _acting(self, *phases: Phase) -> list[str]:
         """The regularizers acting in ``phases``, in the order they act."""
         return sorted((name for name, p in self.phases.items() if p in phases), key=self.phases.__getitem__)
@@ -86,7 +94,7 @@ class Regularization:
         """
         terms = [term for name in self.loss_penalties
                  if (term := REGISTRY[name].penalty(self, net, hidden)) is not None]
-        return total(terms) if terms else torch.zeros(net.n_members)
+        return total(terms) if terms else torch.zeros(net.n_members, device=net.kernels[0].device)
 
     @property
     def gradient_by_hand(self) -> bool:

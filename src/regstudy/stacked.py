@@ -1,8 +1,8 @@
 """A stack of K independent MLPs that train as one model.
 
 Every parameter carries a leading member axis ``K``; a layer's forward pass is one
-batched matrix product over all members (:func:`regstudy.products.affine`, whose
-arithmetic is the same on every CPU). Members share no
+batched matrix product over all members, computed by the stack's compute path
+(:mod:`regstudy.compute`: torch's ``baddbmm``, or the exact path's C kernels). Members share no
 parameter, statistic or random number: member ``k``'s output depends only on its own
 slice of every tensor, so member ``k`` of a stack trains exactly as the same member
 would alone.
@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .compute import ExactOps, TorchOps, ops_for
 from .kernels import VECTOR_FLOATS
-from .products import affine
 
 BN_MOMENTUM = 0.1  # PyTorch's BatchNorm1d default
 NORM_EPS = 1e-5
@@ -66,13 +66,18 @@ def inverted_dropout(h: Tensor, u: Tensor, p: Tensor) -> Tensor:
 
 
 class StackedMLP(nn.Module):
-    """K MLPs ``d_in -> hidden... -> d_out`` with kernels of shape ``(K, fan_in, fan_out)``."""
+    """K MLPs ``d_in -> hidden... -> d_out`` with kernels of shape ``(K, fan_in, fan_out)``.
+
+    ``ops``: the compute path (:mod:`regstudy.compute`); by default ``compute=auto`` on the CPU.
+    """
 
     def __init__(self, n_members: int, d_in: int, hidden: list[int], d_out: int,
                  activation: str = "leaky_relu", negative_slope: float = 0.01,
-                 output_activation: str = "identity", norm: str = "none"):
+                 output_activation: str = "identity", norm: str = "none",
+                 ops: type[TorchOps] | type[ExactOps] | None = None):
         super().__init__()
         self.n_members, self.norm = n_members, norm
+        self.ops = ops or ops_for("auto", "cpu")
         sizes = [d_in, *hidden, d_out]
         self.kernels = nn.ParameterList(
             nn.Parameter(torch.empty(n_members, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -84,9 +89,9 @@ class StackedMLP(nn.Module):
         # sizes (K x all examples x units) one pass over memory less (up to 30% faster).
         self.act_ = activation_fn(activation, negative_slope, inplace=True)
         self.out_act_ = activation_fn(output_activation, negative_slope, inplace=True)
-        # A leaky ReLU right after the product is computed by the product's own kernel
-        # (the same bits, one pass over memory less; see regstudy.products).
-        fused = activation == "leaky_relu" and norm == "none" and negative_slope >= 0
+        # A leaky ReLU right after the product is computed by the product's own kernel on
+        # the exact path (the same bits, one pass over memory less; see regstudy.products).
+        fused = activation == "leaky_relu" and norm == "none" and negative_slope >= 0 and self.ops is ExactOps
         self.fused_slope = float(negative_slope) if fused else None
         self.hidden = list(hidden)
         # Batch norm subtracts the batch mean, so a bias before it has no effect and no
@@ -194,7 +199,7 @@ class StackedMLP(nn.Module):
         # activations' backward needs their inputs (elu's formula would change its bits).
         act, out_act = (self.act, self.out_act) if torch.is_grad_enabled() else (self.act_, self.out_act_)
         for i in range(self.n_layers - 1):
-            h = affine(x, self.kernels[i], None if self.bias_free[i] else self.biases[i], self.fused_slope)
+            h = self.ops.affine(x, self.kernels[i], None if self.bias_free[i] else self.biases[i], self.fused_slope)
             if self.norm != "none":
                 h = self._normalize(h, i)
             if self.fused_slope is None:
@@ -206,7 +211,7 @@ class StackedMLP(nn.Module):
                 h = inverted_dropout(h, dropout_u[..., offset:offset + width], dropout_p)
                 offset += width
             x = h
-        out = out_act(affine(x, self.kernels[-1], self.biases[-1]))
+        out = out_act(self.ops.affine(x, self.kernels[-1], self.biases[-1]))
         return (out, hidden_out) if return_hidden else out
 
     @torch.no_grad()

@@ -15,7 +15,11 @@ included (:func:`run_many`).
   interpreter and of the package's source files (path, size, mtime).
 - Each job is a fresh fork: nothing one job does (seeds, threads, MLflow or Hydra
   state) can reach the next.
-- ``REGSTUDY_WARM=0`` runs the stage in the client's own process instead.
+- ``REGSTUDY_WARM=0`` runs the stage in the client's own process instead; so does any
+  system but Linux (:func:`_warm_on`).
+- A job may train on a GPU: the server imports torch but never initialises CUDA (the
+  device is looked for through NVML, :func:`regstudy.compute.gpu_device`), so each
+  forked job starts CUDA itself.
 """
 
 from __future__ import annotations
@@ -68,7 +72,11 @@ def socket_path() -> Path:
 
 
 def _warm_on() -> bool:
-    return os.environ.get("REGSTUDY_WARM", "1") != "0" and hasattr(socket, "send_fds")
+    """Whether stages fork their jobs from the warm server: on Linux (macOS forbids fork
+    after the system frameworks torch loads; Windows has no fork), unless REGSTUDY_WARM=0.
+    Without it each job runs in the stage's process, the same numbers, slower to start."""
+    return (os.environ.get("REGSTUDY_WARM", "1") != "0" and sys.platform.startswith("linux")
+            and hasattr(socket, "send_fds"))
 
 
 def run(target: str, argv: list[str]) -> int:

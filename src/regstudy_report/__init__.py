@@ -2,7 +2,7 @@
 summary, provenance), `findings.json` (every finding's verdict, effect, interval and raw
 and adjusted p-values, each dataset's power, the aggregates across datasets),
 `claims.json` (each literature claim's verdict, numbers and fragility) and
-`metrics.json` (headline numbers for `dvc metrics show` / `diff`).
+`metrics.json` (the few headline numbers DVC reads as metrics: :mod:`regstudy_report.headline`).
 
 All files are byte-reproducible from the same inputs: no timestamps, PNGs without
 metadata, floats in the JSON files rounded to 6 significant digits.
@@ -41,6 +41,7 @@ from regstudy_report.findings import (
     ranking_sentence,
     verdict_counts,
 )
+from regstudy_report.headline import headline_metrics
 from regstudy_report.settings import Settings, SettingsError
 from regstudy_report.stats import effect_text, estimate, estimate_text, sig
 from regstudy_report.tables import (
@@ -313,21 +314,6 @@ def findings_json(analysis: Analysis, number: Callable = json_number) -> dict:
     return out
 
 
-def headline_metrics(analysis: Analysis, claims: dict, members: int, number: Callable = json_number) -> dict:
-    """The few numbers `dvc metrics show` / `diff` should show: per dataset its seeds, the
-    effect it can detect and how many findings of each verdict; study-wide the verdict
-    counts of findings and claims and the members trained."""
-    metrics: dict = {}
-    for p in analysis.power:
-        rows = [f for f in analysis.found if f.dataset == p.dataset]
-        metrics[p.dataset] = {"seeds": p.seeds, "detectable_effect": number(p.detectable),
-                              **{v: sum(f.verdict == v for f in rows) for v in ("better", "equivalent", "worse",
-                                                                               "undetermined")}}
-    metrics["study"] = {"members": members, "findings": verdict_counts(analysis.found),
-                        "claims": {**claims["verdicts"], "fragile": claims["fragile"]}}
-    return metrics
-
-
 def _write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +348,8 @@ def build_report(results_dir: str | Path, data_dir: str | Path, out_dir: str | P
                             aggregates=family_aggregates(found), ranks=rank_families(found, settings.alpha),
                             checked=check_claims(results), summary=summary_table(results.members))
         claims = claims_json(analysis.checked, json_number)
-        metrics = dump(headline_metrics(analysis, claims, len(results.members)))
+        metrics = dump(headline_metrics(found, [p.dataset for p in analysis.power], claims, len(results.members),
+                                        json_number))
         plots = plot_tables(results.members, results.curves)
         html = render_html(results, analysis, drawn())
     out_dir = Path(out_dir)

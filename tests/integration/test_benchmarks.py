@@ -6,7 +6,7 @@ import torch
 from benchmarks.ensemble import (EARLY_STEPS, StudyLinear, batches, members, stacked_from, train_stacked, train_vmap,
                                  with_study_products)
 from benchmarks.limits import flops_per_step
-from conftest import PINNED
+from conftest import PINNED, needs_exact
 
 
 def test_flops_per_step_of_the_reference_network():
@@ -27,6 +27,7 @@ def test_the_stacked_net_and_the_torch_func_ensemble_train_the_same_members():
     assert float((stacked - vmapped).abs().max()) < 1e-5
 
 
+@needs_exact
 def test_torch_func_with_the_studys_products_trains_the_stacked_members_to_the_bit():
     """StudyLinear's vmap rule is the stacked layer: the torch.func ensemble then computes
     what the stacked net computes, forward, backward and Adam, so its losses are the same
@@ -41,6 +42,7 @@ def test_torch_func_with_the_studys_products_trains_the_stacked_members_to_the_b
     assert not torch.equal(train_vmap(members(5), xs, ys), stacked)  # the comparison can tell
 
 
+@needs_exact
 def test_the_compiled_sides_products_are_the_studys_to_the_bit_forward_and_backward():
     """The compile benchmark's custom operator runs the study's kernel: run eagerly, its
     losses and gradients are the stacked net's own floats, so what compiling changes is
@@ -69,6 +71,7 @@ def test_the_compile_benchmark_times_both_sides_and_a_cold_compile(tmp_path):
     assert 0 <= c["diff"] < 1e-3
 
 
+@needs_exact
 def test_study_linear_under_vmap_is_the_stacked_layer_with_or_without_bias():
     """Each member's nn.Linear output, computed by the study's products: with a bias, without
     one, and with an input shared by every member (not batched)."""
@@ -88,6 +91,7 @@ def test_study_linear_under_vmap_is_the_stacked_layer_with_or_without_bias():
             torch.testing.assert_close(out, want)
 
 
+@needs_exact
 def test_study_linear_outside_vmap_says_where_it_runs():
     layer = with_study_products([torch.nn.Sequential(torch.nn.Linear(2, 3))])[0][0]
     with pytest.raises(NotImplementedError, match="under torch.func.vmap only"):
@@ -177,6 +181,7 @@ def test_tracking_cpu_sums_the_tracking_processes_last_lines(tmp_path):
     assert tracking_cpu(tmp_path / "nowhere") == (0.0, 0)
 
 
+@needs_exact
 def test_the_evaluation_benchmarks_two_ways_give_the_same_numbers_and_differ_in_code(tmp_path):
     """Both sides of the evaluation benchmark evaluate a study module to the same numbers
     (the study's kernels are torch's bits), while the torch side really runs torch's calls;
@@ -218,3 +223,107 @@ def test_the_rest_of_the_study_adds_every_part_but_training_evaluation_the_idle_
     text = _rest_of_the_study(rows, tracking_cpu=60.0, floor=41.0)
     # 20 + 6 + 5 + 16 + 50 = 97 s; MLflow 60 s of CPU is 30 s of both cores; 97 + 30 + 41 = 168 s.
     assert "took 97 s" in text and "processes 30 s of both cores" in text and "still take 168 s" in text
+
+
+# What a machine with torch alone lacks: benchmarks/gpu.py must run without any of them.
+NOT_ON_A_TORCH_ONLY_MACHINE = ("numpy", "pandas", "yaml", "hydra", "omegaconf", "pytorch_lightning", "lightning",
+                               "mlflow", "dvc")
+
+
+def test_the_gpu_check_runs_with_torch_alone_as_a_dry_run_on_the_cpu(tmp_path):
+    """`python -m benchmarks.gpu --cpu-only --quick` with PYTHONPATH=src, where numpy, Hydra,
+    Lightning, MLflow and DVC cannot be imported (a sitecustomize marks them absent in
+    every process, its workers' too): its checks pass (the CPU against itself), it times
+    the device and both CPU paths, and writes $OUT/gpu.json."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in NOT_ON_A_TORCH_ONLY_MACHINE))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root / 'src'}", "OUT": str(tmp_path / "out")}
+    blocked = subprocess.run([sys.executable, "-c", "import hydra"], env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "ModuleNotFoundError" in blocked.stderr  # the block takes
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--cpu-only", "--quick"], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    for check in ("loss: largest relative difference", "parameters: largest absolute difference",
+                  "column_extrema and kernel_counts", "the members train", "correctness"):
+        assert any(line.strip().startswith(f"PASS {check}") for line in lines), check
+    result = json.loads((tmp_path / "out" / "gpu.json").read_text())
+    assert result["device"] == "cpu" and result["tf32"] is False and result["quick"] is True
+    c = result["correctness"]
+    assert c["pass"] is True and c["loss_rel_diff"] == 0.0 and c["param_abs_diff"] == 0.0  # the CPU against itself
+    assert c["loss_rtol"] == 1e-3 and c["extrema_equal"] and c["counts_equal"]
+    tput = result["throughput"]
+    assert tput["unit"] == "model-steps/s" and set(tput["device"]) == {"8", "32"}
+    assert all(rate > 0 for rate in tput["device"].values()) and tput["cpu"]["torch"] > 0
+    from regstudy.kernels import exact_unavailable
+
+    assert (tput["cpu"]["exact"] is None) == (exact_unavailable() is not None)
+    assert result["ratio"]["device_k"] == 32 and result["ratio"]["over_cpu_torch"] > 0
+
+
+def test_no_device_is_one_line_and_exit_0():
+    """Where torch finds no CUDA or MPS device (this CPU-only build), the check says so and
+    measures nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from regstudy.compute import gpu_device
+
+    if gpu_device() is not None:
+        pytest.skip("this machine has a GPU")
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=60)
+    assert run.returncode == 0 and run.stdout.count("\n") == 1
+    assert run.stdout.startswith("benchmarks.gpu: no CUDA or MPS device here")
+
+
+def test_each_compute_paths_process_computes_on_its_own_kernels():
+    """The compute-paths benchmark times the torch path in a process on this CPU's own
+    kernels (no pin: MKL in no reproducible branch) and the exact path in a pinned one."""
+    from benchmarks.throughput import on_path
+
+    code = "print(json.dumps({'kernels': describe(), 'aten': torch.backends.cpu.get_cpu_capability()}))"
+    torch_side, exact_side = on_path("torch", code), on_path("exact", code)
+    assert torch_side["kernels"].endswith("products torch")
+    if not PINNED:
+        pytest.skip("no pin to tell apart: the kernels are pinned only on x86 with AVX2 (regstudy.kernels)")
+    assert "MKL OFF" in torch_side["kernels"]
+    assert exact_side["kernels"].startswith("ATen AVX2, MKL COMPATIBLE, products ")
+
+
+def test_the_study_paths_comparison_lists_the_verdicts_that_differ_and_whether_the_report_marks_them(tmp_path):
+    import json
+
+    from benchmarks.study import differing, report_verdicts
+
+    def report(name: str, moons_l2: str, claim: str, fragile: bool):
+        (tmp_path / name / "reports").mkdir(parents=True)
+        findings = {"findings": {"moons": {"l2": {"verdict": moons_l2, "borderline": ""},
+                                           "dropout": {"verdict": "better", "borderline": "p = 0.3, nearly tied"}}},
+                    "verdicts": {"better": 1}}
+        row = {"verdict": claim, **({"fragile": "reproduced / inconclusive as the thresholds move"} if fragile else {})}
+        claims = {"l1_exact_zeros": {"sparse:l1_prox-vs-l2": row}, "verdicts": {claim: 1}, "fragile": int(fragile)}
+        (tmp_path / name / "reports" / "findings.json").write_text(json.dumps(findings))
+        (tmp_path / name / "reports" / "claims.json").write_text(json.dumps(claims))
+        return report_verdicts(tmp_path / name)
+
+    exact = report("exact", "better", "reproduced", False)
+    assert exact == {"finding moons/l2": ("better", False), "finding moons/dropout": ("better", True),
+                     "claim l1_exact_zeros sparse:l1_prox-vs-l2": ("reproduced", False)}
+    torch_ = report("torch", "equivalent", "inconclusive", True)
+    assert differing(exact, torch_) == [
+        {"what": "claim l1_exact_zeros sparse:l1_prox-vs-l2", "a": "reproduced", "b": "inconclusive", "marked": True},
+        {"what": "finding moons/l2", "a": "better", "b": "equivalent", "marked": False}]
+    assert differing(exact, exact) == []
+    assert differing(exact, {})[0] == {"what": "claim l1_exact_zeros sparse:l1_prox-vs-l2", "a": "reproduced",
+                                        "b": None, "marked": False}

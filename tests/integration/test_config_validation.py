@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -80,6 +81,9 @@ BAD = [
     (["metrics.alive_threshold=1.0"], "metrics.alive_threshold", "1.0", "[0, 1)"),
     (["metrics.alive_threshold=-0.1"], "metrics.alive_threshold", "-0.1", "[0, 1)"),
     (["model.init.perturb_ulps=-1"], "model.init.perturb_ulps", "-1", "an integer >= 0"),
+    (["compute=fast"], "compute", "fast", "auto (exact where its C kernels run, else torch)"),
+    (["trainer.accelerator=tpu"], "trainer.accelerator", "tpu", "('auto', 'cpu', 'gpu')"),
+    (["trainer.devices=2"], "trainer.devices", "2", "one device"),
 ]
 
 
@@ -141,6 +145,7 @@ HEAVY = ("torch", "pytorch_lightning", "mlflow")
     ("regstudy.train", ["members.seeds=[]"], "members.seeds"),
     ("regstudy.train", ["experiment=l2", "members.strengths=[0.0,-1.0]"], "members.strengths[1]"),
     ("regstudy.search", ["experiment=l2", "search.batch=0"], "search.batch"),
+    ("regstudy.train", ["compute=fast"], "compute"),
 ])
 def test_the_cli_refuses_bad_input_before_importing_torch_lightning_or_mlflow(tmp_path, module, overrides, key):
     """A typo costs a second, not the ten that those imports take: -X importtime lists
@@ -153,6 +158,16 @@ def test_the_cli_refuses_bad_input_before_importing_torch_lightning_or_mlflow(tm
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "regstudy.config" in imported  # the listing is there
     assert not {m for m in imported if m.split(".")[0] in HEAVY}
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is here")
+def test_a_gpu_asked_for_where_there_is_none_is_refused_before_training(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REGSTUDY_CONF"}
+    proc = subprocess.run([sys.executable, "-m", "regstudy.train", "trainer.accelerator=gpu"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "invalid config: trainer.accelerator='gpu'; allowed: cpu or auto: torch finds no CUDA or MPS" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
 
 

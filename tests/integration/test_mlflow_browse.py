@@ -93,6 +93,20 @@ def test_every_run_and_run_json_say_which_kernels_the_job_computed_with(tmp_path
     assert tags == {f"ATen AVX2, MKL COMPATIBLE, products {products.path()}"}  # conftest imports regstudy first
 
 
+def test_a_torch_path_job_with_a_spawned_tracking_process_is_logged_as_a_forked_one_is(tmp_path, monkeypatch):
+    """As on macOS, or after a GPU job started CUDA: the tracking process starts fresh."""
+    from regstudy import kernels
+    from regstudy.tracking import process
+
+    monkeypatch.setattr(process, "start_method", lambda: "spawn")
+    table, client, runs = train(tmp_path, "signal", "experiment=l2", "members.strengths=[0,0.01]", "compute=torch")
+    assert len(runs) == 1 + len(table) and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["kernels"] for r in runs} == {kernels.describe(kernels.active("torch"))}
+    assert kernels.describe(kernels.active("torch")).endswith(", products torch")
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert len(client.get_metric_history(child.info.run_id, "val_loss")) >= 2  # the epochs came through the pipe
+
+
 def test_the_parent_describes_the_job_with_the_best_strength_and_its_interval(tmp_path):
     table, _, runs = train(tmp_path, "signal", "experiment=l2", "members.strengths=[0,0.001,0.1]")
     note = parent_of(runs).data.tags["mlflow.note.content"]

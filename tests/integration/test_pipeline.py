@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import run, tiny_dvc_yaml
+from conftest import copy_project, run, tiny_dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ["signal", "moons"]  # built-in: study.datasets
@@ -74,10 +74,7 @@ def tiny_params() -> dict:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("study")
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for name in ("conf", "src"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project(repo)
     (repo / "reports").mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     write_csv(repo / "data" / "raw" / "mine.csv")
@@ -130,8 +127,9 @@ def test_outputs_exist_with_their_content(study):
     assert "data:image/png;base64," in html
     metrics = json.loads((study / "reports" / "metrics.json").read_text())
     assert set(metrics) == {*ALL, "study"}
-    assert metrics["signal"]["seeds"] == len(seeds_of("signal")) and metrics["mine"]["seeds"] == len(seeds_of("mine"))
     findings = json.loads((study / "reports" / "findings.json").read_text())
+    assert findings["datasets"]["signal"]["seeds"] == len(seeds_of("signal"))
+    assert findings["datasets"]["mine"]["seeds"] == len(seeds_of("mine"))
     assert set(findings["findings"]["signal"]) == {"l2", "dropout", "weight_decay_sgd"}
     assert set(findings["findings"]["mine"]) == {"l2", "dropout", "label_smoothing"}
     # the SGD control is judged against its own λ = 0: its optimizer is not the baseline's
@@ -225,13 +223,23 @@ def test_a_family_that_diverged_entirely_is_reported_and_the_next_repro_recovers
     assert "every seed without diverging" not in (study / "reports" / "index.html").read_text()
 
 
-def test_claims_are_dvc_metrics(study):
-    """claims.json is declared as DVC metrics: `dvc metrics show` reads its verdicts."""
-    claims = json.loads((study / "reports" / "claims.json").read_text())
+def test_dvc_metrics_are_the_headline_and_claims_an_output(study):
+    """`dvc metrics show` reads reports/metrics.json only, at most 40 values (the headline:
+    regstudy_report.headline); claims.json is an output of the report stage, its counts
+    those of its rows."""
+    from regstudy_report.headline import MAX_VALUES, count_values, flat_keys
+
     proc = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], study)
-    shown = json.loads(proc.stdout)
-    data = next(iter(shown.values()))["data"]["reports/claims.json"]["data"]
-    assert data == claims
+    files = next(iter(json.loads(proc.stdout).values()))["data"]
+    assert set(files) == {"reports/metrics.json"}
+    written = json.loads((study / "reports" / "metrics.json").read_text())
+    assert count_values(written) == 4 * len(ALL) + 13 <= MAX_VALUES
+    # DVC lists every value but the nulls (a dataset without a tested family has no best effect)
+    shown = flat_keys(files["reports/metrics.json"]["data"])
+    assert shown == {k: v for k, v in flat_keys(written).items() if v is not None}
+    outs = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]["report"]["outs"]
+    assert {"reports/claims.json": {"cache": False}} in outs
+    claims = json.loads((study / "reports" / "claims.json").read_text())
     counts = claims["verdicts"]
     assert sum(counts.values()) == sum(len(v) for k, v in claims.items() if k not in ("verdicts", "fragile"))
     assert claims["fragile"] == sum("fragile" in e for k, v in claims.items() if k not in ("verdicts", "fragile")

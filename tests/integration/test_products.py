@@ -12,6 +12,10 @@ from regstudy.data import load_npz
 from regstudy.job import build_module, load_tensors, member_grid
 from regstudy.stages.train import compose_job
 
+from conftest import needs_exact  # noqa: E402
+
+pytestmark = needs_exact  # the exact path's own kernels and their bits
+
 PATHS = ["loop"] + (["avx2"] if products.path() == "avx2" else [])
 
 

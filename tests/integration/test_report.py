@@ -310,10 +310,14 @@ def test_report_content(tmp_path):
     assert set(metrics) == {"signal", "moons", "study"}
     assert metrics["study"]["members"] == len(members)
     for dataset in ("signal", "moons"):
-        counts = {v: sum(e["verdict"] == v for e in found["findings"][dataset].values())
-                  for v in ("better", "equivalent", "worse", "undetermined")}
-        assert {k: metrics[dataset][k] for k in counts} == counts
-        assert metrics[dataset]["seeds"] == len(SEEDS)
+        labels = [e["verdict"] for e in found["findings"][dataset].values()]
+        assert metrics[dataset]["verdicts"] == ", ".join(
+            f"{labels.count(v)} {v}" for v in ("better", "equivalent", "worse", "undetermined",
+                                               "no regularization selected", "not measured") if v in labels)
+        tested = {f: e for f, e in found["findings"][dataset].items()
+                  if e["verdict"] in ("better", "equivalent", "worse", "undetermined")}
+        best = max(sorted(tested), key=lambda f: tested[f]["effect"])
+        assert (metrics[dataset]["best_family"], metrics[dataset]["best_effect"]) == (best, tested[best]["effect"])
     assert metrics_path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
 
     # every claim has its section, with a verdict per dataset it was checked on

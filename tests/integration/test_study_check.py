@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +71,7 @@ def edit(params: dict, path: str, value) -> dict:
     ("study.overrides", ["trainer.bogus=1"], "study.overrides[0]='trainer.bogus=1' in params.yaml; "
                                              "allowed: a valid Hydra override"),
     ("study.by_dataset.signal.overrides", ["optim.lr=-1"], "study.by_dataset.signal.overrides[0]='optim.lr=-1'"),
+    ("study.overrides", ["compute=fast"], "study.overrides[0]='compute=fast'"),
     ("report.alpha", 2, "report.alpha=2 in params.yaml; allowed: a number in (0, 0.5)"),
     ("data.moons.n_train", "many", "data.moons="),
     ("csv", {"mine": {"path": "data/raw/missing.csv", "target": "y"}}, "csv.mine="),
@@ -88,6 +90,18 @@ def test_a_bad_value_is_named_by_its_params_key(tmp_path, path, value, message):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     problems = [str(p) for p in check_study(tmp_path / "params.yaml", CONFIG_DIR, tmp_path)]
     assert any(message in p for p in problems), problems
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is here")
+def test_a_gpu_asked_for_where_there_is_none_stops_the_study_before_it_trains(tmp_path):
+    from regstudy.paths import CONFIG_DIR
+    from regstudy.stages.check import check as check_study
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edit(small_params(), "study.overrides",
+                                                              ["trainer.accelerator=gpu"]), sort_keys=False))
+    problems = [str(p) for p in check_study(tmp_path / "params.yaml", CONFIG_DIR, tmp_path)]
+    assert any("study.overrides[0]='trainer.accelerator=gpu'" in p and "no CUDA or MPS device" in p
+               for p in problems), problems
 
 
 def test_the_stage_reports_every_problem_at_once_exits_2_and_writes_nothing(tmp_path):

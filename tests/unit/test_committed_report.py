@@ -1,6 +1,7 @@
 """The committed report's numbers hold together: in reports/findings.json (what `dvc repro`
 made of the committed study), every dataset's better/worse/equivalent verdicts are those
-Holm's correction allows on its own raw p-values, and metrics.json counts the same."""
+Holm's correction allows on its own raw p-values, and metrics.json, the headline DVC
+reads as metrics, holds at most 40 values, each what findings.json and claims.json say."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
+
+from regstudy_report.claims import CLAIM_VERDICTS
+from regstudy_report.headline import FINDING_LABELS, MAX_VALUES, count_values, flat_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 FINDINGS = ROOT / "reports" / "findings.json"
@@ -43,10 +47,41 @@ def test_the_committed_verdicts_are_what_holm_allows_on_the_studys_own_p_values(
         assert untested == dict.fromkeys(untested, (None, None)), dataset  # no p-value where no test
 
 
-def test_the_committed_headline_metrics_count_the_committed_findings(committed):
+def test_the_committed_headline_metrics_are_at_most_40_values_and_no_timing():
+    """`dvc metrics show` lists every leaf of metrics.json: at most 40 of them, each a
+    key of regstudy_report.headline's layout (so no time, no detail)."""
     metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    assert count_values(metrics) <= MAX_VALUES == 40
+    datasets = set(metrics) - {"study"}
+    assert count_values(metrics) == 4 * len(datasets) + 13
+    for dataset in datasets:
+        assert set(metrics[dataset]) == {"verdicts", "best_family", "best_effect", "best_half_width"}
+    assert set(metrics["study"]) == {"findings", "claims", "members"}
+    assert set(metrics["study"]["findings"]) == set(FINDING_LABELS)
+    assert set(metrics["study"]["claims"]) == {*CLAIM_VERDICTS, "fragile"}
+    assert all(not isinstance(v, float) or v == v for v in flat_keys(metrics).values())  # no NaN
+
+
+def test_the_committed_headline_metrics_are_what_the_committed_findings_say(committed):
+    """Recomputed from findings.json and claims.json by hand: each dataset's verdict
+    counts, its tested family with the largest mean effect, that effect and the half
+    width of its interval; the study's counts."""
+    metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    claims = json.loads((ROOT / "reports" / "claims.json").read_text())
+    assert set(metrics) == {*committed["findings"], "study"}
     for dataset, by_family in committed["findings"].items():
-        for verdict in ("better", "equivalent", "worse", "undetermined"):
-            assert metrics[dataset][verdict] == sum(e["verdict"] == verdict for e in by_family.values())
-        assert metrics[dataset]["seeds"] == committed["datasets"][dataset]["seeds"]
+        labels = [e["verdict"] for e in by_family.values()]
+        counted = dict(part.split(" ", 1)[::-1] for part in metrics[dataset]["verdicts"].split(", "))
+        assert {label: int(n) for label, n in counted.items()} == {v: labels.count(v) for v in set(labels)}
+        tested = {f: e for f, e in by_family.items() if e["verdict"] in TESTED}
+        best = max(sorted(tested), key=lambda f: tested[f]["effect"])
+        assert metrics[dataset]["best_family"] == best
+        assert metrics[dataset]["best_effect"] == tested[best]["effect"]
+        half = (tested[best]["effect_hi"] - tested[best]["effect_lo"]) / 2
+        assert metrics[dataset]["best_half_width"] == pytest.approx(half, rel=1e-5)
+        # the interval is symmetric: effect ± half width are its bounds
+        assert tested[best]["effect"] - half == pytest.approx(tested[best]["effect_lo"], rel=1e-4, abs=1e-9)
     assert metrics["study"]["findings"] == committed["verdicts"]
+    assert metrics["study"]["claims"] == {**claims["verdicts"], "fragile": claims["fragile"]}
+    assert sum(metrics["study"]["claims"][v] for v in claims["verdicts"]) == sum(
+        len(rows) for claim, rows in claims.items() if claim not in ("verdicts", "fragile"))

@@ -11,6 +11,10 @@ import torch
 from regstudy import products
 from regstudy.reductions import column_extrema, kernel_counts
 
+from conftest import needs_exact  # noqa: E402
+
+pytestmark = needs_exact  # the exact path's own kernels and their bits
+
 PATHS = ["loop"] + (["avx2"] if products.path() == "avx2" else [])
 NAN, INF = float("nan"), float("inf")
 

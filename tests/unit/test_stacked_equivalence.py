@@ -19,6 +19,10 @@ from regstudy.data import load_npz
 from regstudy.job import build_module, load_tensors, member_grid
 from regstudy.stages.train import compose_job
 
+from conftest import needs_exact  # noqa: E402
+
+pytestmark = needs_exact  # the exact path's own kernels and their bits
+
 # The members share no parameter, statistic or random number, every per-member operation
 # is the same, and each member's products (regstudy.products) and optimizer update
 # (regstudy.optimizers) are the same bits in any stack: so a member ends where it ends

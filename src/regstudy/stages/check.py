@@ -215,6 +215,7 @@ def compose_and_validate(study: dict, lists: dict, conf: Path, csv: dict) -> lis
     from omegaconf.errors import OmegaConfBaseException
 
     from ..config import ConfigError, register_configs, validate
+    from ..jobspec import check_device
     from ..regularizers import not_applicable
     from .train import study_overrides
 
@@ -232,6 +233,7 @@ def compose_and_validate(study: dict, lists: dict, conf: Path, csv: dict) -> lis
                 if not_applicable(cfg.regularizer, cfg.data.task):
                     continue  # its stage skips it, saying why
                 validate(cfg)
+                check_device(cfg)  # a GPU asked for where there is none; compute=exact where it cannot run
             except ConfigError as e:
                 problem = _named(e.key, e.value, e.allowed, study, family, dataset, control, csv)
             except (HydraException, OmegaConfBaseException) as e:

@@ -93,6 +93,9 @@ def run_stage(argv: list[str] | None = None) -> int:
                                           job_results(Path(args.out), args.family, args.dataset, csv),
                                           args.control, csv),
                           Path(args.conf))
+        from ..kernels import pin_for
+
+        pin_for(cfg.compute, cfg.trainer.accelerator)  # in this process, before torch (without the warm server)
         from ..console import job_line
         from ..job import not_applicable, run_job  # heavy imports only once the config is known good
 
@@ -186,6 +189,21 @@ def main(argv: list[str] | None = None) -> int:
         return report_interrupt(e, "no further job starts; the stopped jobs' runs end KILLED")
 
 
+def pin_kernels(args, params: dict, family: str, dataset: str) -> None:
+    """Before the jobs' processes import torch: the exact path's pin of torch's kernels
+    where the stage's jobs take it (:func:`regstudy.kernels.pin_for`; the first job's
+    config says, as the study sets compute and trainer.accelerator for all)."""
+    from ..kernels import pin_for
+
+    study, csv = params.get("study", {}), (params.get("csv") or {}) if args.csv else {}
+    try:
+        cfg = compose_job(study_overrides(study, dataset, family, job_results(Path(args.out), family, dataset, csv),
+                                          args.control, csv), Path(args.conf))
+    except Exception:  # noqa: BLE001 - a config that does not compose: the job itself says why
+        return
+    pin_for(cfg.get("compute", "auto"), cfg.trainer.accelerator)
+
+
 def run_jobs(argv: list[str] | None = None) -> int:
     """One job (``--dataset``), or the family on every dataset of the study (``--family``),
     or every family on a CSV file (``--csv``), in warm forks."""
@@ -197,6 +215,7 @@ def run_jobs(argv: list[str] | None = None) -> int:
         print("error: give --family (a train stage) or --csv (a CSV file's stage)", file=sys.stderr)
         return 2
     if args.dataset is not None:
+        pin_kernels(args, read_params(args.params), args.family, args.dataset)
         return run("regstudy.stages.train:run_stage", argv)
     params = read_params(args.params)
     study, csv = params.get("study", {}), params.get("csv") or {}
@@ -221,6 +240,7 @@ def run_jobs(argv: list[str] | None = None) -> int:
     # Longest first, so that neither worker is left alone with a long job at the end.
     pairs = sorted(pairs, key=lambda p: -job_cost(study, p[1], p[0], Path("data"), Path(args.conf), csv))
     jobs = [[*argv, *([] if args.family else ["--family", f]), "--dataset", d] for f, d in pairs]
+    pin_kernels(args, params, *pairs[0])
     # A fresh MLflow store is created by the first job to get there (tracking.prepare_store).
     codes = run_many("regstudy.stages.train:run_stage", jobs, workers=max(1, args.jobs))
     return next((code for code in codes if code), 0)  # the first failure, if any

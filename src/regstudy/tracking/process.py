@@ -40,8 +40,8 @@ def _tracking_main(cfg: DictConfig, members: list, tags: dict, dataset: dict | N
                    job_ends: tuple) -> None:
     """The tracking process: runs opened first, then epochs batched, then the finish.
 
-    It is forked, so its arguments (the job's config among them) are the job's own
-    objects as they were at the fork, not copies sent through a pipe.
+    Forked (:func:`start_method`), its arguments (the job's config among them) are the
+    job's own objects as they were at the fork; spawned, copies of them.
 
     The finish carries the members' final numbers and an artifact folder, which this
     process owns from then on (it draws the figures left to it and deletes the folder).
@@ -126,12 +126,22 @@ def _drain_in_background(inbox) -> queue.Queue:
     return messages
 
 
+def start_method() -> str:
+    """How the tracking process starts: forked on Linux, before the job touches a GPU (it
+    shares the job's imports: no second start-up); started fresh (``spawn``, MLflow
+    imported again, a few seconds) where a fork is unsafe: on macOS and Windows, and in a
+    process that already initialised CUDA (a sweep's second job on a GPU)."""
+    import torch
+
+    return "fork" if sys.platform.startswith("linux") and not torch.cuda.is_initialized() else "spawn"
+
+
 class TrackingProcess:
     """The job's side of the tracking process (forked, so it shares the imports)."""
 
     def __init__(self, cfg: DictConfig, members: list[dict[str, Any]], tags: dict[str, str],
                  dataset: dict[str, str] | None = None):
-        ctx = multiprocessing.get_context("fork")
+        ctx = multiprocessing.get_context(start_method())
         inbox, self._send = ctx.Pipe(duplex=False)
         self._recv, outbox = ctx.Pipe(duplex=False)
         # Not a daemon: an exiting job waits for it (a warm fork exits with os._exit
@@ -152,7 +162,7 @@ class TrackingProcess:
         if self._lost:
             return
         try:
-            self._send.send(("epoch", {k: v.numpy() for k, v in row.items()}))
+            self._send.send(("epoch", {k: v.cpu().numpy() for k, v in row.items()}))
         except (BrokenPipeError, ConnectionResetError):
             self._lost = True
 

@@ -1,0 +1,108 @@
+"""Where and how a job computes: its device, and the operations of its compute path.
+
+Two paths behind one interface (:class:`TorchOps`, :class:`ExactOps`), chosen by the
+``compute`` setting (:func:`regstudy.kernels.resolve_compute`):
+
+- ``torch``: torch's own batched operations, ``out[k] = bias[k] + x[k] @ w[k]`` as one
+  ``baddbmm``, reductions as ``amax``/``amin`` and comparisons; runs on any CPU, on CUDA
+  and on Apple's MPS, with torch's native (unpinned) kernels. Its last bits depend on the
+  CPU or GPU (and on the stack's size), as torch's do.
+- ``exact``: regstudy's C kernels (:mod:`regstudy.products`, :mod:`regstudy.reductions`),
+  x86 with AVX2 and FMA: each output element one chain of fused multiply-adds in a fixed
+  order, the same bits for a member in any stack, on any such CPU.
+
+The device comes from ``trainer.accelerator`` (:func:`resolve_accelerator`): ``cpu``,
+``gpu`` (CUDA, else MPS; an error before training where neither is found) or ``auto``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .errors import ConfigError
+from .kernels import ACCELERATORS, resolve_compute
+
+
+def gpu_device() -> str | None:
+    """``"cuda"`` or ``"mps"`` where torch can use one here, else None. The check does not
+    initialise CUDA (NVML's count), so the process may still fork safely."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else None
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    """The device type a job trains on (``cpu``, ``cuda`` or ``mps``) for
+    ``trainer.accelerator``: ``cpu``; ``gpu`` (a ConfigError where there is none); ``auto``
+    (a GPU where there is one, else the CPU)."""
+    if accelerator not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", accelerator, f"one of {ACCELERATORS}")
+    if accelerator == "cpu":
+        return "cpu"
+    device = gpu_device()
+    if device is None and accelerator == "gpu":
+        raise ConfigError("trainer.accelerator", accelerator,
+                          "cpu or auto: torch finds no CUDA or MPS device here "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})")
+    return device or "cpu"
+
+
+class TorchOps:
+    """The torch path: torch's own operations, on any device."""
+
+    name = "torch"
+
+    @staticmethod
+    def affine(x: Tensor, w: Tensor, bias: Tensor | None = None, negative_slope: float | None = None) -> Tensor:
+        """``bias[k] + x[k] @ w[k]`` per member (``x`` ``(K, M, P)``, ``w`` ``(K, P, N)``,
+        ``bias`` ``(K, N)`` or None), then leaky ReLU with ``negative_slope``."""
+        out = torch.bmm(x, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w)
+        return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+
+    @staticmethod
+    def column_extrema(h: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h.amax(1), h.amin(1))`` of ``h`` ``(K, n, units)``."""
+        return h.amax(1), h.amin(1)
+
+    @staticmethod
+    def kernel_counts(w: Tensor, small: float) -> Tensor:
+        """Per member of ``w`` ``(K, fan_in, fan_out)``, an int64 ``(K, 3)``: entries with
+        ``|w| < small``, entries equal to 0, and columns that are all 0."""
+        w = w.detach()
+        zero = w == 0
+        return torch.stack([(w.abs() < small).sum((1, 2)), zero.sum((1, 2)), zero.all(1).sum(1)], 1)
+
+
+class ExactOps:
+    """The exact path: regstudy's C kernels (CPU float32 tensors only)."""
+
+    name = "exact"
+
+    @staticmethod
+    def affine(x: Tensor, w: Tensor, bias: Tensor | None = None, negative_slope: float | None = None) -> Tensor:
+        from .products import affine
+        return affine(x, w, bias, negative_slope)
+
+    @staticmethod
+    def column_extrema(h: Tensor) -> tuple[Tensor, Tensor]:
+        from .reductions import column_extrema
+        return column_extrema(h)
+
+    @staticmethod
+    def kernel_counts(w: Tensor, small: float) -> Tensor:
+        from .reductions import kernel_counts
+        return kernel_counts(w, small)
+
+
+PATHS = {"torch": TorchOps, "exact": ExactOps}
+
+
+def ops_for(compute: str = "auto", device: str = "cpu") -> type[TorchOps] | type[ExactOps]:
+    """The operations of ``compute`` (``auto``, ``torch``, ``exact``) on ``device``."""
+    return PATHS[resolve_compute(compute, device)]
