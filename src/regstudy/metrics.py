@@ -75,10 +75,10 @@ def near_zero_counts(w: Tensor, zero_threshold: float, ops=None) -> Tensor:
     the count unchanged, so a layer that L2 merely shrinks is not counted as pruned. A
     kernel of zeros counts all its entries; one holding a NaN (a diverged member), none.
     The bound differs per member, so the quotient is counted against one bound in one
-    pass (``kernel_counts`` of the compute path ``ops``, :mod:`regstudy.compute`; the
+    pass (``count_below`` of the compute path ``ops``, :mod:`regstudy.compute`; the
     exact path's takes half the time of torch's comparison and sum, every epoch).
     """
-    return (ops or ops_for()).kernel_counts(per_rms(w), zero_threshold)[:, 0]
+    return (ops or ops_for()).count_below(per_rms(w), zero_threshold)
 
 
 def per_rms(w: Tensor) -> Tensor:

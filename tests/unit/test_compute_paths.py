@@ -74,8 +74,12 @@ def test_the_paths_statistics_are_the_same_numbers():
     w = torch.randn(4, 12, 6, generator=g)
     w[2, :, 1] = 0.0  # a removed unit
     w[0, 3, 2] = 0.0
+    w[3, :, 4] = 0.0
+    w[3, 0, 4] = float("nan")  # a diverged entry: not near zero, not zero, its column not removed
     assert torch.equal(TorchOps.kernel_counts(w, 0.3), ExactOps.kernel_counts(w, 0.3))
-    assert TorchOps.kernel_counts(w, 0.0)[:, 1:].tolist() == [[1, 0], [0, 0], [12, 1], [0, 0]]
+    assert torch.equal(TorchOps.count_below(w, 0.3), ExactOps.count_below(w, 0.3))
+    assert torch.equal(TorchOps.count_below(w, 0.3), TorchOps.kernel_counts(w, 0.3)[:, 0])
+    assert TorchOps.kernel_counts(w, 0.0)[:, 1:].tolist() == [[1, 0], [0, 0], [12, 1], [11, 0]]
     assert torch.equal(alive_units([h], 0.0, TorchOps), alive_units([h], 0.0, ExactOps))
 
 
