@@ -98,6 +98,25 @@ def test_study_linear_outside_vmap_says_where_it_runs():
         layer(torch.zeros(4, 2))
 
 
+@pytest.mark.skipif(not PINNED, reason="the suite pins nothing where the exact path cannot run")
+def test_a_timed_study_command_does_not_inherit_the_suites_kernel_pin(tmp_path):
+    """A study on the torch path computes on this CPU's own kernels, as a user runs it: the
+    pin the suite asked for itself stays in the suite's process."""
+    import os
+    import sys
+
+    from benchmarks import user_env
+    from benchmarks.study import _run_timed
+
+    assert os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"  # conftest pinned this process, as the suite does
+    env = user_env()
+    assert "ATEN_CPU_CAPABILITY" not in env and "MKL_CBWR" not in env
+    (tmp_path / "clone").mkdir()
+    _, lines = _run_timed([sys.executable, "-c", "import os; print(os.environ.get('ATEN_CPU_CAPABILITY'))"],
+                          tmp_path / "clone")
+    assert lines[-1][1].strip() == "None"
+
+
 def test_a_timed_study_command_does_not_inherit_the_suites_mlflow_uri(tmp_path, monkeypatch):
     """The suite's naive peer sets MLflow's URI, which MLflow exports to the environment:
     a study timed in a clone must log to the clone's own store, not to that one."""
