@@ -17,6 +17,7 @@ The device comes from ``trainer.accelerator`` (:func:`resolve_accelerator`): ``c
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -53,6 +54,14 @@ def resolve_accelerator(accelerator: str) -> str:
     return device or "cpu"
 
 
+def kernel_rms(w: Tensor) -> Tensor:
+    """Per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, its root mean square
+    ``rms(W) = sqrt(mean w^2) = ||W|| / sqrt(fan_in * fan_out)``, ``(K,)``, in the units
+    of the weights; 1 for a kernel of zeros (so that dividing by it leaves zeros)."""
+    rms = torch.linalg.vector_norm(w.detach().flatten(1), dim=1) / math.sqrt(w[0].numel())
+    return torch.where(rms == 0, 1.0, rms)
+
+
 class TorchOps:
     """The torch path: torch's own operations, on any device."""
 
@@ -63,7 +72,9 @@ class TorchOps:
         """``bias[k] + x[k] @ w[k]`` per member (``x`` ``(K, M, P)``, ``w`` ``(K, P, N)``,
         ``bias`` ``(K, N)`` or None), then leaky ReLU with ``negative_slope``."""
         out = torch.bmm(x, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w)
-        return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+        # in place: the product's backward does not read its output, the activation's
+        # reads only the sign, which a slope >= 0 keeps (one pass over memory less)
+        return out if negative_slope is None else F.leaky_relu_(out, negative_slope)
 
     @staticmethod
     def column_extrema(h: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,19 +85,29 @@ class TorchOps:
     def kernel_counts(w: Tensor, small: float) -> Tensor:
         """Per member of ``w`` ``(K, fan_in, fan_out)``, an int64 ``(K, 3)``: entries with
         ``|w| < small``, entries equal to 0, and columns that are all 0."""
-        size = w[0].numel()
-        magnitude = w.detach().abs().view(len(w), size)
-        columns = magnitude.view_as(w).amax(1)  # a column is all 0 where its largest |w| is 0 (NaN: not)
-        # int32 sums (exact: a kernel has far fewer than 2^31 entries) run 3x faster than int64's
-        below = ((magnitude < small).sum(1, dtype=torch.int32) if small > 0
-                 else torch.zeros(len(w), dtype=torch.int32, device=w.device))  # |w| < 0: none
-        counts = [below, (magnitude == 0).sum(1, dtype=torch.int32), (columns == 0).sum(1, dtype=torch.int32)]
-        return torch.stack(counts, 1).long()
+        magnitude = w.detach().abs().view(len(w), -1)
+        return TorchOps._counts(magnitude, w, torch.full((len(w), 1), float(small), device=w.device))
 
     @staticmethod
-    def count_below(w: Tensor, small: float) -> Tensor:
-        """Per member of ``w`` ``(K, ...)``, the entries with ``|w| < small``, int64 ``(K,)``."""
-        return (w.detach().abs().view(len(w), -1) < small).sum(1, dtype=torch.int32).long()
+    def zero_counts(w: Tensor, threshold: float) -> Tensor:
+        """:meth:`kernel_counts` with the first count relative to each member's
+        :func:`kernel_rms`: entries with ``|w| < threshold * rms(W)`` (on this path the
+        bound is multiplied out, not ``w`` divided by it: one pass over memory less; the
+        two differ only where ``|w| / rms(W)`` rounds onto the threshold)."""
+        magnitude = w.detach().abs().view(len(w), -1)
+        return TorchOps._counts(magnitude, w, (threshold * kernel_rms(w)).unsqueeze(1))
+
+    @staticmethod
+    def _counts(magnitude: Tensor, w: Tensor, bound: Tensor) -> Tensor:
+        """The three counts of :meth:`kernel_counts` from ``magnitude = |w|`` ``(K, size)``
+        (overwritten) and a per-member ``bound`` ``(K, 1)``."""
+        columns = magnitude.view_as(w).amax(1)  # a column is all 0 where its largest |w| is 0 (NaN: not)
+        removed = (columns == 0).sum(1, dtype=torch.int32)
+        zeros = (magnitude == 0).sum(1, dtype=torch.int32)
+        # compared in place (1.0 or 0.0) and summed as floats, exact below 2^24 entries:
+        # a third faster than a new boolean tensor and an integer sum
+        below = magnitude.lt_(bound).sum(1).int()
+        return torch.stack([below, zeros, removed], 1).long()
 
 
 class ExactOps:
@@ -110,9 +131,12 @@ class ExactOps:
         return kernel_counts(w, small)
 
     @staticmethod
-    def count_below(w: Tensor, small: float) -> Tensor:
+    def zero_counts(w: Tensor, threshold: float) -> Tensor:
+        """:meth:`TorchOps.zero_counts`, with ``w / rms(W)`` counted against ``threshold``
+        (float32: the same bits on any such CPU)."""
         from .reductions import kernel_counts
-        return kernel_counts(w, small)[:, 0]  # one pass counts all three
+        near = kernel_counts(w.detach() / kernel_rms(w).view(-1, 1, 1), threshold)[:, :1]
+        return torch.cat([near, kernel_counts(w, 0.0)[:, 1:]], 1)
 
 
 PATHS = {"torch": TorchOps, "exact": ExactOps}

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
 from . import kernels
-from .compute import ops_for, resolve_accelerator
+from .compute import PATHS, ops_for, resolve_accelerator
 from .allocator import keep_freed_memory
 from .data import DRAWN, load_npz, seed_rows, task_of
 from .jobspec import JobSpec, member_grid, prepare_job, resolve_paths  # noqa: F401 - re-exported
@@ -85,16 +85,17 @@ def plotting_grid(x_train: np.ndarray, cfg: DictConfig) -> np.ndarray | None:
     return None
 
 
-def build_module(cfg: DictConfig, data: dict[str, torch.Tensor],
-                 members: list[dict[str, Any]]) -> MemberStackModule:
-    """The stacked network of the members, initialized from each member's own seed."""
+def build_module(cfg: DictConfig, data: dict[str, torch.Tensor], members: list[dict[str, Any]],
+                 compute: str | None = None) -> MemberStackModule:
+    """The stacked network of the members, initialized from each member's own seed, on the
+    compute path ``compute`` (``torch``, ``exact``; None: resolved from ``cfg``)."""
     seeds = [m["seed"] for m in members]
     d_in = data["x_train"].shape[-1]
     task = cfg.data.task
     d_out = 1 if task == "regression" else int(max(int(data[f"y_{s}"].max()) for s in
                                                    ("train", "val", "test")) + 1)
     mc = cfg.model
-    ops = ops_for(cfg.compute, resolve_accelerator(cfg.trainer.accelerator))
+    ops = PATHS[compute] if compute else ops_for(cfg.compute, resolve_accelerator(cfg.trainer.accelerator))
     net = StackedMLP(len(members), d_in, list(mc.hidden), d_out, mc.activation, mc.negative_slope,
                      mc.output_activation, mc.norm, ops=ops)
     net.reset_parameters([member_generator(s, Stream.INIT) for s in seeds], mc.init.scheme,
@@ -122,8 +123,8 @@ def run_job(job: JobSpec | DictConfig) -> pd.DataFrame:
     cfg = job.cfg
     data = load_tensors(job.arrays, job.seeds, job.data_path)
     set_up_process(cfg)
-    module = build_module(cfg, data, job.member_list())
-    tags = job_tags(cfg)
+    module = build_module(cfg, data, job.member_list(), job.compute)
+    tags = job_tags(cfg, job.compute)
     tracking = TrackingProcess(cfg, job.member_list(), tags, dataset_entity(cfg, job.data_path, job.arrays)) \
         if cfg.logger.enabled else None
     table, handover, artifacts = fit_and_write(job, module, tracking, tags)
@@ -140,17 +141,12 @@ def set_up_process(cfg: DictConfig) -> None:
     quiet()
 
 
-def compute_path(cfg: DictConfig) -> str:
-    """The job's compute path, ``"torch"`` or ``"exact"`` (:func:`regstudy.kernels.resolve_compute`)."""
-    return kernels.resolve_compute(cfg.compute, resolve_accelerator(cfg.trainer.accelerator))
-
-
-def job_tags(cfg: DictConfig) -> dict[str, str]:
+def job_tags(cfg: DictConfig, compute: str) -> dict[str, str]:
     """The tags of every run of the job: dataset, family, commit, sweep, kernels, source."""
     root = project_root(cfg)
     commit = git_commit(root)
     return {"dataset": cfg.data.name, "family": cfg.family, "git_commit": commit,
-            "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check(compute_path(cfg))),
+            "sweep": cfg.members.sweep, "kernels": kernels.describe(kernels.check(compute)),
             **source_tags(root, commit)}
 
 
@@ -161,8 +157,7 @@ def fit_and_write(job: JobSpec, module: MemberStackModule, tracking, tags: dict)
     writer = ResultsWriter(job.results_dir)
     artifacts = Path(tempfile.mkdtemp(prefix="regstudy-artifacts-")) if tracking else None
     try:
-        table, handover = _train_and_write(job.cfg, module, job.member_list(), job.arrays, writer, tracking,
-                                           tags, artifacts)
+        table, handover = _train_and_write(job, module, writer, tracking, tags, artifacts)
         writer.commit()
     except BaseException as e:
         writer.abort()
@@ -185,13 +180,14 @@ def hand_over(job: JobSpec, tracking, handover, artifacts: Path) -> None:
         raise TrackingFailed(f"{e}\nThe job's results are complete in {job.results_dir}; {runs}") from None
 
 
-def _train_and_write(cfg, module, members, arrays, writer, tracking, tags, artifacts):
+def _train_and_write(job: JobSpec, module, writer, tracking, tags, artifacts):
     """Fit, then write every table; return the members' table and the MLflow handover."""
+    cfg, members, arrays = job.cfg, job.member_list(), job.arrays
     start = time.perf_counter()
     init = snapshot(module.net)
     callbacks = [MLflowEpochLogger(tracking, logged_every(cfg))] if tracking else []
     # Lightning moves the module to the device; the module its data and state (on_fit_start)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, accelerator=resolve_accelerator(cfg.trainer.accelerator))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, accelerator=job.device)
     fit_start = time.perf_counter()
     try:
         trainer.fit(module)

@@ -37,13 +37,17 @@ from .regularizers import regularizer
 @dataclass(frozen=True)
 class JobSpec:
     """One job, checked: its config (read-only, ``data.task`` known), where its data and
-    results live, its members in order, and the data of their seeds."""
+    results live, its members in order, the data of their seeds, and where it computes:
+    ``device`` (``cpu``, ``cuda`` or ``mps``) and ``compute`` (``torch`` or ``exact``),
+    resolved from ``trainer.accelerator`` and ``compute`` once."""
 
     cfg: DictConfig
     data_path: Path
     results_dir: Path | None  # None: Hydra's output folder, known once Hydra runs the job
     members: tuple[Mapping[str, Any], ...]
     arrays: Mapping[str, np.ndarray]
+    device: str
+    compute: str
 
     @property
     def seeds(self) -> list[int]:
@@ -87,7 +91,7 @@ def prepare_job(cfg: DictConfig, hydra_folder_pending: bool = False) -> JobSpec:
     callbacks run first), so a results folder inside it is left None.
     """
     validate(cfg)
-    check_device(cfg)
+    device, compute = check_device(cfg)
     check_server(cfg)
     path = data_path(cfg)
     results_dir = None if hydra_folder_pending and cfg.paths.results is None else results_folder(cfg)
@@ -96,18 +100,19 @@ def prepare_job(cfg: DictConfig, hydra_folder_pending: bool = False) -> JobSpec:
     seed_rows(arrays, [m["seed"] for m in members], path)  # a seed the file has no draw of
     check_store(cfg)  # and an unwritable or locked MLflow store (StoreError)
     return JobSpec(_read_only(cfg, task), path, results_dir, tuple(MappingProxyType(m) for m in members),
-                   MappingProxyType(arrays))
+                   MappingProxyType(arrays), device, compute)
 
 
-def check_device(cfg: DictConfig) -> None:
-    """A ConfigError where the job's device or compute path is not here: ``trainer.accelerator=gpu``
-    without a GPU, ``compute=exact`` without its C kernels or on a GPU. torch is imported
-    only to look for a GPU (never with ``accelerator=cpu``)."""
+def check_device(cfg: DictConfig) -> tuple[str, str]:
+    """The job's device (``cpu``, ``cuda``, ``mps``) and compute path (``torch``, ``exact``);
+    a ConfigError where either is not here: ``trainer.accelerator=gpu`` without a GPU,
+    ``compute=exact`` without its C kernels or on a GPU. torch is imported only to look
+    for a GPU (never with ``accelerator=cpu``)."""
     device = "cpu"
     if cfg.trainer.accelerator != "cpu":
         from .compute import resolve_accelerator
         device = resolve_accelerator(cfg.trainer.accelerator)
-    resolve_compute(cfg.compute, device)
+    return device, resolve_compute(cfg.compute, device)
 
 
 def _read_only(cfg: DictConfig, task: str) -> DictConfig:

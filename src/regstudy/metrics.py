@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .compute import ops_for
+from .compute import kernel_rms, ops_for
 from .stacked import StackedMLP
 
 
@@ -68,38 +66,31 @@ def kernel_sizes(net: StackedMLP) -> Tensor:
 def near_zero_counts(w: Tensor, zero_threshold: float, ops=None) -> Tensor:
     """Per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, the entries near zero
     relative to the member's kernel, ``(K,)`` int64: ``|w| / rms(W) < zero_threshold``
-    with ``rms(W) = sqrt(mean w^2) = ||W|| / sqrt(fan_in * fan_out)`` (float32, the
-    threshold as float32): in exact arithmetic, ``w == 0`` or ``|w| < zero_threshold * rms(W)``.
+    with ``rms(W) = sqrt(mean w^2) = ||W|| / sqrt(fan_in * fan_out)``
+    (:func:`regstudy.compute.kernel_rms`): in exact arithmetic, ``w == 0`` or
+    ``|w| < zero_threshold * rms(W)``; in float32 as the compute path ``ops`` rounds it
+    (``zero_counts`` of :mod:`regstudy.compute`).
 
     Scale-free: multiplying a kernel by a power of two (exact in floating point) leaves
     the count unchanged, so a layer that L2 merely shrinks is not counted as pruned. A
     kernel of zeros counts all its entries; one holding a NaN (a diverged member), none.
-    The bound differs per member, so the quotient is counted against one bound in one
-    pass (``count_below`` of the compute path ``ops``, :mod:`regstudy.compute`; the
-    exact path's takes half the time of torch's comparison and sum, every epoch).
     """
-    return (ops or ops_for()).count_below(per_rms(w), zero_threshold)
+    return (ops or ops_for()).zero_counts(w, zero_threshold)[:, 0]
 
 
 def per_rms(w: Tensor) -> Tensor:
     """``w / rms(W)`` per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, a new
-    tensor (``rms`` as in :func:`near_zero_counts`; a kernel of zeros stays zeros)."""
-    w = w.detach()
-    rms = torch.linalg.vector_norm(w.flatten(1), dim=1) / math.sqrt(w[0].numel())
-    rms = torch.where(rms == 0, 1.0, rms)  # all zeros: 0 / 1 = 0, near zero
-    return w / rms.view(-1, 1, 1)
+    tensor (:func:`regstudy.compute.kernel_rms`; a kernel of zeros stays zeros)."""
+    return w.detach() / kernel_rms(w).view(-1, 1, 1)
 
 
 def zero_counts(net: StackedMLP, zero_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """Per member: kernel entries near zero (:func:`near_zero_counts`) and entries exactly
     0.0, per layer (``(K, L)``, float: exact below 2^24), and hidden units whose incoming
-    kernel weights (a column of the kernel) are all exactly 0.0 (``(K,)``, int64); one
-    pass over each kernel for the near-zero count, one for the exact ones."""
-    near = torch.stack([near_zero_counts(w, zero_threshold, net.ops) for w in net.kernels], 1)
-    # |w| < 0 counts nothing: the exact zeros and removed units of the kernel itself
-    # (a quotient w / rms can underflow to 0)
-    counts = torch.stack([net.ops.kernel_counts(w, 0.0) for w in net.kernels], 1)
-    return near.float(), counts[..., 1].float(), counts[:, :-1, 2].sum(1)
+    kernel weights (a column of the kernel) are all exactly 0.0 (``(K,)``, int64). The
+    exact zeros are the kernel's own (a quotient ``w / rms`` can underflow to 0)."""
+    counts = torch.stack([net.ops.zero_counts(w, zero_threshold) for w in net.kernels], 1)
+    return counts[..., 0].float(), counts[..., 1].float(), counts[:, :-1, 2].sum(1)
 
 
 # members.csv's near-zero fraction at a tenth and at ten times metrics.zero_threshold, of

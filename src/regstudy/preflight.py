@@ -12,18 +12,17 @@ run, by a Hydra callback in the launching process before Hydra writes anything.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
 from .config import ConfigError, validate_task
@@ -112,16 +111,12 @@ def _wait_for(db: Path, holder: str, attempt) -> None:
                      "holding a transaction on it? Nothing was trained or written")
 
 
-def _flock(lock, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
+def _acquire(lock: FileLock, timeout: float) -> bool:
+    try:
+        lock.acquire(timeout=timeout, poll_interval=0.05)
+        return True
+    except Timeout:
+        return False
 
 
 @contextlib.contextmanager
@@ -136,12 +131,17 @@ def store_lock(uri: str):
     path = db.with_name(db.name + ".lock")
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path, "a")
+        open(path, "a").close()
     except OSError as e:
         raise StoreError(f"the MLflow store {db} cannot be written: {e.filename or path}: {e.strerror}") from None
-    with lock:
-        _wait_for(db, f"another process ({path})", lambda timeout: _flock(lock, timeout))
+    # filelock: flock on POSIX, msvcrt's lock on Windows; not thread-local or shared
+    # within the process, so the lock is this call's alone
+    lock = FileLock(path, is_singleton=False, thread_local=False)
+    _wait_for(db, f"another process ({path})", lambda timeout: _acquire(lock, timeout))
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _writable_folder(folder: Path, what: str) -> None:

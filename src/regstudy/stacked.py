@@ -89,9 +89,10 @@ class StackedMLP(nn.Module):
         # sizes (K x all examples x units) one pass over memory less (up to 30% faster).
         self.act_ = activation_fn(activation, negative_slope, inplace=True)
         self.out_act_ = activation_fn(output_activation, negative_slope, inplace=True)
-        # A leaky ReLU right after the product is computed by the product's own kernel on
-        # the exact path (the same bits, one pass over memory less; see regstudy.products).
-        fused = activation == "leaky_relu" and norm == "none" and negative_slope >= 0 and self.ops is ExactOps
+        # A leaky ReLU right after the product is computed with it (the same bits, one pass
+        # over memory less): by the product's own kernel on the exact path
+        # (regstudy.products), in place on the torch path (regstudy.compute).
+        fused = activation == "leaky_relu" and norm == "none" and negative_slope >= 0
         self.fused_slope = float(negative_slope) if fused else None
         self.hidden = list(hidden)
         # Batch norm subtracts the batch mean, so a bias before it has no effect and no

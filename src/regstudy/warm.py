@@ -24,7 +24,6 @@ included (:func:`run_many`).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 import json
@@ -207,6 +206,8 @@ def _connect(path: Path) -> socket.socket | None:
 def _start_server(path: Path, timeout: float | None = 120.0) -> socket.socket | None:
     """Start a server for ``path`` (one at a time, under a lock), unless one is already
     starting, and connect to it; ``timeout=None``: return at once, unconnected."""
+    import fcntl  # POSIX only, as the server is (_warm_on): this module imports anywhere
+
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)  # started meanwhile by another client

@@ -77,8 +77,8 @@ def test_the_paths_statistics_are_the_same_numbers():
     w[3, :, 4] = 0.0
     w[3, 0, 4] = float("nan")  # a diverged entry: not near zero, not zero, its column not removed
     assert torch.equal(TorchOps.kernel_counts(w, 0.3), ExactOps.kernel_counts(w, 0.3))
-    assert torch.equal(TorchOps.count_below(w, 0.3), ExactOps.count_below(w, 0.3))
-    assert torch.equal(TorchOps.count_below(w, 0.3), TorchOps.kernel_counts(w, 0.3)[:, 0])
+    assert torch.equal(TorchOps.zero_counts(w, 0.3), ExactOps.zero_counts(w, 0.3))
+    assert torch.equal(TorchOps.zero_counts(w, 0.3)[:, 1:], TorchOps.kernel_counts(w, 0.3)[:, 1:])
     assert TorchOps.kernel_counts(w, 0.0)[:, 1:].tolist() == [[1, 0], [0, 0], [12, 1], [11, 0]]
     assert torch.equal(alive_units([h], 0.0, TorchOps), alive_units([h], 0.0, ExactOps))
 
@@ -114,7 +114,7 @@ def test_a_stack_takes_its_path_from_the_ops_it_is_given():
     from regstudy.stacked import StackedMLP
 
     net = StackedMLP(2, 3, [4], 1, ops=TorchOps)
-    assert net.ops is TorchOps and net.fused_slope is None  # the fused leaky ReLU is the exact path's
+    assert net.ops is TorchOps and net.fused_slope == 0.01  # the leaky ReLU computed with the product
     assert ops_for("torch") is TorchOps
     counts = zero_counts(net, 0.1)
     assert [c.shape for c in counts] == [(2, 2), (2, 2), (2,)]

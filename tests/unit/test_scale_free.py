@@ -14,6 +14,8 @@ import math
 import pytest
 import torch
 
+from conftest import needs_exact
+from regstudy.compute import PATHS
 from regstudy.config import validate
 from regstudy.data import load_npz
 from regstudy.job import build_module, load_tensors, member_grid
@@ -43,23 +45,25 @@ def scale_(net: StackedMLP, factor: float) -> None:
 # --- near zero: below a fraction of the layer's rms ---
 
 
-def test_near_zero_counts_entries_below_a_fraction_of_their_kernels_rms_by_hand():
-    """Member 0: rms = sqrt((0.5² + 0.5² + 1e-2² + 3e-3² + 2e-3²) / 6) = 0.2887, so at 1e-2
+@pytest.mark.parametrize("path", ["torch", pytest.param("exact", marks=needs_exact)])
+def test_near_zero_counts_entries_below_a_fraction_of_their_kernels_rms_by_hand(path):
+    """On each compute path. Member 0: rms = sqrt((0.5² + 0.5² + 1e-2² + 3e-3² + 2e-3²) / 6) = 0.2887, so at 1e-2
     the bound is 2.887e-3: 0 and 2e-3 are near zero, 3e-3 is not; at 5e-2 (bound 1.44e-2)
     -1e-2 and 3e-3 join them. Member 1, all zeros: all 6 (its rms is 0). Member 2 is
     member 0 times 2**-13: the same counts."""
     m0 = [[0.0, 3e-3, -1e-2], [0.5, -0.5, 2e-3]]
     w = torch.tensor([m0, [[0.0] * 3] * 2, m0])
     w[2] *= 2.0**-13
-    assert near_zero_counts(w, 1e-2).tolist() == [2, 6, 2]
-    assert near_zero_counts(w, 5e-2).tolist() == [4, 6, 4]
+    ops = PATHS[path]
+    assert near_zero_counts(w, 1e-2, ops).tolist() == [2, 6, 2]
+    assert near_zero_counts(w, 5e-2, ops).tolist() == [4, 6, 4]
     for threshold in (1e-2, 5e-2, 1.0):  # the definition, in double precision
         for k in range(3):
             entries = w[k].flatten().tolist()
             rms = math.sqrt(sum(v * v for v in entries) / len(entries))
             expected = sum(v == 0.0 or abs(v) < threshold * rms for v in entries)
-            assert near_zero_counts(w, threshold)[k].item() == expected, (threshold, k)
-    assert near_zero_counts(w, 1e-2).dtype == torch.int64  # counts, exact
+            assert near_zero_counts(w, threshold, ops)[k].item() == expected, (threshold, k)
+    assert near_zero_counts(w, 1e-2, ops).dtype == torch.int64  # counts, exact
 
 
 def test_near_zero_fraction_is_unchanged_when_every_weight_is_scaled_by_a_power_of_two():
