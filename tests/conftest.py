@@ -19,6 +19,7 @@ pin_for("auto", "cpu")  # the jobs' default compute path: exact, with its pinned
 import torch  # noqa: E402
 from hydra.utils import instantiate
 
+from regstudy.compute import gpu_device
 from regstudy.data import make_dataset, save_npz
 from regstudy.kernels import cpu, exact_unavailable
 from regstudy.stages.train import compose_job
@@ -29,6 +30,7 @@ SMALL_SIGNAL = dict(n_train=40, n_val=20, n_test=20, noise=0.2, n_components=3, 
 CPU = cpu()
 EXACT_ABSENT = exact_unavailable()  # why compute=exact cannot run here, or None
 needs_exact = pytest.mark.skipif(EXACT_ABSENT is not None, reason=f"compute=exact: {EXACT_ABSENT}")
+needs_gpu = pytest.mark.skipif(gpu_device() is None, reason="no CUDA or MPS device here (trainer.accelerator=gpu)")
 PINNED = EXACT_ABSENT is None  # the default path is exact, whose pin of torch's kernels applies (regstudy.kernels)
 
 

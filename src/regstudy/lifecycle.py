@@ -24,7 +24,8 @@ import time
 
 import psutil
 
-CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# the terminating signals this system has (Windows has no SIGHUP)
+CAUGHT = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Terminated(KeyboardInterrupt):

@@ -188,8 +188,9 @@ def _default_signals() -> None:
     """A worker dies of SIGTERM (the pool's end), whatever handler the forked process had:
     one that only takes note (Lightning's, in a process that trained) left a worker
     waiting on the pool's queue forever, and the report with it."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # those this system has (Windows: no SIGHUP)
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _mlflow_filters(results: Results) -> list[dict]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import needs_exact
+from conftest import needs_exact, needs_gpu
 from regstudy.compute import ExactOps, TorchOps, ops_for, resolve_accelerator
 from regstudy.config import validate
 from regstudy.data import load_npz
@@ -24,6 +24,7 @@ from regstudy.stages.train import compose_job
 
 # A job of 10 epochs on each path: losses and metrics agree to this (relative to 1 + |value|).
 JOB_TOLERANCE = 1e-4
+GPU_TOLERANCE = 1e-3  # benchmarks/gpu.py's LOSS_RTOL
 
 
 def test_the_torch_path_needs_no_extension_and_runs_on_any_device_type():
@@ -83,14 +84,15 @@ def test_the_paths_statistics_are_the_same_numbers():
     assert torch.equal(alive_units([h], 0.0, TorchOps), alive_units([h], 0.0, ExactOps))
 
 
-def train(signal_npz: str, compute: str, extra: list[str]):
+def train(signal_npz: str, compute: str, extra: list[str], accelerator: str = "cpu"):
     cfg = compose_job(["data=signal", f"data.path={signal_npz}", "trainer.max_epochs=10", f"compute={compute}",
-                       "members.seeds=[0,1]", *extra])
+                       "members.seeds=[0,1]", f"trainer.accelerator={accelerator}", *extra])
     validate(cfg)
     members = member_grid(cfg)
     module = build_module(cfg, load_tensors(load_npz(cfg.data.path), [m["seed"] for m in members]), members)
     assert module.net.ops is {"torch": TorchOps, "exact": ExactOps}[compute]
     instantiate(cfg.trainer).fit(module)
+    module.to_cpu()
     return module
 
 
@@ -108,6 +110,21 @@ def test_a_job_of_10_epochs_agrees_on_both_paths(signal_npz, extra):
                                        msg=f"epoch {epoch}: {key}")
         assert torch.equal(a["alive_neurons"], e["alive_neurons"]), f"epoch {epoch}"
     assert not torch.equal(torch_job.history[-1]["train_loss"], torch_job.history[0]["train_loss"])  # it trained
+
+
+@needs_gpu
+def test_a_job_of_10_epochs_on_the_gpu_agrees_with_the_cpus_torch_path(signal_npz):
+    """The members, their data and the per-epoch evaluation on the device (TF32 off), to
+    benchmarks/gpu.py's tolerance: cuBLAS and cuDNN round otherwise than the CPU's kernels."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    extra = ["regularizer=[dropout,l2]", "members.sweep=l2", "members.strengths=[0.0,1e-3]", "model.norm=batch"]
+    gpu_job, cpu_job = train(signal_npz, "torch", extra, "gpu"), train(signal_npz, "torch", extra)
+    assert len(gpu_job.history) == len(cpu_job.history) == 10
+    for epoch, (a, e) in enumerate(zip(gpu_job.history, cpu_job.history), 1):
+        for key in ("train_loss", "val_loss", "train_metric", "val_metric", "penalty", "weight_norm"):
+            torch.testing.assert_close(a[key], e[key], rtol=GPU_TOLERANCE, atol=GPU_TOLERANCE,
+                                       msg=f"epoch {epoch}: {key}")
+    assert gpu_job.net.kernels[0].device.type == "cpu"  # back on the CPU for the tables
 
 
 def test_a_stack_takes_its_path_from_the_ops_it_is_given():

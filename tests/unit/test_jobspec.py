@@ -7,6 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import needs_exact
 from regstudy.config import ConfigError, register_configs
 from regstudy.data import make_dataset, save_npz
 from regstudy.jobspec import CheckJob, JobSpec, prepare_job
@@ -68,3 +69,20 @@ def test_prepare_job_leaves_the_callers_config_as_it_was(run_config):
     job = prepare_job(cfg)
     assert OmegaConf.to_yaml(cfg) == before and not OmegaConf.is_readonly(cfg)
     assert job.cfg.data.task == "regression"
+
+
+@pytest.mark.parametrize("compute", ["torch", pytest.param("exact", marks=needs_exact)])
+def test_the_job_knows_its_device_and_compute_path_and_builds_its_stack_on_them(run_config, compute):
+    """Resolved once, by prepare_job; the job's stack computes with that path's operations."""
+    import torch
+
+    from regstudy.compute import PATHS
+    from regstudy.job import build_module, load_tensors
+
+    cfg = task_config(run_config)
+    cfg.compute, cfg.trainer.accelerator = compute, "cpu"
+    job = prepare_job(cfg)
+    assert (job.device, job.compute) == ("cpu", compute)
+    module = build_module(job.cfg, load_tensors(job.arrays, job.seeds), job.member_list(), job.compute)
+    assert module.net.ops is PATHS[compute]
+    assert module.net.kernels[0].device == torch.device("cpu")
