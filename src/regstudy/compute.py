@@ -103,7 +103,10 @@ class TorchOps:
         (overwritten) and a per-member ``bound`` ``(K, 1)``."""
         columns = magnitude.view_as(w).amax(1)  # a column is all 0 where its largest |w| is 0 (NaN: not)
         removed = (columns == 0).sum(1, dtype=torch.int32)
-        zeros = (magnitude == 0).sum(1, dtype=torch.int32)
+        if bool((magnitude.amin(1) > 0).all()):  # no member has a 0 (NaN: not > 0): no pass that writes
+            zeros = torch.zeros(len(w), dtype=torch.int32, device=w.device)
+        else:
+            zeros = (magnitude == 0).sum(1, dtype=torch.int32)
         # compared in place (1.0 or 0.0) and summed as floats, exact below 2^24 entries:
         # a third faster than a new boolean tensor and an integer sum
         below = magnitude.lt_(bound).sum(1).int()

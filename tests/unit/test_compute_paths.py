@@ -81,6 +81,9 @@ def test_the_paths_statistics_are_the_same_numbers():
     assert torch.equal(TorchOps.zero_counts(w, 0.3), ExactOps.zero_counts(w, 0.3))
     assert torch.equal(TorchOps.zero_counts(w, 0.3)[:, 1:], TorchOps.kernel_counts(w, 0.3)[:, 1:])
     assert TorchOps.kernel_counts(w, 0.0)[:, 1:].tolist() == [[1, 0], [0, 0], [12, 1], [11, 0]]
+    dense = torch.randn(4, 12, 6, generator=g)  # no entry 0 in any member: the zeros' pass is skipped
+    assert torch.equal(TorchOps.zero_counts(dense, 0.3), ExactOps.zero_counts(dense, 0.3))
+    assert TorchOps.zero_counts(dense, 0.3)[:, 1:].tolist() == [[0, 0]] * 4
     assert torch.equal(alive_units([h], 0.0, TorchOps), alive_units([h], 0.0, ExactOps))
 
 
