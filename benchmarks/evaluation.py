@@ -33,7 +33,7 @@ def torch_zero_counts(net, zero_threshold: float) -> tuple[torch.Tensor, torch.T
     """``metrics.zero_counts`` made by torch: a clone, an in-place comparison and a sum
     per count (the near-zero one of each kernel over its rms), and ``amax`` for the
     all-zero columns."""
-    from regstudy.metrics import per_rms
+    from regstudy.compute import per_rms
 
     with torch.no_grad():
         mags = [w.abs() for w in net.kernels]

@@ -62,6 +62,12 @@ def kernel_rms(w: Tensor) -> Tensor:
     return torch.where(rms == 0, 1.0, rms)
 
 
+def per_rms(w: Tensor) -> Tensor:
+    """``w / rms(W)`` per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, a new
+    tensor (:func:`kernel_rms`; a kernel of zeros stays zeros)."""
+    return w.detach() / kernel_rms(w).view(-1, 1, 1)
+
+
 class TorchOps:
     """The torch path: torch's own operations, on any device."""
 
@@ -138,7 +144,7 @@ class ExactOps:
         """:meth:`TorchOps.zero_counts`, with ``w / rms(W)`` counted against ``threshold``
         (float32: the same bits on any such CPU)."""
         from .reductions import kernel_counts
-        near = kernel_counts(w.detach() / kernel_rms(w).view(-1, 1, 1), threshold)[:, :1]
+        near = kernel_counts(per_rms(w), threshold)[:, :1]
         return torch.cat([near, kernel_counts(w, 0.0)[:, 1:]], 1)
 
 

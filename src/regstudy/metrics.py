@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .compute import kernel_rms, ops_for
+from .compute import ops_for
 from .stacked import StackedMLP
 
 
@@ -76,12 +76,6 @@ def near_zero_counts(w: Tensor, zero_threshold: float, ops=None) -> Tensor:
     kernel of zeros counts all its entries; one holding a NaN (a diverged member), none.
     """
     return (ops or ops_for()).zero_counts(w, zero_threshold)[:, 0]
-
-
-def per_rms(w: Tensor) -> Tensor:
-    """``w / rms(W)`` per member of a stacked kernel ``w`` ``(K, fan_in, fan_out)``, a new
-    tensor (:func:`regstudy.compute.kernel_rms`; a kernel of zeros stays zeros)."""
-    return w.detach() / kernel_rms(w).view(-1, 1, 1)
 
 
 def zero_counts(net: StackedMLP, zero_threshold: float) -> tuple[Tensor, Tensor, Tensor]:

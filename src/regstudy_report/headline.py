@@ -87,7 +87,7 @@ def headline_metrics(found: list[Finding], datasets: list[str], claims: Mapping,
 def count_values(metrics: Mapping) -> int:
     """Every leaf of the nested mapping ``metrics``, a string or a null included: the most
     values `dvc metrics show` lists for it (one per leaf, nulls left out)."""
-    return sum(count_values(v) if isinstance(v, Mapping) else 1 for v in metrics.values())
+    return len(flat_keys(metrics))
 
 
 def flat_keys(metrics: Mapping, prefix: str = "") -> dict[str, object]:
