@@ -132,10 +132,22 @@ def run_many(target: str, argvs: list[list[str]], workers: int = 2) -> list[int]
             if stopped:
                 return None  # queued when the stage was stopped: never starts
             sock = connections.pop() if connections else None
-        sock = sock or _connect(path) or _start_server(path)
-        if sock is None:
-            print("regstudy: the warm server is gone and could not be started again", file=sys.stderr)
-            return 1
+        for _ in range(2):  # a server that ended as it accepted us started nothing: once more
+            sock = sock or _connect(path) or _start_server(path)
+            if sock is None:
+                print("regstudy: the warm server is gone and could not be started again", file=sys.stderr)
+                return 1
+            try:
+                return exchange(sock, argv)
+            except NotStarted:
+                sock = None
+                with lock:
+                    if stopped:
+                        return None
+        print("regstudy: the warm server ended the job without starting it", file=sys.stderr)
+        return 1
+
+    def exchange(sock: socket.socket, argv: list[str]) -> int:
         pids = []
 
         def started(pid: int) -> None:
@@ -213,7 +225,8 @@ def _start_server(path: Path, timeout: float | None = 120.0) -> socket.socket | 
         sock = _connect(path)  # started meanwhile by another client
         if sock is not None:
             return sock
-        if not _starting(path):
+        spawned = not _starting(path)
+        if spawned:
             _spawn(path)
         if timeout is None:
             return None
@@ -222,8 +235,11 @@ def _start_server(path: Path, timeout: float | None = 120.0) -> socket.socket | 
             sock = _connect(path)
             if sock is not None:
                 return sock
-            if not _starting(path):  # it died during its start
-                return None
+            if not _starting(path):
+                if spawned:  # ours died during its start
+                    return None
+                _spawn(path)  # the one seen alive was ending (idle), not starting
+                spawned = True
             time.sleep(0.05)
     return None
 
@@ -259,20 +275,34 @@ def _starting(path: Path) -> bool:
     return "regstudy.warm" in command and str(path) in command  # not a recycled pid
 
 
+class NotStarted(ConnectionError):
+    """The server closed the connection before forking the job (it was ending)."""
+
+
 def _exchange(sock: socket.socket, target: str, argv: list[str], started) -> int:
-    """Send one job request; call ``started(pid)`` when forked; return its exit code."""
+    """Send one job request; call ``started(pid)`` when forked; return its exit code.
+    NotStarted where the server closed the connection before forking it."""
     request = json.dumps({"target": target, "argv": argv, "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     sys.stdout.flush()
     sys.stderr.flush()
-    socket.send_fds(sock, [HEADER.pack(len(request))], [1, 2])
-    sock.sendall(request)
-    for line in sock.makefile("r"):
-        kind, value = line.split()
-        if kind == "pid":
-            started(int(value))
-        elif kind == "exit":
-            return int(value)
+    pid_seen = False
+    try:
+        socket.send_fds(sock, [HEADER.pack(len(request))], [1, 2])
+        sock.sendall(request)
+        for line in sock.makefile("r"):
+            kind, value = line.split()
+            if kind == "pid":
+                pid_seen = True
+                started(int(value))
+            elif kind == "exit":
+                return int(value)
+    except (BrokenPipeError, ConnectionResetError):
+        if not pid_seen:
+            raise NotStarted from None
+        raise
+    if not pid_seen:
+        raise NotStarted
     print("regstudy: the warm server ended the job without an exit code", file=sys.stderr)
     return 1
 

@@ -193,3 +193,28 @@ def test_a_jobs_pidfd_is_readable_exactly_once_it_has_ended():
     finally:
         os.close(fd)
         os.close(write_end)
+
+
+def test_a_server_ending_as_a_stage_starts_is_replaced_not_waited_out(tmp_path):
+    """A server seen alive but ending (its idle time out, its socket gone) is not one that
+    is starting: the stage starts a new one once it has ended, and runs warm."""
+    state = tmp_path / "tmp"
+    state.mkdir()
+    env = {**os.environ, "TMPDIR": str(state), "REGSTUDY_WARM": "1", "REGSTUDY_WARM_IDLE": "5"}
+    path = subprocess.run([sys.executable, "-c", "from regstudy import warm; print(warm.socket_path())"],
+                          env=env, check=True, capture_output=True, text=True).stdout.strip()
+    # a process that looks like that path's server, never listens, and ends in 2 s
+    ending = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)", "regstudy.warm", path])
+    Path(path).with_suffix(".pid").write_text(str(ending.pid))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "regstudy.stages.train", "--dataset", "signal", "--family", "l2",
+                               "--conf", str(ROOT / "conf")], cwd=workdir(tmp_path / "w", STUDY), env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "warm server" not in proc.stderr, proc.stderr  # not "unavailable, running in this process"
+        assert ending.wait(5) == 0
+        server = Path(path).with_suffix(".pid").read_text()
+        assert server != str(ending.pid) and b"regstudy.warm" in _cmdline(server)
+    finally:
+        ending.kill()
+        subprocess.run(["kill", Path(path).with_suffix(".pid").read_text()], check=False)
